@@ -1,0 +1,123 @@
+// Command nestmtx turns Google Nest cameras into on-demand RTSP streams and
+// serves its API and events over MQTT v5.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/nestmtx/nestmtx/internal/api"
+	"github.com/nestmtx/nestmtx/internal/app"
+	"github.com/nestmtx/nestmtx/internal/config"
+)
+
+// Set at build time with -ldflags "-X main.release=... -X main.commit=...".
+var (
+	release = "dev"
+	commit  = "unknown"
+)
+
+// shutdownGrace is how long a stop may take before the process just exits:
+// systemd's default stop timeout is far longer, but a NAS user restarting the
+// service should not wait.
+const shutdownGrace = 5 * time.Second
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], stderr)
+	case "version", "--version", "-v":
+		v := api.NewVersionInfo(release, commit)
+		fmt.Fprintf(stdout, "nestmtx %s (commit %s, %s, %s)\n", v.Release, v.Commit, v.Go, v.Platform)
+		return 0
+	case "help", "-h", "--help":
+		usage(stdout)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "nestmtx: unknown command %q\n\n", args[0])
+		usage(stderr)
+		return 2
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `Usage: nestmtx <command> [flags]
+
+Commands:
+  serve     run the daemon (nestmtx serve --help lists its settings)
+  version   print the version
+`)
+}
+
+func serve(args []string, stderr io.Writer) int {
+	cfg, err := config.Load(args, os.LookupEnv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "nestmtx:", err)
+		return 2
+	}
+	log := newLogger(cfg, stderr)
+	slog.SetDefault(log)
+
+	a, err := app.New(cfg, log, api.NewVersionInfo(release, commit))
+	if err != nil {
+		log.Error("cannot start", "error", err)
+		return 1
+	}
+	if err := a.Start(); err != nil {
+		log.Error("cannot start", "error", err)
+		_ = a.Shutdown(context.Background())
+		return 1
+	}
+
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	s := <-sig
+	log.Info("shutting down", "signal", s.String())
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.Shutdown(ctx) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			log.Warn("shutdown finished with errors", "error", err)
+		}
+		log.Info("stopped")
+		return 0
+	case <-sig:
+		log.Warn("second signal: exiting without finishing the shutdown")
+		return 1
+	case <-time.After(shutdownGrace + time.Second):
+		log.Error("shutdown did not finish in time; exiting")
+		return 1
+	}
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,120 @@
+package api
+
+import (
+	"context"
+	"regexp"
+
+	"github.com/nestmtx/nestmtx/internal/store"
+)
+
+// MTXPathPattern is the set of RTSP path names a camera may be served at
+// (NestMTX's rule: unreserved URL characters only).
+var MTXPathPattern = regexp.MustCompile(`^[A-Za-z0-9._~-]+$`)
+
+func camerasModule(d Deps) Module {
+	return Module{
+		List: Authed(func(ctx context.Context, c *Call) (any, error) {
+			lp, perr := readListParams(c.Payload, []string{"id", "name", "room", "mtx_path"})
+			if perr != nil {
+				return nil, perr
+			}
+			cams, err := d.Store.ListCameras()
+			if err != nil {
+				return nil, err
+			}
+			return paginate(cams, lp,
+				func(c store.Camera, q string) bool {
+					return containsFold(c.Name, q) || containsFold(c.Room, q) || containsFold(c.MTXPath, q)
+				},
+				func(c store.Camera, f string) string {
+					switch f {
+					case "name":
+						return c.Name
+					case "room":
+						return c.Room
+					case "mtx_path":
+						return c.MTXPath
+					}
+					return idKey(c.ID)
+				},
+				func(c store.Camera) any { return c }), nil
+		}),
+		Read: Authed(func(ctx context.Context, c *Call) (any, error) {
+			id, err := entityID(c, "camera")
+			if err != nil {
+				return nil, err
+			}
+			return d.Store.GetCamera(id)
+		}),
+		Update: Authed(func(ctx context.Context, c *Call) (any, error) {
+			id, err := entityID(c, "camera")
+			if err != nil {
+				return nil, err
+			}
+			p := readPayload(c.Payload)
+			path, pathSet, pathOK := p.NullableString("mtx_path", 255)
+			if pathSet && pathOK && path != "" && !MTXPathPattern.MatchString(path) {
+				p.fail("mtx_path", "must match "+MTXPathPattern.String())
+				pathOK = false
+			}
+			enabled, enabledSet := p.Bool("is_enabled", false)
+			persistent, persistentSet := p.Bool("is_persistent", false)
+			if err := p.Err(); err != nil {
+				return nil, err
+			}
+			if p.Empty() {
+				return nil, Invalid(FieldError{Path: "payload", Message: "must set at least one of mtx_path, is_enabled, is_persistent"})
+			}
+			cam, err := d.Store.UpdateCamera(id, func(cam *store.Camera) error {
+				if pathSet {
+					cam.MTXPath = path
+				}
+				if enabledSet {
+					cam.IsEnabled = enabled
+				}
+				if persistentSet {
+					cam.IsPersistent = persistent
+				}
+				// A stream needs a path to be served at.
+				if cam.MTXPath == "" && (cam.IsEnabled || cam.IsPersistent) {
+					field := "mtx_path"
+					if !pathSet {
+						field = "is_enabled"
+						if !enabledSet {
+							field = "is_persistent"
+						}
+					}
+					return Invalid(FieldError{Path: "payload." + field, Message: "a camera needs an mtx_path to be enabled or persistent"})
+				}
+				return nil
+			})
+			if err != nil {
+				return nil, err
+			}
+			if d.Cameras != nil {
+				d.Cameras.CameraChanged(cam)
+			}
+			d.Log.Info("camera updated", "camera_id", id, "mtx_path", cam.MTXPath, "enabled", cam.IsEnabled,
+				"persistent", cam.IsPersistent, "by", c.User.Username)
+			return cam, nil
+		}),
+		Delete: Authed(func(ctx context.Context, c *Call) (any, error) {
+			id, err := entityID(c, "camera")
+			if err != nil {
+				return nil, err
+			}
+			cam, err := d.Store.GetCamera(id)
+			if err != nil {
+				return nil, err
+			}
+			if err := d.Store.DeleteCamera(id); err != nil {
+				return nil, err
+			}
+			if d.Cameras != nil {
+				d.Cameras.CameraDeleted(id)
+			}
+			d.Log.Info("camera deleted", "camera_id", id, "by", c.User.Username)
+			return cam, nil
+		}),
+	}
+}

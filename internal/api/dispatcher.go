@@ -1,0 +1,147 @@
+// Package api is the transport-neutral L.C.R.U.D. API: a Request goes in, a
+// result or an *Error comes out. Transports (MQTT now, HTTP later) only decode
+// envelopes and deliver replies; they never know what a module does.
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nestmtx/nestmtx/internal/store"
+)
+
+// Call is what a handler sees: the request and, on routes that need it, the
+// authenticated user.
+type Call struct {
+	Request
+	User *store.User
+}
+
+// HandlerFunc serves one command of one module. It returns a result to marshal
+// as JSON, or an error: an *Error as it is, a store error mapped to its code,
+// anything else as INTERNAL_SERVER_ERROR with nothing of its text leaked.
+type HandlerFunc func(ctx context.Context, c *Call) (any, error)
+
+type route struct {
+	public bool
+	fn     HandlerFunc
+}
+
+// Module maps commands to routes.
+type Module map[string]route
+
+// Authed is a route for logged-in users.
+func Authed(fn HandlerFunc) route { return route{fn: fn} }
+
+// Public is a route that needs no token (auth, health, version).
+func Public(fn HandlerFunc) route { return route{public: true, fn: fn} }
+
+// Dispatcher routes requests to modules.
+type Dispatcher struct {
+	modules map[string]Module
+	tokens  TokenChecker
+	log     *slog.Logger
+}
+
+// TokenChecker resolves a bearer token to its user.
+type TokenChecker interface {
+	LookupToken(token string) (store.User, time.Time, error)
+}
+
+// NewDispatcher builds an empty dispatcher; Register adds modules.
+func NewDispatcher(tokens TokenChecker, log *slog.Logger) *Dispatcher {
+	return &Dispatcher{modules: map[string]Module{}, tokens: tokens, log: log}
+}
+
+// Register adds (or replaces) a module.
+func (d *Dispatcher) Register(name string, m Module) { d.modules[name] = m }
+
+// Modules lists the registered module names.
+func (d *Dispatcher) Modules() []string {
+	out := make([]string, 0, len(d.modules))
+	for name := range d.modules {
+		out = append(out, name)
+	}
+	return out
+}
+
+// Handle runs one request. Every error it returns carries the request's context.
+func (d *Dispatcher) Handle(ctx context.Context, req Request) (any, *Error) {
+	res, err := d.handle(ctx, req)
+	if err != nil {
+		return nil, err.WithContext(req)
+	}
+	return res, nil
+}
+
+func (d *Dispatcher) handle(ctx context.Context, req Request) (any, *Error) {
+	mod, ok := d.modules[req.Module]
+	if !ok {
+		return nil, NewError(CodeNotFound, "unknown module %q", req.Module)
+	}
+	rt, ok := mod[req.Command]
+	if !ok {
+		return nil, NewError(CodeNotFound, "module %s has no command %s", req.Module, req.Command)
+	}
+	call := &Call{Request: req}
+	if !rt.public {
+		if req.Token == "" {
+			return nil, NewError(CodeUnauthorized, "a bearer token is required: log in with auth create, then send it as \"token\" or as the user property authorization: Bearer <token>")
+		}
+		user, _, err := d.tokens.LookupToken(req.Token)
+		if err != nil {
+			if errors.Is(err, store.ErrTokenInvalid) {
+				return nil, NewError(CodeUnauthorized, "the token is unknown or has expired; log in again")
+			}
+			return nil, d.internal(req, err)
+		}
+		call.User = &user
+	}
+	res, err := rt.fn(ctx, call)
+	if err != nil {
+		return nil, d.toError(req, err)
+	}
+	return res, nil
+}
+
+// toError maps a handler's error to the contract's codes.
+func (d *Dispatcher) toError(req Request, err error) *Error {
+	var apiErr *Error
+	switch {
+	case errors.As(err, &apiErr):
+		return apiErr
+	case errors.Is(err, store.ErrNotFound):
+		return NewError(CodeNotFound, "%s", err.Error())
+	case errors.Is(err, store.ErrConflict):
+		return NewError(CodeConflict, "%s", err.Error())
+	case errors.Is(err, store.ErrBadCredentials):
+		return NewError(CodeUnauthorized, "wrong username or password")
+	case errors.Is(err, store.ErrTokenInvalid):
+		return NewError(CodeUnauthorized, "the token is unknown or has expired; log in again")
+	}
+	return d.internal(req, err)
+}
+
+// internal logs the cause for the operator and tells the client only where
+// to look: error texts can carry paths, hosts or worse.
+func (d *Dispatcher) internal(req Request, err error) *Error {
+	d.log.Error("api request failed", "module", req.Module, "command", req.Command,
+		"request_id", req.RequestID, "error", err)
+	msg := "the request failed unexpectedly; the daemon's log has the cause"
+	if req.RequestID != "" {
+		msg += " (request " + req.RequestID + ")"
+	}
+	return NewError(CodeInternal, "%s", msg)
+}
+
+// BearerFromHeader extracts the token of an `authorization: Bearer <t>` value.
+func BearerFromHeader(v string) string {
+	v = strings.TrimSpace(v)
+	if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+		return strings.TrimSpace(v[7:])
+	}
+	return ""
+}

@@ -1,0 +1,88 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+)
+
+// Error codes of the contract (mqtt-api.md §2). Each has one HTTP-like status.
+const (
+	CodeBadRequest      = "BAD_REQUEST"
+	CodeUnauthorized    = "UNAUTHORIZED"
+	CodeForbidden       = "FORBIDDEN"
+	CodeNotFound        = "NOT_FOUND"
+	CodeConflict        = "CONFLICT"
+	CodePayloadTooLarge = "PAYLOAD_TOO_LARGE"
+	CodeTooManyRequests = "TOO_MANY_REQUESTS"
+	CodeInternal        = "INTERNAL_SERVER_ERROR"
+)
+
+var statusOf = map[string]int{
+	CodeBadRequest:      http.StatusBadRequest,
+	CodeUnauthorized:    http.StatusUnauthorized,
+	CodeForbidden:       http.StatusForbidden,
+	CodeNotFound:        http.StatusNotFound,
+	CodeConflict:        http.StatusConflict,
+	CodePayloadTooLarge: http.StatusRequestEntityTooLarge,
+	CodeTooManyRequests: http.StatusTooManyRequests,
+	CodeInternal:        http.StatusInternalServerError,
+}
+
+// FieldError names one failing field, by its path in the request
+// (`payload.mtx_path`, `command`).
+type FieldError struct {
+	Path    string `json:"path"`
+	Message string `json:"message"`
+}
+
+// Context echoes what the request was, so a client that sent many can match
+// an error to its cause.
+type Context struct {
+	Command   string `json:"command,omitempty"`
+	Module    string `json:"module,omitempty"`
+	RequestID string `json:"requestId,omitempty"`
+	Entity    string `json:"entity,omitempty"`
+}
+
+// Error is the one error shape every transport returns.
+type Error struct {
+	Code    string       `json:"code"`
+	Status  int          `json:"status"`
+	Message string       `json:"message"`
+	Details []FieldError `json:"details,omitempty"`
+	Context *Context     `json:"context,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// MarshalJSON wraps the error in {"error": ...}: the contract never sends a
+// bare error object or string.
+func (e *Error) MarshalJSON() ([]byte, error) {
+	type plain Error
+	return json.Marshal(struct {
+		Error plain `json:"error"`
+	}{plain(*e)})
+}
+
+// NewError builds an error with the status that belongs to code.
+func NewError(code, format string, args ...any) *Error {
+	return &Error{Code: code, Status: statusOf[code], Message: fmt.Sprintf(format, args...)}
+}
+
+// Invalid is a BAD_REQUEST listing each failing field.
+func Invalid(details ...FieldError) *Error {
+	e := NewError(CodeBadRequest, "the request is invalid")
+	if len(details) == 1 {
+		e.Message = details[0].Path + " " + details[0].Message
+	}
+	e.Details = details
+	return e
+}
+
+// WithContext returns a copy of e carrying the request's context.
+func (e *Error) WithContext(r Request) *Error {
+	c := *e
+	c.Context = &Context{Command: r.Command, Module: r.Module, RequestID: r.RequestID, Entity: r.Entity}
+	return &c
+}

@@ -1,0 +1,66 @@
+package api
+
+import (
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/nestmtx/nestmtx/internal/store"
+)
+
+// Deps is what the modules need from the rest of the daemon.
+type Deps struct {
+	Store    *store.Store
+	TokenTTL time.Duration
+	// LoginAttemptsPerMinute bounds failed logins per username.
+	LoginAttemptsPerMinute int
+	Health                 *Health
+	Version                VersionInfo
+	// Cameras is told about every change a request makes to a camera, so
+	// that live streams follow at once. Nil means nobody listens.
+	Cameras CameraListener
+	Now     func() time.Time
+	Log     *slog.Logger
+}
+
+// CameraListener reacts to API changes of camera rows.
+type CameraListener interface {
+	CameraChanged(store.Camera)
+	CameraDeleted(id uint64)
+}
+
+// New builds the dispatcher with every module of the API registered.
+func New(d Deps) *Dispatcher {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Log == nil {
+		d.Log = slog.Default()
+	}
+	if d.TokenTTL <= 0 {
+		d.TokenTTL = 24 * time.Hour
+	}
+	if d.Health == nil {
+		d.Health = NewHealth()
+	}
+	disp := NewDispatcher(d.Store, d.Log)
+	disp.Register("auth", authModule(d))
+	disp.Register("users", usersModule(d))
+	disp.Register("credentials", credentialsModule(d))
+	disp.Register("cameras", camerasModule(d))
+	disp.Register("health", healthModule(d))
+	disp.Register("version", versionModule(d))
+	return disp
+}
+
+// entityID parses the numeric id of read/update/delete.
+func entityID(c *Call, what string) (uint64, error) {
+	id, err := strconv.ParseUint(c.Entity, 10, 64)
+	if err != nil || id == 0 {
+		return 0, Invalid(FieldError{Path: "entity", Message: "must be the numeric id of a " + what})
+	}
+	return id, nil
+}
+
+// idKey makes numeric ids sort as numbers in paginate's string ordering.
+func idKey(id uint64) string { return strconv.FormatUint(id+1e15, 10) }

@@ -1,0 +1,245 @@
+// Package app wires the daemon's parts together and owns their lifecycle:
+// start in dependency order, stop in reverse, within a deadline.
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nestmtx/nestmtx/internal/api"
+	"github.com/nestmtx/nestmtx/internal/config"
+	"github.com/nestmtx/nestmtx/internal/events"
+	"github.com/nestmtx/nestmtx/internal/mqtt"
+	"github.com/nestmtx/nestmtx/internal/store"
+)
+
+// App is one running daemon.
+type App struct {
+	cfg     config.Config
+	log     *slog.Logger
+	version api.VersionInfo
+
+	store   *store.Store
+	bus     *events.Bus
+	health  *api.Health
+	api     *api.Dispatcher
+	cameras *cameraStates
+	mqtt    *mqtt.Service
+
+	httpSrv *http.Server
+	httpLn  net.Listener
+
+	stop     context.CancelFunc
+	bg       sync.WaitGroup
+	shutdown sync.Once
+}
+
+// New opens the store and builds the API; nothing listens yet.
+func New(cfg config.Config, log *slog.Logger, version api.VersionInfo) (*App, error) {
+	st, err := store.Open(cfg.DataDir, store.Options{})
+	if err != nil {
+		return nil, err
+	}
+	a := &App{cfg: cfg, log: log, version: version, store: st, bus: events.NewBus(nil), health: api.NewHealth()}
+	if err := a.firstStart(); err != nil {
+		st.Close()
+		return nil, err
+	}
+	a.cameras = &cameraStates{bus: a.bus}
+	a.api = api.New(api.Deps{
+		Store:                  st,
+		TokenTTL:               cfg.TokenTTL,
+		LoginAttemptsPerMinute: cfg.LoginAttemptsPerMinute,
+		Health:                 a.health,
+		Version:                version,
+		Cameras:                a.cameras,
+		Log:                    log.With("component", "api"),
+	})
+	a.registerHealth()
+	return a, nil
+}
+
+// Start publishes the initial state and starts the listeners.
+func (a *App) Start() error {
+	cams, err := a.store.ListCameras()
+	if err != nil {
+		return err
+	}
+	for _, c := range cams {
+		a.cameras.CameraChanged(c)
+	}
+
+	a.mqtt, err = mqtt.Start(mqtt.Options{
+		BrokerURL: a.cfg.MQTTURL, Listen: a.cfg.MQTTListen,
+		Username: a.cfg.MQTTUsername, Password: a.cfg.MQTTPassword,
+		BaseTopic: a.cfg.MQTTBaseTopic, ClientID: a.cfg.MQTTClientID, KeepAlive: a.cfg.MQTTKeepAlive,
+		CAFile: a.cfg.MQTTCAFile, CertFile: a.cfg.MQTTCertFile, KeyFile: a.cfg.MQTTKeyFile,
+		MaxRequestBytes: a.cfg.MQTTMaxRequestBytes, Log: a.log,
+	}, a.api, a.bus)
+	if err != nil {
+		return err
+	}
+	if err := a.startHTTP(); err != nil {
+		a.mqtt.Close(context.Background())
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stop = cancel
+	a.bg.Add(1)
+	go a.pruneTokens(ctx)
+	a.log.Info("nestmtx is running", "release", a.version.Release, "http", a.HTTPAddr(),
+		"mqtt_broker", a.MQTTAddr(), "data_dir", a.cfg.DataDir)
+	return nil
+}
+
+// Shutdown stops everything; the context bounds how long it may take.
+func (a *App) Shutdown(ctx context.Context) error {
+	var errs []error
+	a.shutdown.Do(func() {
+		if a.stop != nil {
+			a.stop()
+		}
+		if a.httpSrv != nil {
+			if err := a.httpSrv.Shutdown(ctx); err != nil {
+				a.httpSrv.Close()
+			}
+		}
+		if a.mqtt != nil {
+			errs = append(errs, a.mqtt.Close(ctx))
+		}
+		a.bg.Wait()
+		errs = append(errs, a.store.Close())
+	})
+	return errors.Join(errs...)
+}
+
+// HTTPAddr is the HTTP listener's address.
+func (a *App) HTTPAddr() string {
+	if a.httpLn == nil {
+		return ""
+	}
+	return a.httpLn.Addr().String()
+}
+
+// MQTTAddr is the embedded broker's address ("" with an external broker).
+func (a *App) MQTTAddr() string {
+	if a.mqtt == nil {
+		return ""
+	}
+	return a.mqtt.BrokerAddr()
+}
+
+// Store gives tests and tools the daemon's store.
+func (a *App) Store() *store.Store { return a.store }
+
+// Bus gives the daemon's parts (and tests) the event bus.
+func (a *App) Bus() *events.Bus { return a.bus }
+
+// firstStart creates the admin user when the store has no user at all.
+func (a *App) firstStart() error {
+	n, err := a.store.CountUsers()
+	if err != nil || n > 0 {
+		return err
+	}
+	pw := a.cfg.AdminPassword
+	generated := pw == ""
+	if generated {
+		buf := make([]byte, 18)
+		if _, err := rand.Read(buf); err != nil {
+			return err
+		}
+		pw = base64.RawURLEncoding.EncodeToString(buf)
+	}
+	if _, err := a.store.CreateUser("admin", pw, true); err != nil {
+		return fmt.Errorf("creating the admin user: %w", err)
+	}
+	if !generated {
+		a.log.Info("created the user admin with the password from NESTMTX_ADMIN_PASSWORD")
+		return nil
+	}
+	file := filepath.Join(a.cfg.DataDir, "initial-admin-password")
+	if err := os.WriteFile(file, []byte(pw+"\n"), 0o600); err != nil {
+		return fmt.Errorf("writing %s: %w", file, err)
+	}
+	// The one time a secret is logged, on purpose: the operator has no other
+	// way to learn it on a headless NAS, and it is also in the 0600 file.
+	a.log.Warn("created the user admin with a random password; change it after logging in",
+		"password", pw, "also_written_to", file)
+	return nil
+}
+
+func (a *App) registerHealth() {
+	a.health.Register("store", func(ctx context.Context) api.Check {
+		v, err := a.store.SchemaVersion()
+		if err != nil {
+			return api.Failing(map[string]any{"error": "the database cannot be read"})
+		}
+		return api.OK(map[string]any{"schema_version": v})
+	})
+	a.health.Register("mqtt", func(ctx context.Context) api.Check {
+		meta := map[string]any{"embedded_broker": a.cfg.MQTTURL == ""}
+		if a.mqtt != nil && a.mqtt.Ready() {
+			return api.OK(meta)
+		}
+		return api.Failing(meta)
+	})
+	a.health.Register("setup", func(ctx context.Context) api.Check {
+		users, err := a.store.ListUsers()
+		if err != nil {
+			return api.Failing(nil)
+		}
+		canLogin := 0
+		for _, u := range users {
+			if u.CanLogin {
+				canLogin++
+			}
+		}
+		creds, err := a.store.ListCredentials()
+		if err != nil {
+			return api.Failing(nil)
+		}
+		authed := 0
+		for _, c := range creds {
+			if c.RefreshToken != "" {
+				authed++
+			}
+		}
+		meta := map[string]any{"users_who_can_login": canLogin, "credentials": len(creds), "credentials_authenticated": authed}
+		switch {
+		case canLogin == 0:
+			return api.Failing(meta)
+		case authed < len(creds) || len(creds) == 0:
+			// Nothing to stream yet, or a credential needs the user's consent.
+			return api.Degrading(meta)
+		}
+		return api.OK(meta)
+	})
+}
+
+func (a *App) pruneTokens(ctx context.Context) {
+	defer a.bg.Done()
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n, err := a.store.PruneExpiredTokens(); err != nil {
+				a.log.Warn("pruning expired tokens", "error", err)
+			} else if n > 0 {
+				a.log.Debug("pruned expired tokens", "count", n)
+			}
+		}
+	}
+}

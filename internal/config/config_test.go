@@ -1,0 +1,792 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// env turns a map into a lookup so tests never see the real environment.
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := m[k]
+		return v, ok
+	}
+}
+
+func writeYAML(t testing.TB, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "nestmtx.yml")
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func mustLoad(t *testing.T, args []string, e map[string]string) Config {
+	t.Helper()
+	c, err := Load(args, env(e), nil)
+	if err != nil {
+		t.Fatalf("Load(%q): %v", args, err)
+	}
+	return c
+}
+
+func TestDefaults(t *testing.T) {
+	want := Config{
+		DataDir:                "./data",
+		HTTPAddress:            ":2000",
+		RTSPAddress:            ":8554",
+		MQTTListen:             ":1883",
+		MQTTBaseTopic:          "nestmtx",
+		MQTTKeepAlive:          30 * time.Second,
+		MQTTMaxRequestBytes:    65536,
+		TokenTTL:               24 * time.Hour,
+		LoginAttemptsPerMinute: 5,
+		LogLevel:               "info",
+		LogFormat:              "text",
+		OnDemandStartTimeout:   20 * time.Second,
+		OnDemandCloseAfter:     30 * time.Second,
+	}
+	if got := Defaults(); got != want {
+		t.Errorf("Defaults() = %+v\nwant %+v", got, want)
+	}
+	if err := Defaults().Validate(); err != nil {
+		t.Errorf("Defaults().Validate() = %v", err)
+	}
+	// With nothing set, Load must agree with Defaults, including nil
+	// lookup and writer, which callers may pass in tests.
+	got, err := Load(nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Errorf("Load(nil) = %+v\nwant %+v", got, want)
+	}
+}
+
+func TestPrecedence(t *testing.T) {
+	type layer struct {
+		yaml, env, flag string // "" means not given at this layer
+	}
+	keys := []struct {
+		yamlKey, envName, flagName string
+		values                     [3]string // yaml, env, flag
+		get                        func(Config) any
+		want                       [3]any
+		def                        any
+	}{
+		{"log_level", "NESTMTX_LOG_LEVEL", "log-level", [3]string{"debug", "WARN", "error"},
+			func(c Config) any { return c.LogLevel }, [3]any{"debug", "warn", "error"}, "info"},
+		{"http_address", "NESTMTX_HTTP_ADDRESS", "http-address", [3]string{":3001", ":3002", ":3003"},
+			func(c Config) any { return c.HTTPAddress }, [3]any{":3001", ":3002", ":3003"}, ":2000"},
+		{"mqtt_keepalive", "NESTMTX_MQTT_KEEPALIVE", "mqtt-keepalive", [3]string{"10s", "1m", "2h"},
+			func(c Config) any { return c.MQTTKeepAlive }, [3]any{10 * time.Second, time.Minute, 2 * time.Hour}, 30 * time.Second},
+		{"mqtt_max_request_bytes", "NESTMTX_MQTT_MAX_REQUEST_BYTES", "mqtt-max-request-bytes", [3]string{"2048", "4096", "8192"},
+			func(c Config) any { return c.MQTTMaxRequestBytes }, [3]any{2048, 4096, 8192}, 65536},
+		{"mqtt_base_topic", "NESTMTX_MQTT_BASE_TOPIC", "mqtt-base-topic", [3]string{"from/yaml", "from/env", "from/flag"},
+			func(c Config) any { return c.MQTTBaseTopic }, [3]any{"from/yaml", "from/env", "from/flag"}, "nestmtx"},
+		{"admin_password", "NESTMTX_ADMIN_PASSWORD", "admin-password", [3]string{"y", "e", "f"},
+			func(c Config) any { return c.AdminPassword }, [3]any{"y", "e", "f"}, ""},
+	}
+	// Each combination of present layers; the highest present one wins.
+	combos := []struct {
+		yaml, env, flag bool
+		winner          int // index into values, -1 for default
+	}{
+		{false, false, false, -1},
+		{true, false, false, 0},
+		{false, true, false, 1},
+		{false, false, true, 2},
+		{true, true, false, 1},
+		{true, false, true, 2},
+		{false, true, true, 2},
+		{true, true, true, 2},
+	}
+	for _, k := range keys {
+		for _, cb := range combos {
+			name := k.yamlKey
+			if cb.yaml {
+				name += "/yaml"
+			}
+			if cb.env {
+				name += "/env"
+			}
+			if cb.flag {
+				name += "/flag"
+			}
+			t.Run(name, func(t *testing.T) {
+				e := map[string]string{}
+				var args []string
+				if cb.yaml {
+					// Another key in the file proves the file was read
+					// even when this key is overridden.
+					e["NESTMTX_CONFIG"] = writeYAML(t, k.yamlKey+": '"+k.values[0]+"'\ndata_dir: /from-yaml\n")
+				}
+				if cb.env {
+					e[k.envName] = k.values[1]
+				}
+				if cb.flag {
+					args = []string{"--" + k.flagName, k.values[2]}
+				}
+				c := mustLoad(t, args, e)
+				want := k.def
+				if cb.winner >= 0 {
+					want = k.want[cb.winner]
+				}
+				if got := k.get(c); got != want {
+					t.Errorf("%s = %v, want %v", k.yamlKey, got, want)
+				}
+				if cb.yaml && c.DataDir != "/from-yaml" {
+					t.Errorf("DataDir = %q, want value from YAML", c.DataDir)
+				}
+			})
+		}
+	}
+}
+
+func TestEnvAliases(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		get  func(Config) string
+		want string
+	}{
+		{"MQTT_USER", map[string]string{"MQTT_USER": "alice"}, func(c Config) string { return c.MQTTUsername }, "alice"},
+		{"MQTT_PASS", map[string]string{"MQTT_PASS": "pw"}, func(c Config) string { return c.MQTTPassword }, "pw"},
+		{"MQTT_BASE_TOPIC", map[string]string{"MQTT_BASE_TOPIC": "home/cams"}, func(c Config) string { return c.MQTTBaseTopic }, "home/cams"},
+		{"canonical beats alias", map[string]string{"MQTT_USER": "alias", "NESTMTX_MQTT_USERNAME": "canonical"},
+			func(c Config) string { return c.MQTTUsername }, "canonical"},
+		{"empty canonical falls back to alias", map[string]string{"NESTMTX_MQTT_PASSWORD": "", "MQTT_PASS": "alias"},
+			func(c Config) string { return c.MQTTPassword }, "alias"},
+		{"flag beats alias", map[string]string{"MQTT_BASE_TOPIC": "alias"},
+			func(c Config) string { return c.MQTTBaseTopic }, "flagged"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var args []string
+			if strings.HasPrefix(tt.name, "flag") {
+				args = []string{"-mqtt-base-topic=flagged"}
+			}
+			if got := tt.get(mustLoad(t, args, tt.env)); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestEmptyEnvIsUnset(t *testing.T) {
+	path := writeYAML(t, "log_level: debug\n")
+	c := mustLoad(t, nil, map[string]string{
+		"NESTMTX_CONFIG":    path,
+		"NESTMTX_LOG_LEVEL": "", // must not override the file
+		"NESTMTX_DATA_DIR":  "", // would be invalid if taken as a value
+		"NESTMTX_TOKEN_TTL": "", // would fail to parse if taken as a value
+	})
+	if c.LogLevel != "debug" || c.DataDir != "./data" || c.TokenTTL != 24*time.Hour {
+		t.Errorf("empty env vars were applied: %+v", c)
+	}
+}
+
+func TestConfigFileLocation(t *testing.T) {
+	envFile := writeYAML(t, "log_format: json\n")
+	flagFile := writeYAML(t, "log_format: text\nlog_level: warn\n")
+	tests := []struct {
+		name       string
+		args       []string
+		env        map[string]string
+		wantFile   string
+		wantFormat string
+	}{
+		{"none", nil, nil, "", "text"},
+		{"env", nil, map[string]string{"NESTMTX_CONFIG": envFile}, envFile, "json"},
+		{"flag", []string{"--config", flagFile}, nil, flagFile, "text"},
+		{"flag beats env", []string{"--config=" + flagFile}, map[string]string{"NESTMTX_CONFIG": envFile}, flagFile, "text"},
+		// An explicit empty flag is how to ignore a file named in the
+		// environment without unsetting the variable.
+		{"empty flag disables env file", []string{"--config="}, map[string]string{"NESTMTX_CONFIG": envFile}, "", "text"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := mustLoad(t, tt.args, tt.env)
+			if c.ConfigFile != tt.wantFile || c.LogFormat != tt.wantFormat {
+				t.Errorf("ConfigFile=%q LogFormat=%q, want %q %q", c.ConfigFile, c.LogFormat, tt.wantFile, tt.wantFormat)
+			}
+		})
+	}
+}
+
+func TestMissingConfigFile(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nope.yml")
+	for _, tt := range []struct {
+		args   []string
+		env    map[string]string
+		origin string
+	}{
+		{[]string{"--config", missing}, nil, "--config"},
+		{nil, map[string]string{"NESTMTX_CONFIG": missing}, "NESTMTX_CONFIG"},
+	} {
+		_, err := Load(tt.args, env(tt.env), nil)
+		if err == nil {
+			t.Fatalf("%s: missing file accepted", tt.origin)
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s: error %v does not wrap fs.ErrNotExist", tt.origin, err)
+		}
+		if want := "config: " + tt.origin + ": " + missing + ":"; !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("error %q, want prefix %q", err, want)
+		}
+	}
+}
+
+// TestValidationErrorNamesKey runs every bad value through all three
+// sources, because each source formats the key name differently.
+func TestValidationErrorNamesKey(t *testing.T) {
+	tests := []struct {
+		key, value, wantMsg string
+	}{
+		{"log_level", "loud", `"loud" is not one of debug, info, warn, error`},
+		{"log_format", "xml", `"xml" is not one of text, json`},
+		{"data_dir", "", "must not be empty"},
+		{"http_address", "2000", "not host:port"},
+		{"rtsp_address", ":rtsp", "port number"},
+		{"mqtt_listen", "localhost", "not host:port"},
+		{"mqtt_listen", ":70000", "port number"},
+		{"mqtt_url", "http://broker", `scheme "http" is not one of`},
+		{"mqtt_url", "broker:1883", "is not one of"},
+		{"mqtt_url", "mqtt://", "no host"},
+		{"mqtt_url", "mqtt://host:port", "not a valid URL"},
+		{"mqtt_url", "mqtt:///path", "no host"},
+		{"mqtt_username", "a\x00b", "NUL"},
+		{"mqtt_username", "\xff", "UTF-8"},
+		{"mqtt_base_topic", "", "must not be empty"},
+		{"mqtt_base_topic", "/nestmtx", "must not start or end with /"},
+		{"mqtt_base_topic", "nestmtx/", "must not start or end with /"},
+		{"mqtt_base_topic", "a/+/b", "wildcards"},
+		{"mqtt_base_topic", "a/#", "wildcards"},
+		{"mqtt_base_topic", "a\x00b", "NUL"},
+		{"mqtt_base_topic", "$SYS", "must not start with $"},
+		{"mqtt_client_id", "id\x00", "NUL"},
+		{"mqtt_keepalive", "4s", "less than the minimum 5s"},
+		{"mqtt_keepalive", "65536s", "more than the maximum"},
+		{"mqtt_keepalive", "7500ms", "whole number of seconds"},
+		{"mqtt_keepalive", "30", "not a duration"},
+		{"mqtt_max_request_bytes", "1023", "less than the minimum 1024"},
+		{"mqtt_max_request_bytes", "1e6", "not a decimal integer"},
+		{"mqtt_max_request_bytes", "99999999999999999999", "not a decimal integer"},
+		{"mqtt_max_request_bytes", "268435456", "more than the maximum"},
+		{"token_ttl", "59s", "less than the minimum 1m0s"},
+		{"token_ttl", "forever", "not a duration"},
+		{"login_attempts_per_minute", "0", "less than the minimum 1"},
+		{"login_attempts_per_minute", "five", "not a decimal integer"},
+		{"on_demand_start_timeout", "999ms", "less than the minimum 1s"},
+		{"on_demand_close_after", "-1s", "less than the minimum 0s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.key+"="+tt.value, func(t *testing.T) {
+			envName := "NESTMTX_" + strings.ToUpper(tt.key)
+			flagName := "--" + strings.ReplaceAll(tt.key, "_", "-")
+
+			_, err := Load([]string{flagName, tt.value}, nil, nil)
+			checkErr(t, err, "config: "+flagName+": ", tt.wantMsg)
+
+			if tt.value != "" { // empty env vars are unset by design
+				_, err = Load(nil, env(map[string]string{envName: tt.value}), nil)
+				checkErr(t, err, "config: "+envName+": ", tt.wantMsg)
+			}
+
+			if !strings.ContainsAny(tt.value, "\x00\xff") { // not representable in YAML
+				path := writeYAML(t, tt.key+": \""+tt.value+"\"\n")
+				_, err = Load([]string{"--config", path}, nil, nil)
+				checkErr(t, err, "config: "+path+": "+tt.key+": ", tt.wantMsg)
+			}
+		})
+	}
+}
+
+func checkErr(t *testing.T, err error, wantPrefix, wantMsg string) {
+	t.Helper()
+	if err == nil {
+		t.Errorf("want error %q...%q, got nil", wantPrefix, wantMsg)
+		return
+	}
+	if !strings.HasPrefix(err.Error(), wantPrefix) || !strings.Contains(err.Error(), wantMsg) {
+		t.Errorf("error %q\nwant prefix %q containing %q", err, wantPrefix, wantMsg)
+	}
+}
+
+func TestExactErrorMessages(t *testing.T) {
+	path := writeYAML(t, "log_level: loud\n")
+	tests := []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{nil, map[string]string{"NESTMTX_LOG_LEVEL": "loud"}, `config: NESTMTX_LOG_LEVEL: "loud" is not one of debug, info, warn, error`},
+		{[]string{"--log-level=loud"}, nil, `config: --log-level: "loud" is not one of debug, info, warn, error`},
+		{[]string{"--config", path}, nil, `config: ` + path + `: log_level: "loud" is not one of debug, info, warn, error`},
+		{nil, map[string]string{"MQTT_BASE_TOPIC": "a/#"}, `config: MQTT_BASE_TOPIC: "a/#" must not contain the wildcards + or #`},
+	}
+	for _, tt := range tests {
+		_, err := Load(tt.args, env(tt.env), nil)
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("got %v\nwant %s", err, tt.want)
+		}
+	}
+}
+
+func TestValidEdgeValues(t *testing.T) {
+	tests := []struct {
+		flag, value string
+		get         func(Config) any
+		want        any
+	}{
+		{"log-level", "DeBuG", func(c Config) any { return c.LogLevel }, "debug"},
+		{"log-format", "JSON", func(c Config) any { return c.LogFormat }, "json"},
+		{"mqtt-keepalive", "5s", func(c Config) any { return c.MQTTKeepAlive }, 5 * time.Second},
+		{"mqtt-keepalive", "65535s", func(c Config) any { return c.MQTTKeepAlive }, 65535 * time.Second},
+		{"mqtt-max-request-bytes", "1024", func(c Config) any { return c.MQTTMaxRequestBytes }, 1024},
+		{"token-ttl", "1m", func(c Config) any { return c.TokenTTL }, time.Minute},
+		{"login-attempts-per-minute", "1", func(c Config) any { return c.LoginAttemptsPerMinute }, 1},
+		{"on-demand-start-timeout", "1s", func(c Config) any { return c.OnDemandStartTimeout }, time.Second},
+		{"on-demand-close-after", "0", func(c Config) any { return c.OnDemandCloseAfter }, time.Duration(0)},
+		{"mqtt-url", "MQTTS://broker:8883", func(c Config) any { return c.MQTTURL }, "MQTTS://broker:8883"},
+		{"mqtt-url", "wss://user:pw@broker/mqtt", func(c Config) any { return c.MQTTURL }, "wss://user:pw@broker/mqtt"},
+		{"mqtt-url", "tcp://[::1]:1883", func(c Config) any { return c.MQTTURL }, "tcp://[::1]:1883"},
+		{"mqtt-listen", "[::]:0", func(c Config) any { return c.MQTTListen }, "[::]:0"},
+		{"mqtt-base-topic", "home/nest cams", func(c Config) any { return c.MQTTBaseTopic }, "home/nest cams"},
+		{"mqtt-password", "", func(c Config) any { return c.MQTTPassword }, ""},
+		{"mqtt-client-id", "", func(c Config) any { return c.MQTTClientID }, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.flag+"="+tt.value, func(t *testing.T) {
+			c := mustLoad(t, []string{"--" + tt.flag + "=" + tt.value}, nil)
+			if got := tt.get(c); got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+			if err := c.Validate(); err != nil {
+				t.Errorf("Validate() = %v", err)
+			}
+		})
+	}
+}
+
+func TestURLErrorDoesNotLeakPassword(t *testing.T) {
+	for _, u := range []string{"mqtt://user:hunter2@host:bad", "http://user:hunter2@host", "mqtt://user:hunter2@"} {
+		_, err := Load([]string{"--mqtt-url", u}, nil, nil)
+		if err == nil {
+			t.Fatalf("%q accepted", u)
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("error leaks password: %v", err)
+		}
+	}
+}
+
+func TestCrossFieldChecks(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantErr []string // substrings; nil means success
+	}{
+		{"cert and key", []string{"--mqtt-cert-file=c.pem", "--mqtt-key-file=k.pem"}, nil, nil},
+		{"cert only (flag)", []string{"--mqtt-cert-file=c.pem"}, nil,
+			[]string{"config: --mqtt-cert-file is set", "mqtt_key_file", "NESTMTX_MQTT_KEY_FILE", "--mqtt-key-file"}},
+		{"key only (env)", nil, map[string]string{"NESTMTX_MQTT_KEY_FILE": "k.pem"},
+			[]string{"config: NESTMTX_MQTT_KEY_FILE is set", "mqtt_cert_file"}},
+		{"cert only, key cleared by flag", []string{"--mqtt-key-file="},
+			map[string]string{"NESTMTX_MQTT_CERT_FILE": "c.pem", "NESTMTX_MQTT_KEY_FILE": "k.pem"},
+			[]string{"NESTMTX_MQTT_CERT_FILE is set", "mqtt_key_file"}},
+		{"http and rtsp on one port", []string{"--rtsp-address=:2000"}, nil,
+			[]string{"http_address", "--rtsp-address", `":2000"`}},
+		{"embedded broker clashes with wildcard host", []string{"--mqtt-listen=127.0.0.1:2000"}, nil,
+			[]string{"--mqtt-listen"}},
+		{"external broker frees mqtt_listen", []string{"--mqtt-listen=:2000", "--mqtt-url=mqtt://b"}, nil, nil},
+		{"different hosts do not clash", []string{"--http-address=127.0.0.1:9000", "--rtsp-address=127.0.0.2:9000"}, nil, nil},
+		{"port 0 never clashes", []string{"--http-address=:0", "--rtsp-address=:0", "--mqtt-listen=:0"}, nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Load(tt.args, env(tt.env), nil)
+			if tt.wantErr == nil {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				if err := c.Validate(); err != nil {
+					t.Errorf("Validate() = %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("want error, got nil")
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		modify func(*Config)
+		want   string // "" for valid
+	}{
+		{"defaults", func(*Config) {}, ""},
+		{"upper-case level is not normalized", func(c *Config) { c.LogLevel = "INFO" }, "config: log_level: "},
+		{"zero value config", func(c *Config) { *c = Config{} }, "config: data_dir: must not be empty"},
+		{"keepalive", func(c *Config) { c.MQTTKeepAlive = time.Second }, "config: mqtt_keepalive: "},
+		{"max request", func(c *Config) { c.MQTTMaxRequestBytes = 1 }, "config: mqtt_max_request_bytes: "},
+		{"cert without key", func(c *Config) { c.MQTTCertFile = "c" }, "config: mqtt_cert_file is set"},
+		{"bad url", func(c *Config) { c.MQTTURL = "ftp://x" }, "config: mqtt_url: "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Defaults()
+			tt.modify(&c)
+			err := c.Validate()
+			if tt.want == "" {
+				if err != nil {
+					t.Errorf("Validate() = %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+				t.Errorf("Validate() = %v, want prefix %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestFlagErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown flag", []string{"--verbose"}, "config: flag provided but not defined: -verbose"},
+		{"missing value", []string{"--data-dir"}, "config: flag needs an argument: -data-dir"},
+		{"positional argument", []string{"--log-level", "debug", "extra"}, `config: unexpected argument "extra"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			_, err := Load(tt.args, nil, &out)
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("error = %v, want %q", err, tt.want)
+			}
+			if errors.Is(err, flag.ErrHelp) {
+				t.Error("flag error must not look like a help request")
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	for _, arg := range []string{"-h", "--help", "-help"} {
+		var out bytes.Buffer
+		_, err := Load([]string{arg}, nil, &out)
+		if !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("%s: error = %v, want flag.ErrHelp", arg, err)
+		}
+		usage := out.String()
+		for _, s := range Settings() {
+			if !strings.Contains(usage, "-"+s.Flag) {
+				t.Errorf("%s: usage lacks flag -%s", arg, s.Flag)
+			}
+			for _, e := range s.Env {
+				if !strings.Contains(usage, e) {
+					t.Errorf("%s: usage lacks env %s", arg, e)
+				}
+			}
+		}
+	}
+}
+
+func TestYAML(t *testing.T) {
+	tests := []struct {
+		name    string
+		content string
+		check   func(Config) bool // for successes
+		wantErr string            // substring after "config: <path>: "
+	}{
+		{"empty file", "", func(c Config) bool { return c == withFile(Defaults(), c.ConfigFile) }, ""},
+		{"comments only", "# nothing\n", func(c Config) bool { return c.LogLevel == "info" }, ""},
+		{"explicit null document", "~\n", func(c Config) bool { return c.LogLevel == "info" }, ""},
+		{"null value leaves default", "data_dir:\nlog_level: ~\n",
+			func(c Config) bool { return c.DataDir == "./data" && c.LogLevel == "info" }, ""},
+		{"numbers and booleans as strings", "mqtt_max_request_bytes: 2048\nmqtt_username: true\nmqtt_password: 0123\n",
+			func(c Config) bool {
+				return c.MQTTMaxRequestBytes == 2048 && c.MQTTUsername == "true" && c.MQTTPassword == "0123"
+			}, ""},
+		{"timestamp-looking dir", "data_dir: 2024-01-02\n", func(c Config) bool { return c.DataDir == "2024-01-02" }, ""},
+		{"quoted empty overrides default", "mqtt_url: ''\n", func(c Config) bool { return c.MQTTURL == "" }, ""},
+		{"anchors and aliases", "mqtt_username: &u bob\nmqtt_client_id: *u\n",
+			func(c Config) bool { return c.MQTTUsername == "bob" && c.MQTTClientID == "bob" }, ""},
+		{"unknown key", "log_level: info\nlogLevel: debug\n", nil, `line 2: unknown key "logLevel"`},
+		{"unknown key with hint", "log-level: debug\n", nil, `unknown key "log-level" (did you mean "log_level"?)`},
+		{"env-style key hint", "NESTMTX_DATA_DIR: /x\n", nil, `(did you mean "data_dir"?)`},
+		{"config key is not settable in file", "config: other.yml\n", nil, `unknown key "config"`},
+		{"duplicate key", "log_level: info\nlog_level: debug\n", nil, "line 2: log_level: already set on line 1"},
+		{"list value", "data_dir: [a, b]\n", nil, "data_dir: must be a string, number or boolean, got a list"},
+		{"nested mapping", "data_dir:\n  path: x\n", nil, "data_dir: must be a string, number or boolean, got a mapping"},
+		{"custom tag", "data_dir: !secret x\n", nil, "data_dir: must be a string, number or boolean, got tag !secret"},
+		{"binary", "data_dir: !!binary aGk=\n", nil, "got tag !!binary"},
+		{"top-level list", "- data_dir\n", nil, "expected a mapping of settings"},
+		{"top-level scalar", "hello\n", nil, "expected a mapping of settings"},
+		{"non-scalar key", "? [a]\n: b\n", nil, "keys must be plain names"},
+		{"two documents", "log_level: info\n---\nlog_level: debug\n", nil, "only one YAML document"},
+		{"syntax error", "log_level: [\n", nil, "yaml:"},
+		{"merge key", "base: &b {log_level: debug}\n<<: *b\n", nil, `unknown key "base"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := writeYAML(t, tt.content)
+			c, err := Load([]string{"--config", path}, nil, nil)
+			if tt.wantErr != "" {
+				checkErr(t, err, "config: "+path+": ", tt.wantErr)
+				return
+			}
+			if err != nil {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			if c.ConfigFile != path {
+				t.Errorf("ConfigFile = %q, want %q", c.ConfigFile, path)
+			}
+			if !tt.check(c) {
+				t.Errorf("unexpected config %+v", c)
+			}
+		})
+	}
+}
+
+func withFile(c Config, path string) Config {
+	c.ConfigFile = path
+	return c
+}
+
+func TestRedacted(t *testing.T) {
+	c := Defaults()
+	c.MQTTUsername = "alice"
+	c.MQTTPassword = "mqtt-secret"
+	c.AdminPassword = "admin-secret"
+	c.MQTTURL = "mqtts://bob:url-secret@broker:8883"
+	orig := c
+
+	r := c.Redacted()
+	if r.MQTTPassword != "***" || r.AdminPassword != "***" {
+		t.Errorf("secrets not redacted: %+v", r)
+	}
+	if r.MQTTURL != "mqtts://bob:***@broker:8883" {
+		t.Errorf("MQTTURL = %q, want password masked", r.MQTTURL)
+	}
+	if strings.Contains(strings.Join([]string{r.MQTTURL, r.MQTTPassword, r.AdminPassword}, " "), "secret") {
+		t.Errorf("redacted copy still contains a secret: %+v", r)
+	}
+	if r.MQTTUsername != "alice" || r.DataDir != c.DataDir || r.MQTTKeepAlive != c.MQTTKeepAlive {
+		t.Errorf("non-secret fields changed: %+v", r)
+	}
+	if c != orig {
+		t.Error("Redacted modified its receiver")
+	}
+
+	// Unset secrets stay empty so logs show that they are not configured.
+	if e := Defaults().Redacted(); e != Defaults() {
+		t.Errorf("Redacted changed a config without secrets: %+v", e)
+	}
+	// A URL without a password must pass through unchanged.
+	c.MQTTURL = "mqtt://bob@broker"
+	if r := c.Redacted(); r.MQTTURL != c.MQTTURL {
+		t.Errorf("MQTTURL = %q, want unchanged", r.MQTTURL)
+	}
+}
+
+func TestRedactedCoversEverySecret(t *testing.T) {
+	var secrets int
+	for _, s := range Settings() {
+		if !s.Secret {
+			continue
+		}
+		secrets++
+		c := mustLoad(t, []string{"--" + s.Flag, "topsecret"}, nil)
+		r := c.Redacted()
+		if reflect.DeepEqual(c, r) {
+			t.Errorf("%s: Redacted did not change anything", s.YAMLKey)
+		}
+		if strings.Contains(reflect.ValueOf(r).String()+fmtConfig(r), "topsecret") {
+			t.Errorf("%s: secret survives Redacted", s.YAMLKey)
+		}
+	}
+	if secrets != 2 {
+		t.Errorf("found %d secret settings, want 2 (mqtt_password, admin_password)", secrets)
+	}
+}
+
+func fmtConfig(c Config) string {
+	v := reflect.ValueOf(c)
+	var b strings.Builder
+	for i := range v.NumField() {
+		b.WriteString(v.Field(i).String())
+		b.WriteByte(' ')
+	}
+	return b.String()
+}
+
+// TestSettingsCoverConfig guards against a Config field that no setting
+// can reach, or two settings writing the same field.
+func TestSettingsCoverConfig(t *testing.T) {
+	samples := map[string]string{
+		"config": "x.yml", "data_dir": "/d", "http_address": ":1", "rtsp_address": ":2",
+		"mqtt_url": "mqtt://h", "mqtt_listen": ":3", "mqtt_username": "u", "mqtt_password": "p",
+		"mqtt_base_topic": "t", "mqtt_client_id": "c", "mqtt_keepalive": "6s", "mqtt_ca_file": "ca",
+		"mqtt_cert_file": "cert", "mqtt_key_file": "key", "mqtt_max_request_bytes": "2000",
+		"admin_password": "a", "token_ttl": "2m", "login_attempts_per_minute": "7",
+		"log_level": "warn", "log_format": "json", "on_demand_start_timeout": "2s", "on_demand_close_after": "1s",
+	}
+	typ := reflect.TypeFor[Config]()
+	owner := make(map[string]string)
+	for _, s := range settings {
+		id := s.name()
+		sample, ok := samples[strings.TrimPrefix(id, "--")]
+		if !ok {
+			t.Errorf("no sample value for %s", id)
+			continue
+		}
+		c := Defaults()
+		if err := s.apply(&c, sample); err != nil {
+			t.Errorf("%s: sample %q rejected: %v", id, sample, err)
+			continue
+		}
+		before, after := reflect.ValueOf(Defaults()), reflect.ValueOf(c)
+		var changed []string
+		for i := range typ.NumField() {
+			if before.Field(i).Interface() != after.Field(i).Interface() {
+				changed = append(changed, typ.Field(i).Name)
+			}
+		}
+		if len(changed) != 1 {
+			t.Errorf("%s changed fields %v, want exactly one", id, changed)
+			continue
+		}
+		if prev, dup := owner[changed[0]]; dup {
+			t.Errorf("%s and %s both set %s", prev, id, changed[0])
+		}
+		owner[changed[0]] = id
+	}
+	for i := range typ.NumField() {
+		if _, ok := owner[typ.Field(i).Name]; !ok {
+			t.Errorf("Config.%s is not set by any setting", typ.Field(i).Name)
+		}
+	}
+}
+
+func TestSettings(t *testing.T) {
+	ss := Settings()
+	if len(ss) != len(settings) {
+		t.Fatalf("Settings() has %d entries, want %d", len(ss), len(settings))
+	}
+	seen := make(map[string]bool)
+	for _, s := range ss {
+		if s.Description == "" {
+			t.Errorf("%s has no description", s.name())
+		}
+		for _, n := range append([]string{"flag " + s.Flag, "yaml " + s.YAMLKey}, s.Env...) {
+			if n == "yaml " {
+				continue
+			}
+			if seen[n] {
+				t.Errorf("%s is used twice", n)
+			}
+			seen[n] = true
+		}
+	}
+	for _, want := range []string{"MQTT_USER", "MQTT_PASS", "MQTT_BASE_TOPIC", "NESTMTX_CONFIG"} {
+		if !seen[want] {
+			t.Errorf("Settings() lacks env %s", want)
+		}
+	}
+	// Callers get copies: mutating them must not change later results.
+	ss[0].Env[0] = "MUTATED"
+	ss[0].Default = "MUTATED"
+	if Settings()[0].Env[0] == "MUTATED" || Settings()[0].Default == "MUTATED" {
+		t.Error("Settings() exposes the internal table")
+	}
+}
+
+func TestMarkdownTable(t *testing.T) {
+	md := MarkdownTable()
+	lines := strings.Split(strings.TrimSuffix(md, "\n"), "\n")
+	if want := 2 + len(Settings()); len(lines) != want {
+		t.Errorf("table has %d lines, want %d", len(lines), want)
+	}
+	for _, s := range Settings() {
+		for _, e := range s.Env {
+			if !strings.Contains(md, "`"+e+"`") {
+				t.Errorf("table lacks env %s", e)
+			}
+		}
+		if !strings.Contains(md, "`--"+s.Flag+"`") {
+			t.Errorf("table lacks flag --%s", s.Flag)
+		}
+		if s.YAMLKey != "" && !strings.Contains(md, "`"+s.YAMLKey+"`") {
+			t.Errorf("table lacks yaml key %s", s.YAMLKey)
+		}
+	}
+	for i, l := range lines {
+		// Every row needs the same column count or Markdown renders garbage.
+		if n := strings.Count(strings.ReplaceAll(l, `\|`, ""), "|"); n != 6 {
+			t.Errorf("line %d has %d pipes, want 6: %s", i+1, n, l)
+		}
+	}
+	if strings.Contains(md, "<hostname>") || !strings.Contains(md, "&lt;hostname&gt;") {
+		t.Error("angle brackets in descriptions are not escaped; Markdown would drop them as HTML")
+	}
+	if !strings.Contains(md, "Secret") {
+		t.Error("table does not mark secrets")
+	}
+}
+
+func FuzzLoadYAML(f *testing.F) {
+	seeds := []string{
+		"",
+		"log_level: debug\n",
+		"mqtt_url: mqtts://u:p@broker:8883\nmqtt_cert_file: c\nmqtt_key_file: k\n",
+		"mqtt_keepalive: 65535s\nmqtt_max_request_bytes: 1024\n",
+		"data_dir: [a]\n",
+		"a: &x 1\nb: *x\n",
+		"http_address: ':1883'\n",
+		"--- \n...\n",
+		"? [a]\n: b\n",
+		"log_level: !!binary aGk=\n",
+	}
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, content string) {
+		path := writeYAML(t, content)
+		c, err := Load([]string{"--config", path}, nil, nil)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "config: ") {
+				t.Errorf("error without config prefix: %v", err)
+			}
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Errorf("Load accepted an invalid config: %v\ninput: %q", err, content)
+		}
+		if c.ConfigFile != path {
+			t.Errorf("ConfigFile = %q, want %q", c.ConfigFile, path)
+		}
+	})
+}

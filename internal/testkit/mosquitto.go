@@ -1,0 +1,84 @@
+package testkit
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Mosquitto is a real Mosquitto 2.x broker on a loopback port, owned by one test.
+type Mosquitto struct {
+	t    testing.TB
+	bin  string
+	conf string
+	Addr string
+	cmd  *exec.Cmd
+	log  string
+}
+
+// StartMosquitto starts a broker with anonymous access; Stop and Start
+// restart it on the same port (a broker restart under a running client).
+func StartMosquitto(t testing.TB) *Mosquitto {
+	t.Helper()
+	bin := RequireTool(t, "mosquitto", "mosquitto")
+	dir := t.TempDir()
+	m := &Mosquitto{t: t, bin: bin, Addr: FreeAddr(t), conf: filepath.Join(dir, "mosquitto.conf"),
+		log: filepath.Join(dir, "mosquitto.log")}
+	_, port, _ := splitHostPort(m.Addr)
+	conf := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\n", port)
+	if err := os.WriteFile(m.conf, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m.Start()
+	t.Cleanup(m.Stop)
+	return m
+}
+
+// Start launches the broker and waits for its port.
+func (m *Mosquitto) Start() {
+	m.t.Helper()
+	logf, err := os.OpenFile(m.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	defer logf.Close()
+	m.cmd = exec.Command(m.bin, "-c", m.conf)
+	m.cmd.Stdout, m.cmd.Stderr = logf, logf
+	if err := m.cmd.Start(); err != nil {
+		m.t.Fatalf("starting mosquitto: %v", err)
+	}
+	WaitDial(m.t, m.Addr, 10*time.Second)
+}
+
+// Stop terminates the broker and waits for it to exit.
+func (m *Mosquitto) Stop() {
+	if m.cmd == nil || m.cmd.Process == nil {
+		return
+	}
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = m.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = m.cmd.Process.Kill()
+		<-done
+	}
+	m.cmd = nil
+}
+
+// URL is the broker's mqtt:// URL.
+func (m *Mosquitto) URL() string { return "mqtt://" + m.Addr }
+
+func splitHostPort(addr string) (string, string, error) {
+	for i := len(addr) - 1; i >= 0; i-- {
+		if addr[i] == ':' {
+			return addr[:i], addr[i+1:], nil
+		}
+	}
+	return "", "", fmt.Errorf("no port in %q", addr)
+}

@@ -1,0 +1,70 @@
+// Package testkit holds helpers for tests that use real parts: a Mosquitto
+// broker per test, real MQTT v5 clients, the tools' presence rules.
+package testkit
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+// RequireTool returns the path of an external tool. In CI (CI set) a missing
+// tool fails the test loudly, because the test command installs it; on a
+// developer machine the test is skipped with a message saying what to install.
+func RequireTool(t testing.TB, name, debianPackage string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s is required in CI but not installed (apt-get install %s)", name, debianPackage)
+	}
+	t.Skipf("%s not installed; skipping because CI is unset (apt-get install %s)", name, debianPackage)
+	return ""
+}
+
+// FreeAddr returns a loopback address with a port that was free a moment ago,
+// for servers in other processes that cannot report the port they bound.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// WaitDial waits until a TCP connect to addr succeeds.
+func WaitDial(t testing.TB, addr string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing listens on %s after %s: %v", addr, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Eventually polls cond until it holds or the timeout passes. It is for
+// states that have no event to wait on (a port closing, a file appearing).
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
