@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"github.com/eclipse/paho.golang/paho"
 	"io"
 	"log/slog"
 	"os"
@@ -90,6 +91,7 @@ func seedCamera(t *testing.T, a *App, name string) store.Camera {
 	if err != nil {
 		t.Fatal(err)
 	}
+	a.cameras.CameraChanged(cam) // as sync will announce a new camera
 	return cam
 }
 
@@ -101,3 +103,5 @@ func req(command, module string, kv ...any) map[string]any {
 	}
 	return m
 }
+
+type pahoPublish = paho.Publish
