@@ -23,6 +23,8 @@ import (
 // its broker whatever address the user bound (":1883", a LAN IP, IPv6).
 type Broker struct {
 	server       *mochi.Server
+	public       net.Listener
+	publicOpen   bool
 	publicAddr   net.Addr
 	internalAddr net.Addr
 	internalUser string
@@ -51,7 +53,7 @@ func StartBroker(o BrokerOptions) (*Broker, error) {
 		public.Close()
 		return nil, fmt.Errorf("embedded MQTT broker: internal listener: %w", err)
 	}
-	b := &Broker{publicAddr: public.Addr(), internalAddr: internal.Addr(),
+	b := &Broker{public: public, publicAddr: public.Addr(), internalAddr: internal.Addr(),
 		internalUser: "nestmtx-internal", internalPass: randomHex(24)}
 
 	caps := mochi.NewDefaultServerCapabilities()
@@ -72,12 +74,10 @@ func StartBroker(o BrokerOptions) (*Broker, error) {
 		internal.Close()
 		return nil, err
 	}
-	for _, l := range []listeners.Listener{listeners.NewNet("public", public), listeners.NewNet("internal", internal)} {
-		if err := srv.AddListener(l); err != nil {
-			public.Close()
-			internal.Close()
-			return nil, err
-		}
+	if err := srv.AddListener(listeners.NewNet("internal", internal)); err != nil {
+		public.Close()
+		internal.Close()
+		return nil, err
 	}
 	if err := srv.Serve(); err != nil {
 		public.Close()
@@ -88,6 +88,20 @@ func StartBroker(o BrokerOptions) (*Broker, error) {
 	return b, nil
 }
 
+// ServePublic starts accepting clients on the public listener. The port is
+// bound from the start (a conflict fails the daemon's start at once), but
+// clients are accepted only once the daemon listens for requests: until
+// then they wait in the kernel's backlog instead of publishing requests
+// that nobody receives.
+func (b *Broker) ServePublic() error {
+	if err := b.server.AddListener(listeners.NewNet("public", b.public)); err != nil {
+		return err
+	}
+	b.publicOpen = true
+	b.server.Listeners.Serve("public", b.server.EstablishConnection)
+	return nil
+}
+
 // Addr is the address clients connect to.
 func (b *Broker) Addr() net.Addr { return b.publicAddr }
 
@@ -95,7 +109,12 @@ func (b *Broker) Addr() net.Addr { return b.publicAddr }
 func (b *Broker) internalURL() string { return "mqtt://" + b.internalAddr.String() }
 
 // Close stops the broker and disconnects every client.
-func (b *Broker) Close() error { return b.server.Close() }
+func (b *Broker) Close() error {
+	if !b.publicOpen {
+		b.public.Close()
+	}
+	return b.server.Close()
+}
 
 func randomHex(n int) string {
 	buf := make([]byte, n)
@@ -142,6 +161,19 @@ type levelFloor struct {
 
 func (l levelFloor) Enabled(ctx context.Context, lv slog.Level) bool {
 	return lv >= l.floor && l.Handler.Enabled(ctx, lv)
+}
+
+// Handle demotes mochi's message-less warnings (a client that connected and
+// left, a port scanner) to debug: they are not the operator's problem.
+func (l levelFloor) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "" {
+		if !l.Handler.Enabled(ctx, slog.LevelDebug) {
+			return nil
+		}
+		r.Level = slog.LevelDebug
+		r.Message = "mqtt broker connection note"
+	}
+	return l.Handler.Handle(ctx, r)
 }
 
 func (l levelFloor) WithAttrs(a []slog.Attr) slog.Handler {

@@ -152,6 +152,10 @@ func Start(opts Options, h Handler, bus *events.Bus) (*Service, error) {
 			s.Close(context.Background())
 			return nil, errors.New("mqtt: the daemon could not subscribe on its embedded broker within 10s")
 		}
+		if err := s.broker.ServePublic(); err != nil {
+			s.Close(context.Background())
+			return nil, fmt.Errorf("embedded MQTT broker: %w", err)
+		}
 	}
 	return s, nil
 }

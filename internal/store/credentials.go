@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"fmt"
 	"time"
 
@@ -191,10 +192,6 @@ func (s *Store) UpdateCredential(id uint64, mutate func(*Credential) error) (Cre
 			return err
 		}
 		c = orig
-		if c.AuthenticatedAt != nil {
-			t := *c.AuthenticatedAt // don't let mutate write through to orig
-			c.AuthenticatedAt = &t
-		}
 		if err := mutate(&c); err != nil {
 			return err
 		}
@@ -220,7 +217,7 @@ func (s *Store) DeleteCredential(id uint64) error {
 		prefix := itob(id)
 		var camIDs []uint64
 		c := tx.Bucket(bucketCamerasByUID).Cursor()
-		for k, v := c.Seek(prefix); k != nil && len(k) >= 8 && string(k[:8]) == string(prefix); k, v = c.Next() {
+		for k, v := c.Seek(prefix); bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			camID, err := btoi(v)
 			if err != nil {
 				return err

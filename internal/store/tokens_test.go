@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -218,4 +219,36 @@ func BenchmarkLookupToken(b *testing.B) {
 			}
 		}
 	})
+}
+
+// Exercises the hot path against concurrent writers under -race.
+func TestConcurrentLookupAndUpdates(t *testing.T) {
+	s, _ := openTest(t, t.TempDir())
+	u, _ := s.CreateUser("a", "pw", true)
+	tok, _, _ := s.IssueToken(u.ID, time.Hour)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range 50 {
+			name := []string{"a", "b"}[i%2]
+			if _, err := s.UpdateUser(u.ID, UserUpdate{Username: &name}); err != nil {
+				t.Error(err)
+				return
+			}
+			if _, _, err := s.IssueToken(u.ID, time.Hour); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	for range 4 {
+		wg.Go(func() {
+			for range 200 {
+				if _, _, err := s.LookupToken(tok); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
