@@ -1,0 +1,28 @@
+# The README's commands, as make targets.
+GO      ?= go
+RELEASE ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X main.release=$(RELEASE) -X main.commit=$(COMMIT)
+
+.PHONY: build run test bench fuzz clean
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/nestmtx ./cmd/nestmtx
+	$(GO) build -trimpath -o bin/nestmtx-load ./cmd/nestmtx-load
+
+run: build
+	bin/nestmtx serve
+
+# The whole suite as CI runs it: installs what the tests need first.
+test:
+	scripts/test.sh
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+	scripts/bench-api.sh -concurrency 16 -duration 10s
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecodeRequest -fuzztime 60s ./internal/api/
+
+clean:
+	rm -rf bin

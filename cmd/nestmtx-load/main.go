@@ -1,0 +1,240 @@
+// Command nestmtx-load measures the MQTT API under load: closed-loop workers
+// send authenticated read requests with MQTT v5 Response Topics and measure
+// each round trip. It then measures a bare echo responder through the same
+// broker, so the daemon's own cost shows as the ratio between the two.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/nestmtx/nestmtx/internal/testkit"
+)
+
+type options struct {
+	broker, brokerUser, brokerPass string
+	base, apiUser, apiPass         string
+	module, entity                 string
+	concurrency, connections       int
+	duration, warmup               time.Duration
+	skipEcho                       bool
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.broker, "broker", "127.0.0.1:1883", "MQTT broker host:port")
+	flag.StringVar(&o.brokerUser, "broker-username", "", "MQTT username")
+	flag.StringVar(&o.brokerPass, "broker-password", "", "MQTT password")
+	flag.StringVar(&o.base, "base-topic", "nestmtx", "the daemon's base topic")
+	flag.StringVar(&o.apiUser, "username", "admin", "API user to log in as")
+	flag.StringVar(&o.apiPass, "password", os.Getenv("NESTMTX_ADMIN_PASSWORD"), "API password (default $NESTMTX_ADMIN_PASSWORD)")
+	flag.StringVar(&o.module, "module", "users", "module to read")
+	flag.StringVar(&o.entity, "entity", "", "entity to read (default: the logged-in user's id)")
+	flag.IntVar(&o.concurrency, "concurrency", 32, "requests in flight")
+	flag.IntVar(&o.connections, "connections", 4, "MQTT connections the workers share")
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "measured time per phase")
+	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured time before each phase")
+	flag.BoolVar(&o.skipEcho, "no-echo", false, "skip the echo baseline")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "nestmtx-load:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	rrs, err := connect(o, o.base+"/requests")
+	if err != nil {
+		return err
+	}
+	token, userID, err := login(rrs[0], o)
+	if err != nil {
+		return err
+	}
+	if o.entity == "" {
+		o.entity = fmt.Sprint(userID)
+	}
+	body, _ := json.Marshal(map[string]any{"command": "read", "module": o.module, "entity": o.entity, "token": token})
+	check := func(p *paho.Publish) error {
+		if p.Properties == nil || p.Properties.User.Get("status") != "ok" {
+			return fmt.Errorf("request failed: %s", p.Payload)
+		}
+		return nil
+	}
+	fmt.Printf("nestmtx-load: %d workers over %d connections, %s per phase, read %s/%s\n",
+		o.concurrency, o.connections, o.duration, o.module, o.entity)
+	api, err := phase(o, rrs, body, check)
+	if err != nil {
+		return err
+	}
+	api.print("api ")
+	if o.skipEcho {
+		return nil
+	}
+
+	// The baseline: a responder that does nothing but copy the request back,
+	// through the same broker, with the same message size and pattern.
+	echoTopic := o.base + "/loadtest/echo"
+	stop, err := startEcho(o, echoTopic)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	erss, err := connect(o, echoTopic)
+	if err != nil {
+		return err
+	}
+	echo, err := phase(o, erss, body, func(*paho.Publish) error { return nil })
+	if err != nil {
+		return err
+	}
+	echo.print("echo")
+	fmt.Printf("ratio: api/echo throughput %.2f, p50 latency %.2fx, p99 latency %.2fx\n",
+		api.rps/echo.rps, float64(api.p50)/float64(echo.p50), float64(api.p99)/float64(echo.p99))
+	return nil
+}
+
+func connect(o options, topic string) ([]*testkit.RR, error) {
+	var rrs []*testkit.RR
+	for i := 0; i < o.connections; i++ {
+		c, err := testkit.DialErr(o.broker, o.brokerUser, o.brokerPass, fmt.Sprintf("nestmtx-load-%d-%d-%d", os.Getpid(), len(topic), i))
+		if err != nil {
+			return nil, err
+		}
+		rr, err := c.NewRR(topic)
+		if err != nil {
+			return nil, err
+		}
+		rrs = append(rrs, rr)
+	}
+	return rrs, nil
+}
+
+func login(rr *testkit.RR, o options) (string, uint64, error) {
+	body, _ := json.Marshal(map[string]any{"command": "create", "module": "auth",
+		"payload": map[string]any{"username": o.apiUser, "password": o.apiPass}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := rr.Do(ctx, body, nil)
+	if err != nil {
+		return "", 0, fmt.Errorf("login: %w (is the daemon running on that broker?)", err)
+	}
+	var res struct {
+		Bearer string `json:"bearer"`
+		User   struct {
+			ID uint64 `json:"id"`
+		} `json:"user"`
+	}
+	if json.Unmarshal(p.Payload, &res) != nil || res.Bearer == "" {
+		return "", 0, fmt.Errorf("login failed: %s", p.Payload)
+	}
+	return res.Bearer, res.User.ID, nil
+}
+
+type result struct {
+	n        int
+	rps      float64
+	p50, p99 time.Duration
+	max      time.Duration
+}
+
+func (r result) print(label string) {
+	fmt.Printf("%s: %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  max %6.2f ms  (%d requests)\n",
+		label, r.rps, ms(r.p50), ms(r.p99), ms(r.max), r.n)
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// phase runs closed-loop workers for warmup+duration and measures only the
+// requests that start within the measured window.
+func phase(o options, rrs []*testkit.RR, body []byte, check func(*paho.Publish) error) (result, error) {
+	start := time.Now()
+	measureFrom := start.Add(o.warmup)
+	end := measureFrom.Add(o.duration)
+	var mu sync.Mutex
+	var all []time.Duration
+	var firstErr error
+	var wg sync.WaitGroup
+	for w := 0; w < o.concurrency; w++ {
+		wg.Add(1)
+		go func(rr *testkit.RR) {
+			defer wg.Done()
+			lat := make([]time.Duration, 0, 1<<14)
+			for {
+				t0 := time.Now()
+				if t0.After(end) {
+					break
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				p, err := rr.Do(ctx, body, nil)
+				cancel()
+				if err == nil {
+					err = check(p)
+				}
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					return
+				}
+				if !t0.Before(measureFrom) {
+					lat = append(lat, time.Since(t0))
+				}
+			}
+			mu.Lock()
+			all = append(all, lat...)
+			mu.Unlock()
+		}(rrs[w%len(rrs)])
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return result{}, firstErr
+	}
+	if len(all) == 0 {
+		return result{}, fmt.Errorf("no request completed")
+	}
+	slices.Sort(all)
+	pick := func(q float64) time.Duration { return all[min(len(all)-1, int(q*float64(len(all))))] }
+	return result{n: len(all), rps: float64(len(all)) / o.duration.Seconds(),
+		p50: pick(0.50), p99: pick(0.99), max: all[len(all)-1]}, nil
+}
+
+// startEcho runs the baseline responder: it copies each request's payload
+// to its Response Topic with its Correlation Data.
+func startEcho(o options, topic string) (func(), error) {
+	c, err := testkit.DialErr(o.broker, o.brokerUser, o.brokerPass, fmt.Sprintf("nestmtx-load-echo-%d", os.Getpid()))
+	if err != nil {
+		return nil, err
+	}
+	ch, err := c.SubscribeErr(topic)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case p := <-ch:
+				if p.Properties == nil || p.Properties.ResponseTopic == "" {
+					continue
+				}
+				go c.Publish(&paho.Publish{Topic: p.Properties.ResponseTopic, Payload: p.Payload,
+					Properties: &paho.PublishProperties{CorrelationData: p.Properties.CorrelationData, ContentType: "application/json",
+						User: paho.UserProperties{{Key: "status", Value: "ok"}}}})
+			}
+		}
+	}()
+	return func() { close(done); c.Close() }, nil
+}
