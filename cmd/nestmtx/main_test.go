@@ -282,4 +282,3 @@ func TestHealthz(t *testing.T) {
 		t.Fatalf("%d %s", status, body)
 	}
 }
-

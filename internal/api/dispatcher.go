@@ -59,15 +59,6 @@ func NewDispatcher(tokens TokenChecker, log *slog.Logger) *Dispatcher {
 // Register adds (or replaces) a module.
 func (d *Dispatcher) Register(name string, m Module) { d.modules[name] = m }
 
-// Modules lists the registered module names.
-func (d *Dispatcher) Modules() []string {
-	out := make([]string, 0, len(d.modules))
-	for name := range d.modules {
-		out = append(out, name)
-	}
-	return out
-}
-
 // Handle runs one request. Every error it returns carries the request's context.
 func (d *Dispatcher) Handle(ctx context.Context, req Request) (any, *Error) {
 	res, err := d.handle(ctx, req)

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -157,11 +156,3 @@ func (p *payload) Err() *Error {
 
 // Empty reports whether the payload had no fields at all.
 func (p *payload) Empty() bool { return len(p.fields) == 0 }
-
-func compactJSON(v json.RawMessage) string {
-	var b bytes.Buffer
-	if json.Compact(&b, v) != nil {
-		return string(v)
-	}
-	return b.String()
-}

@@ -76,12 +76,12 @@ func TestErrorJSON(t *testing.T) {
 
 func TestScanRequestID(t *testing.T) {
 	for in, want := range map[string]string{
-		`{"a":[1,{"requestId":"inner"}],"requestId":"outer"}`: "outer",
-		`{"requestId":"bad id"}`:                              "",
-		`{"requestId":5}`:                                     "",
-		`[{"requestId":"x"}]`:                                 "",
+		`{"a":[1,{"requestId":"inner"}],"requestId":"outer"}`:            "outer",
+		`{"requestId":"bad id"}`:                                         "",
+		`{"requestId":5}`:                                                "",
+		`[{"requestId":"x"}]`:                                            "",
 		`{"x":"` + strings.Repeat("y", 100000) + `","requestId":"late"}`: "late",
-		`{"requestId":"early","x":`: "early",
+		`{"requestId":"early","x":`:                                      "early",
 	} {
 		if got := ScanRequestID([]byte(in)); got != want {
 			t.Errorf("%.60s: got %q want %q", in, got, want)

@@ -79,13 +79,14 @@ func TestBrokerRestart(t *testing.T) {
 			t.Fatal("the daemon did not republish online after the broker restart")
 		}
 	}
-	// A client arriving now gets the state as a retained message.
+	// Ready comes after the states were republished (and acknowledged): a
+	// client arriving then gets the state as a retained message.
+	testkit.Eventually(t, 10*time.Second, "resubscription", a.mqtt.Ready)
 	c3 := testkit.Dial(t, m.Addr, "", "")
 	p := testkit.Next(t, c3.Subscribe("nestmtx/state/camera/+"), 10*time.Second)
 	if p.Topic != fmt.Sprintf("nestmtx/state/camera/%d", cam.ID) || !p.Retain {
 		t.Fatalf("retained state not republished: %s %s", p.Topic, p.Payload)
 	}
-	testkit.Eventually(t, 10*time.Second, "resubscription", a.mqtt.Ready)
 	rr, err := c2.NewRR("nestmtx/requests")
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,10 @@ func (s *Service) onPublish(p *paho.Publish) bool {
 	if p.Topic != s.topics.requests {
 		return false
 	}
+	// Once shutdown began no new worker may join the WaitGroup Close waits on.
+	if s.ctx.Err() != nil {
+		return true
+	}
 	select {
 	case s.workers <- struct{}{}:
 	case <-s.ctx.Done():
