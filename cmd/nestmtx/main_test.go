@@ -56,7 +56,7 @@ type daemon struct {
 func startDaemon(t *testing.T, dataDir string, env ...string) *daemon {
 	t.Helper()
 	d := &daemon{t: t, mqtt: testkit.FreeAddr(t), http: testkit.FreeAddr(t), dataDir: dataDir, exited: make(chan struct{})}
-	d.cmd = exec.Command(binary, "serve")
+	d.cmd = exec.Command(binary, "serve", "--rtsp-udp-address=")
 	d.cmd.Env = append(os.Environ(),
 		"NESTMTX_DATA_DIR="+dataDir,
 		"NESTMTX_MQTT_LISTEN="+d.mqtt,

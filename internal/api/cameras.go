@@ -39,6 +39,33 @@ func camerasModule(d Deps) Module {
 				},
 				func(c store.Camera) any { return c }), nil
 		}),
+		// create {"sync": true} asks Google for the devices now (NestMTX's
+		// sync button); {"sync": true, "credential_id": N} syncs one credential.
+		Create: Authed(func(ctx context.Context, c *Call) (any, error) {
+			p := readPayload(c.Payload)
+			sync, _ := p.Bool("sync", true)
+			credID, hasCred := p.Int("credential_id", false, 1, 1<<53)
+			if err := p.Err(); err != nil {
+				return nil, err
+			}
+			if !sync {
+				return nil, Invalid(FieldError{Path: "payload.sync", Message: "must be true: cameras are created by syncing with Google"})
+			}
+			if d.Google == nil {
+				return nil, NewError(CodeNotFound, "camera sync is not available in this daemon")
+			}
+			var n int
+			var err error
+			if hasCred {
+				n, err = d.Google.Sync(ctx, uint64(credID))
+			} else {
+				n, err = d.Google.SyncAll(ctx)
+			}
+			if err != nil {
+				return nil, googleError(err)
+			}
+			return map[string]any{"synced": n}, nil
+		}),
 		Read: Authed(func(ctx context.Context, c *Call) (any, error) {
 			id, err := entityID(c, "camera")
 			if err != nil {

@@ -2,8 +2,12 @@ package api
 
 import (
 	"context"
+	"errors"
+	"net/url"
 	"time"
 
+	"github.com/nestmtx/nestmtx/internal/credentials"
+	"github.com/nestmtx/nestmtx/internal/nest"
 	"github.com/nestmtx/nestmtx/internal/store"
 )
 
@@ -105,6 +109,9 @@ func credentialsModule(d Deps) Module {
 				return nil, err
 			}
 			p := readPayload(c.Payload)
+			if p.has("code") || p.has("redirect_uri") {
+				return googleFlow(ctx, d, id, p)
+			}
 			f := readCredentialFields(p, false)
 			if err := p.Err(); err != nil {
 				return nil, err
@@ -137,6 +144,9 @@ func credentialsModule(d Deps) Module {
 			if err != nil {
 				return nil, err
 			}
+			if d.Google != nil {
+				d.Google.CredentialUpdated(id)
+			}
 			d.Log.Info("credential updated", "credential_id", id, "by", c.User.Username)
 			return viewCredential(cred), nil
 		}),
@@ -157,6 +167,9 @@ func credentialsModule(d Deps) Module {
 			if err := d.Store.DeleteCredential(id); err != nil {
 				return nil, err
 			}
+			if d.Google != nil {
+				d.Google.CredentialDeleted(id)
+			}
 			if d.Cameras != nil {
 				for _, cam := range cams {
 					if cam.CredentialID == id {
@@ -168,4 +181,54 @@ func credentialsModule(d Deps) Module {
 			return viewCredential(cred), nil
 		}),
 	}
+}
+
+// googleFlow serves the two steps of Google's consent: {redirect_uri} gives
+// the URL to open (a bare string, as NestMTX returns it); {code,
+// redirect_uri} trades the code Google sent back for tokens.
+func googleFlow(ctx context.Context, d Deps, id uint64, p *payload) (any, error) {
+	redirect, _ := p.String("redirect_uri", true, 1, 2048)
+	code, hasCode := p.String("code", false, 1, 4096)
+	if redirect != "" {
+		if u, err := url.Parse(redirect); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			p.fail("redirect_uri", "must be an absolute http(s) URL registered with the OAuth client")
+		}
+	}
+	if err := p.Err(); err != nil {
+		return nil, err
+	}
+	if d.Google == nil {
+		return nil, NewError(CodeNotFound, "Google authorization is not available in this daemon")
+	}
+	if !hasCode {
+		return d.Google.AuthURL(id, redirect)
+	}
+	cred, err := d.Google.Exchange(ctx, id, code, redirect)
+	if err != nil {
+		return nil, googleError(err)
+	}
+	return viewCredential(cred), nil
+}
+
+// googleError explains Google's refusals; their texts carry no secret.
+func googleError(err error) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return err
+	case errors.Is(err, credentials.ErrNotAuthenticated):
+		return NewError(CodeBadRequest, "%s", err.Error())
+	case errors.Is(err, nest.ErrInvalidGrant):
+		return NewError(CodeBadRequest, "Google refused the authorization code (invalid_grant): codes are single-use and expire within minutes, and redirect_uri must be the one used to get it; authorize again")
+	case errors.Is(err, nest.ErrInvalidClient):
+		return NewError(CodeBadRequest, "Google refused the OAuth client (invalid_client): check oauth_client_id and oauth_client_secret")
+	case nest.IsRateLimited(err):
+		return NewError(CodeTooManyRequests, "Google's quota is exhausted; try again in a minute")
+	case nest.IsTransient(err):
+		return NewError(CodeInternal, "Google did not answer in time; try again")
+	}
+	var apiErr *nest.APIError
+	if errors.As(err, &apiErr) {
+		return NewError(CodeBadRequest, "Google refused: %s", apiErr.Error())
+	}
+	return err
 }

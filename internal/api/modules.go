@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"log/slog"
 	"strconv"
 	"time"
@@ -19,14 +20,27 @@ type Deps struct {
 	// Cameras is told about every change a request makes to a camera, so
 	// that live streams follow at once. Nil means nobody listens.
 	Cameras CameraListener
-	Now     func() time.Time
-	Log     *slog.Logger
+	// Google runs the credentials' consent flows and camera sync; nil
+	// disables those commands.
+	Google GoogleAccounts
+	Now    func() time.Time
+	Log    *slog.Logger
 }
 
 // CameraListener reacts to API changes of camera rows.
 type CameraListener interface {
 	CameraChanged(store.Camera)
 	CameraDeleted(id uint64)
+}
+
+// GoogleAccounts is the Google side of credentials.
+type GoogleAccounts interface {
+	AuthURL(credentialID uint64, redirectURI string) (string, error)
+	Exchange(ctx context.Context, credentialID uint64, code, redirectURI string) (store.Credential, error)
+	Sync(ctx context.Context, credentialID uint64) (int, error)
+	SyncAll(ctx context.Context) (int, error)
+	CredentialUpdated(credentialID uint64)
+	CredentialDeleted(credentialID uint64)
 }
 
 // New builds the dispatcher with every module of the API registered.

@@ -18,9 +18,12 @@ import (
 
 	"github.com/nestmtx/nestmtx/internal/api"
 	"github.com/nestmtx/nestmtx/internal/config"
+	"github.com/nestmtx/nestmtx/internal/credentials"
 	"github.com/nestmtx/nestmtx/internal/events"
 	"github.com/nestmtx/nestmtx/internal/mqtt"
+	"github.com/nestmtx/nestmtx/internal/rtspserver"
 	"github.com/nestmtx/nestmtx/internal/store"
+	"github.com/nestmtx/nestmtx/internal/supervisor"
 )
 
 // App is one running daemon.
@@ -33,8 +36,12 @@ type App struct {
 	bus     *events.Bus
 	health  *api.Health
 	api     *api.Dispatcher
-	cameras *cameraStates
+	rtsp    *rtspserver.Server
+	cameras *supervisor.Manager
+	creds   *credentials.Service
 	mqtt    *mqtt.Service
+
+	stopCameras context.CancelFunc
 
 	httpSrv *http.Server
 	httpLn  net.Listener
@@ -55,30 +62,26 @@ func New(cfg config.Config, log *slog.Logger, version api.VersionInfo) (*App, er
 		st.Close()
 		return nil, err
 	}
-	a.cameras = &cameraStates{bus: a.bus}
-	a.api = api.New(api.Deps{
-		Store:                  st,
-		TokenTTL:               cfg.TokenTTL,
-		LoginAttemptsPerMinute: cfg.LoginAttemptsPerMinute,
-		Health:                 a.health,
-		Version:                version,
-		Cameras:                a.cameras,
-		Log:                    log.With("component", "api"),
-	})
 	a.registerHealth()
 	return a, nil
 }
 
-// Start publishes the initial state and starts the listeners.
+// Start starts the cameras, Google's side and the listeners.
 func (a *App) Start() error {
-	cams, err := a.store.ListCameras()
-	if err != nil {
+	if err := a.startCameras(); err != nil {
 		return err
 	}
-	for _, c := range cams {
-		a.cameras.CameraChanged(c)
-	}
-
+	a.api = api.New(api.Deps{
+		Store:                  a.store,
+		TokenTTL:               a.cfg.TokenTTL,
+		LoginAttemptsPerMinute: a.cfg.LoginAttemptsPerMinute,
+		Health:                 a.health,
+		Version:                a.version,
+		Cameras:                a.cameras,
+		Google:                 a.creds,
+		Log:                    a.log.With("component", "api"),
+	})
+	var err error
 	a.mqtt, err = mqtt.Start(mqtt.Options{
 		BrokerURL: a.cfg.MQTTURL, Listen: a.cfg.MQTTListen,
 		Username: a.cfg.MQTTUsername, Password: a.cfg.MQTTPassword,
@@ -90,7 +93,6 @@ func (a *App) Start() error {
 		return err
 	}
 	if err := a.startHTTP(); err != nil {
-		a.mqtt.Close(context.Background())
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -98,7 +100,7 @@ func (a *App) Start() error {
 	a.bg.Add(1)
 	go a.pruneTokens(ctx)
 	a.log.Info("nestmtx is running", "release", a.version.Release, "http", a.HTTPAddr(),
-		"mqtt_broker", a.MQTTAddr(), "data_dir", a.cfg.DataDir)
+		"rtsp", a.RTSPAddr(), "mqtt_broker", a.MQTTAddr(), "data_dir", a.cfg.DataDir)
 	return nil
 }
 
@@ -108,6 +110,18 @@ func (a *App) Shutdown(ctx context.Context) error {
 	a.shutdown.Do(func() {
 		if a.stop != nil {
 			a.stop()
+		}
+		// Cameras first: they stop their Google sessions and end their
+		// readers while the events can still reach MQTT.
+		if a.stopCameras != nil {
+			a.stopCameras()
+			a.cameras.Wait()
+		}
+		if a.rtsp != nil {
+			a.rtsp.Close()
+		}
+		if a.creds != nil {
+			a.creds.Close()
 		}
 		if a.httpSrv != nil {
 			if err := a.httpSrv.Shutdown(ctx); err != nil {
@@ -137,6 +151,14 @@ func (a *App) MQTTAddr() string {
 		return ""
 	}
 	return a.mqtt.BrokerAddr()
+}
+
+// RTSPAddr is the RTSP listener's address.
+func (a *App) RTSPAddr() string {
+	if a.rtsp == nil {
+		return ""
+	}
+	return a.rtsp.Addr()
 }
 
 // Store gives tests and tools the daemon's store.

@@ -1,49 +1,84 @@
 package app
 
 import (
-	"time"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"sync/atomic"
 
-	"github.com/nestmtx/nestmtx/internal/events"
-	"github.com/nestmtx/nestmtx/internal/store"
+	"github.com/nestmtx/nestmtx/internal/credentials"
+	"github.com/nestmtx/nestmtx/internal/nest"
+	"github.com/nestmtx/nestmtx/internal/rtspserver"
+	"github.com/nestmtx/nestmtx/internal/supervisor"
 )
 
-// CameraState is the retained per-camera state (mqtt-api.md §4).
-type CameraState struct {
-	Status    string     `json:"status"`
-	Ready     bool       `json:"ready"`
-	Readers   int        `json:"readers"`
-	Path      *string    `json:"path"`
-	ExpiresAt *time.Time `json:"expires_at"`
-	LastError *string    `json:"last_error"`
+// resolver lets the RTSP server start before the manager exists: the
+// manager needs the server's streams, the server needs the manager's paths.
+type resolver struct {
+	m atomic.Pointer[supervisor.Manager]
 }
 
-// cameraStates publishes the configured state of cameras while no stream
-// runs: what a subscriber sees before the first reader arrives.
-type cameraStates struct {
-	bus *events.Bus
-}
-
-func idleState(c store.Camera) CameraState {
-	st := CameraState{Status: "idle"}
-	if c.MTXPath != "" {
-		p := c.MTXPath
-		st.Path = &p
+func (r *resolver) Lookup(name string) (rtspserver.Path, bool) {
+	m := r.m.Load()
+	if m == nil {
+		return nil, false
 	}
-	switch {
-	case c.MTXPath == "":
-		st.Status = "unconfigured"
-	case !c.IsEnabled:
-		st.Status = "disabled"
-	case c.Missing:
-		st.Status = "missing"
+	return m.Lookup(name)
+}
+
+// startCameras starts the RTSP server, one supervisor per camera row, and
+// the credentials' refresh loops and sync.
+func (a *App) startCameras() error {
+	upstreamTLS, err := a.upstreamTLS()
+	if err != nil {
+		return err
 	}
-	return st
+	res := &resolver{}
+	a.rtsp, err = rtspserver.Start(rtspserver.Options{Address: a.cfg.RTSPAddress, UDPRTPAddress: a.cfg.RTSPUDPAddress,
+		StartTimeout: a.cfg.OnDemandStartTimeout, Resolver: res, Log: a.log})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stopCameras = cancel
+	var creds *credentials.Service
+	a.cameras = supervisor.NewManager(ctx, supervisor.Options{
+		RTSP: a.rtsp.Gortsplib(), Bus: a.bus, UpstreamTLS: upstreamTLS,
+		StartTimeout: a.cfg.OnDemandStartTimeout, CloseAfter: a.cfg.OnDemandCloseAfter, Log: a.log,
+	}, func(id uint64) (supervisor.Google, string) { return creds.Google(id) })
+	creds = credentials.New(credentials.Options{Store: a.store, Bus: a.bus, Listener: a.cameras, Log: a.log,
+		Endpoints: nest.Endpoints{AuthURL: a.cfg.GoogleAuthURL, TokenURL: a.cfg.GoogleTokenURL, SDMURL: a.cfg.GoogleSDMURL}})
+	a.creds = creds
+	res.m.Store(a.cameras)
+	if err := creds.Start(); err != nil {
+		return err
+	}
+	rows, err := a.store.ListCameras()
+	if err != nil {
+		return err
+	}
+	for _, c := range rows {
+		a.cameras.CameraChanged(c)
+	}
+	return nil
 }
 
-func (s *cameraStates) CameraChanged(c store.Camera) {
-	s.bus.SetState(events.DomainCamera, c.ID, idleState(c))
-}
-
-func (s *cameraStates) CameraDeleted(id uint64) {
-	s.bus.SetState(events.DomainCamera, id, nil)
+// upstreamTLS trusts the system's CAs plus NESTMTX_GOOGLE_CA_FILE.
+func (a *App) upstreamTLS() (*tls.Config, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if a.cfg.GoogleCAFile != "" {
+		pem, err := os.ReadFile(a.cfg.GoogleCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("NESTMTX_GOOGLE_CA_FILE: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("NESTMTX_GOOGLE_CA_FILE %s: no PEM certificate in it", a.cfg.GoogleCAFile)
+		}
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }

@@ -33,6 +33,7 @@ func startApp(t *testing.T, mutate func(*config.Config)) *App {
 	cfg.HTTPAddress = "127.0.0.1:0"
 	cfg.MQTTListen = "127.0.0.1:0"
 	cfg.RTSPAddress = "127.0.0.1:0"
+	cfg.RTSPUDPAddress = ""
 	cfg.AdminPassword = adminPassword
 	if mutate != nil {
 		mutate(&cfg)

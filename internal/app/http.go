@@ -3,6 +3,7 @@ package app
 import (
 	"encoding/json"
 	"fmt"
+	"html"
 	"net"
 	"net/http"
 	"time"
@@ -17,6 +18,7 @@ func (a *App) startHTTP() error {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", a.serveHealth)
+	mux.HandleFunc("GET /oauth/callback", a.serveOAuthCallback)
 	a.httpLn = ln
 	a.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	go func() {
@@ -39,3 +41,26 @@ func (a *App) serveHealth(w http.ResponseWriter, r *http.Request) {
 	}
 	_ = json.NewEncoder(w).Encode(rep)
 }
+
+// serveOAuthCallback finishes Google's consent when the redirect_uri given
+// to credentials update points at this daemon.
+func (a *App) serveOAuthCallback(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if e := q.Get("error"); e != "" {
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprintf(w, page, "Authorization cancelled", html.EscapeString("Google answered: "+e))
+		return
+	}
+	cred, err := a.creds.ExchangeState(r.Context(), q.Get("state"), q.Get("code"))
+	if err != nil {
+		a.log.Warn("oauth callback failed", "error", err)
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprintf(w, page, "Authorization failed", html.EscapeString(err.Error()))
+		return
+	}
+	fmt.Fprintf(w, page, "Authorized", html.EscapeString("nestmtx can now reach the cameras of "+cred.Description+". You can close this tab."))
+}
+
+const page = `<!doctype html><meta charset="utf-8"><title>nestmtx</title><h1>%s</h1><p>%s</p>`

@@ -59,6 +59,22 @@ type Config struct {
 	OnDemandStartTimeout time.Duration
 	OnDemandCloseAfter   time.Duration
 
+	// RTSPUDPAddress enables RTSP over UDP (RTP port; RTCP is the next one).
+	RTSPUDPAddress string
+
+	// Google's endpoints; the defaults are Google's own. Tests and the demo
+	// point them at the simulator.
+	GoogleAuthURL  string
+	GoogleTokenURL string
+	GoogleSDMURL   string
+	// GoogleCAFile is an extra CA trusted for the cameras' RTSPS streams.
+	GoogleCAFile string
+
+	// Demo runs the simulated Google in the process with demo cameras.
+	Demo          bool
+	DemoStreamTTL time.Duration
+	DemoFaults    string
+
 	// ConfigFile is the YAML file the values were read from, "" if none.
 	ConfigFile string
 }
@@ -136,6 +152,60 @@ var settings = []Setting{
 		func(c *Config) *time.Duration { return &c.OnDemandStartTimeout }, time.Second, math.MaxInt64, false),
 	durationSetting("on_demand_close_after", "30s", "How long a camera stream stays open after its last RTSP reader leaves (0 closes at once).",
 		func(c *Config) *time.Duration { return &c.OnDemandCloseAfter }, 0, math.MaxInt64, false),
+	stringSetting("rtsp_udp_address", ":8000", "Address (host:port, even port) for RTSP over UDP: RTP on that port, RTCP on the next. Empty serves RTSP over TCP only.",
+		func(c *Config) *string { return &c.RTSPUDPAddress }, udpAddress),
+	stringSetting("google_auth_url", "https://nestservices.google.com/partnerconnections/{project_id}/auth", "Google's Partner Connections authorization page; {project_id} is replaced by the credential's Device Access project.",
+		func(c *Config) *string { return &c.GoogleAuthURL }, httpURL),
+	stringSetting("google_token_url", "https://www.googleapis.com/oauth2/v4/token", "Google's OAuth token endpoint.",
+		func(c *Config) *string { return &c.GoogleTokenURL }, httpURL),
+	stringSetting("google_sdm_url", "https://smartdevicemanagement.googleapis.com/v1", "Google's Smart Device Management API.",
+		func(c *Config) *string { return &c.GoogleSDMURL }, httpURL),
+	stringSetting("google_ca_file", "", "PEM file with an extra CA to trust for the cameras' RTSPS streams (the simulator's); empty trusts the system CAs only.",
+		func(c *Config) *string { return &c.GoogleCAFile }, nil),
+	boolSetting("demo", "false", "Run a simulated Google in the process with an authenticated Demo credential and cameras at front-door and backyard.",
+		func(c *Config) *bool { return &c.Demo }),
+	durationSetting("demo_stream_ttl", "5m", "Lifetime of the demo's simulated Google stream sessions (at least 1s).",
+		func(c *Config) *time.Duration { return &c.DemoStreamTTL }, time.Second, math.MaxInt64, false),
+	stringSetting("demo_faults", "", "Faults the demo's simulated Google injects, a comma list: extend_fail, drop=<duration>, rate_limit.",
+		func(c *Config) *string { return &c.DemoFaults }, nil),
+}
+
+func boolSetting(key, def, desc string, field func(*Config) *bool) Setting {
+	s := newSetting(key, def, desc)
+	s.apply = func(c *Config, raw string) error {
+		b, err := strconv.ParseBool(strings.ToLower(raw))
+		if err != nil {
+			return fmt.Errorf("%q is not a boolean (true, false, 1 or 0)", raw)
+		}
+		*field(c) = b
+		return nil
+	}
+	s.check = func(*Config) error { return nil }
+	return s
+}
+
+// udpAddress is empty (no UDP) or host:port with the even RTP port that
+// RTSP's UDP transport requires.
+func udpAddress(v string) error {
+	if v == "" {
+		return nil
+	}
+	if err := listenAddress(v); err != nil {
+		return err
+	}
+	_, port, _ := net.SplitHostPort(v)
+	if n, _ := strconv.Atoi(port); n%2 != 0 || n == 0 {
+		return fmt.Errorf("%q needs an even, non-zero port (RTCP uses the next one)", v)
+	}
+	return nil
+}
+
+func httpURL(v string) error {
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an http(s) URL", v)
+	}
+	return nil
 }
 
 // maxMQTTPacket is the largest packet MQTT's variable byte integer can

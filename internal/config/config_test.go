@@ -54,6 +54,11 @@ func TestDefaults(t *testing.T) {
 		LogFormat:              "text",
 		OnDemandStartTimeout:   20 * time.Second,
 		OnDemandCloseAfter:     30 * time.Second,
+		RTSPUDPAddress:         ":8000",
+		GoogleAuthURL:          "https://nestservices.google.com/partnerconnections/{project_id}/auth",
+		GoogleTokenURL:         "https://www.googleapis.com/oauth2/v4/token",
+		GoogleSDMURL:           "https://smartdevicemanagement.googleapis.com/v1",
+		DemoStreamTTL:          5 * time.Minute,
 	}
 	if got := Defaults(); got != want {
 		t.Errorf("Defaults() = %+v\nwant %+v", got, want)
@@ -653,6 +658,9 @@ func TestSettingsCoverConfig(t *testing.T) {
 		"mqtt_cert_file": "cert", "mqtt_key_file": "key", "mqtt_max_request_bytes": "2000",
 		"admin_password": "a", "token_ttl": "2m", "login_attempts_per_minute": "7",
 		"log_level": "warn", "log_format": "json", "on_demand_start_timeout": "2s", "on_demand_close_after": "1s",
+		"rtsp_udp_address": ":9000", "google_auth_url": "http://a/auth", "google_token_url": "http://a/token",
+		"google_sdm_url": "http://a/v1", "google_ca_file": "ca.pem", "demo": "true", "demo_stream_ttl": "9s",
+		"demo_faults": "extend_fail",
 	}
 	typ := reflect.TypeFor[Config]()
 	owner := make(map[string]string)

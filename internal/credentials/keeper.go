@@ -1,0 +1,102 @@
+package credentials
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/nestmtx/nestmtx/internal/nest"
+)
+
+// keeper holds one credential's current access token for every camera of
+// it. Only the credential's refresh loop changes the token; readers that
+// find it stale kick the loop and wait for the new one, so many cameras
+// asking at once cost one refresh.
+type keeper struct {
+	mu      sync.Mutex
+	tok     nest.Token
+	stale   bool
+	down    string
+	changed chan struct{}
+	kick    chan struct{}
+}
+
+func newKeeper(tok nest.Token) *keeper {
+	return &keeper{tok: tok, changed: make(chan struct{}), kick: make(chan struct{}, 1)}
+}
+
+// minValidity is how much life a token must have left to be handed out: an
+// SDM call must not start with a token that expires on the way.
+const minValidity = 30 * time.Second
+
+// AccessToken implements nest.TokenSource.
+func (k *keeper) AccessToken(ctx context.Context) (string, error) {
+	for {
+		k.mu.Lock()
+		if k.down != "" {
+			reason := k.down
+			k.mu.Unlock()
+			return "", errors.New(reason)
+		}
+		if k.tok.AccessToken != "" && !k.stale && time.Until(k.tok.Expiry) > minValidity {
+			t := k.tok.AccessToken
+			k.mu.Unlock()
+			return t, nil
+		}
+		ch := k.changed
+		k.mu.Unlock()
+		k.refreshSoon()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
+}
+
+// Invalidate implements nest.TokenSource: SDM said 401, refresh now.
+func (k *keeper) Invalidate() {
+	k.mu.Lock()
+	k.stale = true
+	k.mu.Unlock()
+	k.refreshSoon()
+}
+
+func (k *keeper) refreshSoon() {
+	select {
+	case k.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (k *keeper) token() nest.Token {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.tok
+}
+
+func (k *keeper) set(tok nest.Token) {
+	k.mu.Lock()
+	if tok.RefreshToken == "" {
+		tok.RefreshToken = k.tok.RefreshToken
+	}
+	k.tok, k.stale = tok, false
+	close(k.changed)
+	k.changed = make(chan struct{})
+	k.mu.Unlock()
+}
+
+func (k *keeper) setDown(reason string) {
+	k.mu.Lock()
+	k.down = reason
+	close(k.changed)
+	k.changed = make(chan struct{})
+	k.mu.Unlock()
+}
+
+func (k *keeper) downReason() string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.down
+}

@@ -1,0 +1,228 @@
+package nest
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// Limits are rolling-window quotas. A value <= 0 disables that limit; a
+// Window <= 0 means one minute, the unit of all of Google's SDM quotas.
+type Limits struct {
+	PerCredential    int // commands per Window for the whole credential (Google: 10 QPM per user)
+	PerDeviceCommand int // commands per Window for one device+command (Google: 5 QPM)
+	Window           time.Duration
+}
+
+// DefaultLimits matches Google's Sandbox executeCommand quotas.
+func DefaultLimits() Limits {
+	return Limits{PerCredential: 10, PerDeviceCommand: 5, Window: time.Minute}
+}
+
+// penaltyJitter spreads the restart after a 429 so that several daemons (or
+// several limiters on one daemon) sharing a Google user do not all retry in
+// the same instant.
+const penaltyJitter = 5 * time.Second
+
+// Limiter keeps a credential under Google's quotas by making callers wait
+// instead of collecting 429s. Waiters are considered strictly in arrival
+// order; a waiter blocked only by its own device+command limit does not hold
+// up later waiters for other devices, but whenever a credential slot frees
+// up the earliest waiter that can use it gets it, so no camera starves.
+type Limiter struct {
+	limits Limits
+	now    func() time.Time
+	sleep  func(context.Context, time.Duration) error
+
+	mu      sync.Mutex
+	all     []time.Time            // start times in the window, oldest first
+	perKey  map[string][]time.Time // same, per device+command
+	penalty time.Time              // nothing starts before this
+	queue   []*waiter
+}
+
+type waiter struct {
+	key     string
+	granted bool
+	wake    context.CancelFunc // cuts the waiter's sleep short once granted
+}
+
+// NewLimiter uses the real clock.
+func NewLimiter(l Limits) *Limiter {
+	return NewLimiterWithClock(l, time.Now, sleepCtx)
+}
+
+// NewLimiterWithClock lets tests drive time. sleep must return early with
+// ctx.Err() when ctx is done: the limiter cancels a sleeper's context to
+// wake it as soon as another waiter's scan has granted it a slot.
+func NewLimiterWithClock(l Limits, now func() time.Time, sleep func(ctx context.Context, d time.Duration) error) *Limiter {
+	if l.Window <= 0 {
+		l.Window = time.Minute
+	}
+	return &Limiter{limits: l, now: now, sleep: sleep, perKey: map[string][]time.Time{}}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Limits returns the configured quotas.
+func (l *Limiter) Limits() Limits { return l.limits }
+
+// Wait blocks until a command for device may start under both limits and
+// records it as started. It returns ctx.Err() if ctx ends first, in which
+// case no slot is consumed.
+func (l *Limiter) Wait(ctx context.Context, device, command string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	w := &waiter{key: device + "\x00" + command}
+	l.mu.Lock()
+	l.queue = append(l.queue, w)
+	for {
+		now := l.now()
+		l.grantLocked(now)
+		if w.granted {
+			break
+		}
+		d := l.nextChangeLocked(now).Sub(now)
+		if d <= 0 {
+			continue
+		}
+		sctx, cancel := context.WithCancel(ctx)
+		w.wake = cancel
+		l.mu.Unlock()
+		_ = l.sleep(sctx, d) // woken early by grant or ctx; both re-checked below
+		cancel()
+		l.mu.Lock()
+		w.wake = nil
+		if w.granted {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			l.removeLocked(w)
+			l.mu.Unlock()
+			return err
+		}
+	}
+	l.mu.Unlock()
+	return nil
+}
+
+// Penalize stops every command from starting until d (the caller passes the
+// window; <= 0 means the window) plus up to 5 s of jitter has passed. Called
+// after a 429: Google's bucket is already empty, whatever our count says.
+func (l *Limiter) Penalize(d time.Duration) {
+	if d <= 0 {
+		d = l.limits.Window
+	}
+	until := l.now().Add(d + rand.N(penaltyJitter))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if until.After(l.penalty) {
+		l.penalty = until
+	}
+}
+
+// LimiterStats is a snapshot for health reporting.
+type LimiterStats struct {
+	InWindow       int       // commands started within the current rolling window
+	Waiters        int       // callers blocked in Wait
+	PenalizedUntil time.Time // zero unless a 429 penalty is still running
+}
+
+// Stats returns a snapshot.
+func (l *Limiter) Stats() LimiterStats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	l.pruneLocked(now)
+	st := LimiterStats{InWindow: len(l.all), Waiters: len(l.queue)}
+	if now.Before(l.penalty) {
+		st.PenalizedUntil = l.penalty
+	}
+	return st
+}
+
+func (l *Limiter) pruneLocked(now time.Time) {
+	cutoff := now.Add(-l.limits.Window)
+	l.all = dropExpired(l.all, cutoff)
+	for k, ts := range l.perKey {
+		if ts = dropExpired(ts, cutoff); len(ts) == 0 {
+			delete(l.perKey, k)
+		} else {
+			l.perKey[k] = ts
+		}
+	}
+}
+
+// dropExpired removes starts at or before cutoff: a slot taken at t frees
+// exactly at t+Window.
+func dropExpired(ts []time.Time, cutoff time.Time) []time.Time {
+	i := 0
+	for i < len(ts) && !ts[i].After(cutoff) {
+		i++
+	}
+	if i == 0 {
+		return ts
+	}
+	return append(ts[:0], ts[i:]...)
+}
+
+// grantLocked hands free slots to waiters in arrival order.
+func (l *Limiter) grantLocked(now time.Time) {
+	l.pruneLocked(now)
+	if now.Before(l.penalty) {
+		return
+	}
+	kept := l.queue[:0]
+	for _, w := range l.queue {
+		credOK := l.limits.PerCredential <= 0 || len(l.all) < l.limits.PerCredential
+		keyOK := l.limits.PerDeviceCommand <= 0 || len(l.perKey[w.key]) < l.limits.PerDeviceCommand
+		if credOK && keyOK {
+			l.all = append(l.all, now)
+			if l.limits.PerDeviceCommand > 0 {
+				l.perKey[w.key] = append(l.perKey[w.key], now)
+			}
+			w.granted = true
+			if w.wake != nil {
+				w.wake()
+			}
+			continue
+		}
+		kept = append(kept, w)
+	}
+	clear(l.queue[len(kept):])
+	l.queue = kept
+}
+
+// nextChangeLocked is the earliest instant at which a grant could become
+// possible. Every per-key start is also in l.all, so the oldest overall
+// start bounds them all; a waiter that wakes and still cannot go simply
+// sleeps again.
+func (l *Limiter) nextChangeLocked(now time.Time) time.Time {
+	if now.Before(l.penalty) {
+		return l.penalty
+	}
+	if len(l.all) > 0 {
+		return l.all[0].Add(l.limits.Window)
+	}
+	return now.Add(l.limits.Window) // unreachable with sane limits; never spin
+}
+
+func (l *Limiter) removeLocked(w *waiter) {
+	for i, q := range l.queue {
+		if q == w {
+			l.queue = append(l.queue[:i], l.queue[i+1:]...)
+			return
+		}
+	}
+}

@@ -1,0 +1,67 @@
+package nest
+
+import (
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// RTSPStream is one live RTSP session. URL, StreamToken and ExtensionToken
+// are secrets: anyone holding the URL can watch the camera until ExpiresAt.
+// String and LogValue therefore print the redacted URL only.
+type RTSPStream struct {
+	DeviceName     string
+	URL            string // rtsps://...?auth=<StreamToken>
+	StreamToken    string
+	ExtensionToken string // the newest one; Extend and Stop must use it
+	ExpiresAt      time.Time
+}
+
+// RedactedURL is URL with the auth value replaced by "REDACTED".
+func (s RTSPStream) RedactedURL() string { return redactAuth(s.URL) }
+
+func (s RTSPStream) String() string {
+	return "nest.RTSPStream{" + s.DeviceName + " " + s.RedactedURL() + " expires " + s.ExpiresAt.Format(time.RFC3339) + "}"
+}
+
+// LogValue keeps slog from reflecting the token fields.
+func (s RTSPStream) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("device", s.DeviceName),
+		slog.String("url", s.RedactedURL()),
+		slog.Time("expiresAt", s.ExpiresAt),
+	)
+}
+
+// withStreamToken rebuilds the URL after an extension, which returns no
+// URL: the path (the opaque session) stays and the query becomes
+// auth=<new token>, as python-google-nest-sdm does.
+func withStreamToken(rawURL, token string) string {
+	if rawURL == "" {
+		return ""
+	}
+	base, _, _ := strings.Cut(rawURL, "?")
+	return base + "?" + url.Values{"auth": {token}}.Encode()
+}
+
+// redactAuth works on the raw string rather than url.Parse so that an
+// unparsable URL is still redacted, and other parameters keep their order.
+func redactAuth(rawURL string) string {
+	base, query, ok := strings.Cut(rawURL, "?")
+	if !ok {
+		return rawURL
+	}
+	frag := ""
+	if i := strings.IndexByte(query, '#'); i >= 0 {
+		query, frag = query[:i], query[i:]
+	}
+	parts := strings.Split(query, "&")
+	for i, p := range parts {
+		k, _, _ := strings.Cut(p, "=")
+		if key, err := url.QueryUnescape(k); err == nil && strings.EqualFold(key, "auth") {
+			parts[i] = k + "=REDACTED"
+		}
+	}
+	return base + "?" + strings.Join(parts, "&") + frag
+}

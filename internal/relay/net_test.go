@@ -1,0 +1,7 @@
+package relay
+
+import "net"
+
+type netListener = net.Listener
+
+var listen = net.Listen

@@ -1,0 +1,298 @@
+package relay
+
+import (
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/pion/rtp"
+)
+
+// clipAUs splits the committed test clip into access units (x264 writes
+// one slice per picture, with SPS/PPS before every IDR).
+func clipAUs(t testing.TB) (aus [][][]byte, sps, pps []byte) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "..", "testdata", "clip.h264"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nalus h264.AnnexB
+	if err := nalus.Unmarshal(raw); err != nil {
+		t.Fatal(err)
+	}
+	var cur [][]byte
+	for _, n := range nalus {
+		typ := h264.NALUType(n[0] & 0x1f)
+		switch typ {
+		case h264.NALUTypeSPS:
+			sps = n
+		case h264.NALUTypePPS:
+			pps = n
+		case h264.NALUTypeAccessUnitDelimiter:
+			continue
+		}
+		cur = append(cur, n)
+		if typ == h264.NALUTypeIDR || typ == h264.NALUTypeNonIDR {
+			aus = append(aus, cur)
+			cur = nil
+		}
+	}
+	return aus, sps, pps
+}
+
+// handler serves one relay's stream to every reader, as the daemon does,
+// including the GOP replay gate.
+type handler struct {
+	r       *Relay
+	mu      sync.Mutex
+	pending map[*gortsplib.ServerConn]func()
+}
+
+func (h *handler) OnDescribe(*gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
+	return &base.Response{StatusCode: base.StatusOK}, h.r.Stream(), nil
+}
+func (h *handler) OnSetup(*gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
+	return &base.Response{StatusCode: base.StatusOK}, h.r.Stream(), nil
+}
+func (h *handler) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
+	release := h.r.ReplayGOP(ctx.Session)
+	h.mu.Lock()
+	h.pending[ctx.Conn] = release
+	h.mu.Unlock()
+	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+func (h *handler) OnResponse(c *gortsplib.ServerConn, _ *base.Response) {
+	h.mu.Lock()
+	rel := h.pending[c]
+	delete(h.pending, c)
+	h.mu.Unlock()
+	if rel != nil {
+		rel()
+	}
+}
+
+func startRelay(t *testing.T, p Params) (*Relay, string) {
+	t.Helper()
+	h := &handler{pending: map[*gortsplib.ServerConn]func(){}}
+	srv := &gortsplib.Server{Handler: h, RTSPAddress: "127.0.0.1:0", WriteQueueSize: WriteQueueSize}
+	var addr string
+	srv.Listen = func(n, a string) (netListener, error) {
+		ln, err := listen(n, a)
+		if err == nil {
+			addr = ln.Addr().String()
+		}
+		return ln, err
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	r, err := New(srv, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.r = r
+	t.Cleanup(r.Close)
+	return r, "rtsp://" + addr + "/cam"
+}
+
+type received struct {
+	mu   sync.Mutex
+	pkts []rtp.Packet
+	idr  []bool // per packet: does it start an IDR access unit
+	got  chan struct{}
+}
+
+// play connects a gortsplib client and records every video packet.
+func play(t *testing.T, url string) *received {
+	t.Helper()
+	c := &gortsplib.Client{}
+	u, _ := base.ParseURL(url)
+	if err := c.Start(u.Scheme, u.Host); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	desc, _, err := c.Describe(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f *format.H264
+	medi := desc.FindFormat(&f)
+	if medi == nil {
+		t.Fatal("no H.264 in the SDP")
+	}
+	if err := c.SetupAll(desc.BaseURL, desc.Medias); err != nil {
+		t.Fatal(err)
+	}
+	rec := &received{got: make(chan struct{}, 100000)}
+	c.OnPacketRTP(medi, f, func(p *rtp.Packet) {
+		rec.mu.Lock()
+		rec.pkts = append(rec.pkts, *p)
+		rec.idr = append(rec.idr, startsIDR(p.Payload))
+		rec.mu.Unlock()
+		rec.got <- struct{}{}
+	})
+	if _, err := c.Play(nil); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+// startsIDR reads the first NALU type of a packet (single, STAP-A or FU-A start).
+func startsIDR(payload []byte) bool {
+	if len(payload) < 2 {
+		return false
+	}
+	switch typ := payload[0] & 0x1f; typ {
+	case 24: // STAP-A: SPS/PPS aggregated before the IDR
+		return true
+	case 28: // FU-A
+		return payload[1]&0x80 != 0 && payload[1]&0x1f == 5
+	default:
+		return typ == 5 || typ == 7
+	}
+}
+
+func (r *received) waitFor(t *testing.T, n int) []rtp.Packet {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		r.mu.Lock()
+		if len(r.pkts) >= n {
+			out := append([]rtp.Packet(nil), r.pkts...)
+			r.mu.Unlock()
+			return out
+		}
+		r.mu.Unlock()
+		select {
+		case <-r.got:
+		case <-deadline:
+			t.Fatalf("received %d packets, want %d", len(r.pkts), n)
+		}
+	}
+}
+
+// TestSwapIsInvisible feeds two upstream segments with unrelated timestamps
+// and checks what a reader sees: one SSRC, continuous sequence numbers,
+// timestamps that continue one frame after the last, and an IDR first.
+func TestSwapIsInvisible(t *testing.T) {
+	aus, sps, pps := clipAUs(t)
+	r, url := startRelay(t, Params{SPS: sps, PPS: pps})
+	rec := play(t, url)
+
+	// Segment 1 starts mid-GOP (frame 5): the relay waits for frame 25's IDR.
+	r.BeginSegment()
+	ts := uint32(1_000_000)
+	for _, au := range aus[5:40] {
+		if err := r.WriteVideo(ts, au); err != nil {
+			t.Fatal(err)
+		}
+		ts += 3600
+	}
+	// Segment 2: a new upstream whose clock is elsewhere, also mid-GOP.
+	r.BeginSegment()
+	ts2 := uint32(7)
+	for _, au := range aus[3:60] {
+		if err := r.WriteVideo(ts2, au); err != nil {
+			t.Fatal(err)
+		}
+		ts2 += 3600
+	}
+	stats := r.Stats()
+	if stats.VideoFrames != 15+35 || stats.DroppedFrames != 20+22 || stats.Segments != 2 {
+		t.Fatalf("stats %+v", stats)
+	}
+	pkts := rec.waitFor(t, int(r.stream.Stats().RTPPacketsSent))
+	if !rec.idr[0] {
+		t.Fatal("the first packet a reader gets must start an IDR")
+	}
+	ssrc := pkts[0].SSRC
+	frames := 0
+	for i, p := range pkts {
+		if p.Marker {
+			frames++
+		}
+		if p.SSRC != ssrc {
+			t.Fatalf("packet %d: SSRC changed %d -> %d", i, ssrc, p.SSRC)
+		}
+		if i == 0 {
+			continue
+		}
+		if p.SequenceNumber != pkts[i-1].SequenceNumber+1 {
+			t.Fatalf("packet %d: sequence %d after %d", i, p.SequenceNumber, pkts[i-1].SequenceNumber)
+		}
+		if d := int32(p.Timestamp - pkts[i-1].Timestamp); d != 0 && d != 3600 {
+			t.Fatalf("packet %d: timestamp step %d, want 0 or one frame (3600)", i, d)
+		}
+	}
+	if frames != 50 {
+		t.Fatalf("reader got %d frames, want 50", frames)
+	}
+}
+
+// TestLateJoinerGetsGOPFirst: a reader joining mid-GOP gets the cached GOP
+// from its IDR, then the live packets, with no gap between the two, while
+// the feed keeps running concurrently.
+func TestLateJoinerGetsGOPFirst(t *testing.T) {
+	aus, sps, pps := clipAUs(t)
+	r, url := startRelay(t, Params{SPS: sps, PPS: pps})
+	r.BeginSegment()
+	ts := uint32(0)
+	write := func(from, to int, pace time.Duration) {
+		for _, au := range aus[from:to] {
+			if err := r.WriteVideo(ts, au); err != nil {
+				t.Error(err)
+				return
+			}
+			ts += 3600
+			time.Sleep(pace) // a camera's pace, so the join lands mid-feed
+		}
+	}
+	write(0, 37, 0) // the GOP that starts at frame 25 holds 12 frames now
+	done := make(chan struct{})
+	go func() { defer close(done); write(37, 150, time.Millisecond) }()
+	rec := play(t, url) // joins while frames 37.. are being written
+	<-done
+	pkts := rec.waitFor(t, 1)
+	if !rec.idr[0] {
+		t.Fatal("a late joiner must start at an IDR")
+	}
+	deadline := time.After(10 * time.Second)
+	for last := pkts[len(pkts)-1]; !(last.Marker && last.Timestamp == ts-3600); last = pkts[len(pkts)-1] {
+		select {
+		case <-rec.got:
+			pkts = rec.waitFor(t, len(pkts)+1)
+		case <-deadline:
+			t.Fatalf("the last frame never arrived (%d packets)", len(pkts))
+		}
+	}
+	for i := 1; i < len(pkts); i++ {
+		if pkts[i].SequenceNumber != pkts[i-1].SequenceNumber+1 {
+			t.Fatalf("gap between packet %d and %d: %d -> %d", i-1, i, pkts[i-1].SequenceNumber, pkts[i].SequenceNumber)
+		}
+	}
+}
+
+func TestTimeline(t *testing.T) {
+	tl := timeline{defaultStep: 3600}
+	if got := tl.next(1000); got != 1000 {
+		t.Fatalf("first segment keeps its origin: %d", got)
+	}
+	tl.next(4600)
+	tl.newSegment()
+	if got := tl.next(999999); got != 8200 {
+		t.Fatalf("new segment continues one step later: %d", got)
+	}
+	if got := tl.next(999999 - 10); got != 11800 {
+		t.Fatalf("a step back inside a segment starts a new one: %d", got)
+	}
+	if got := tl.next(999999 - 10 + 90000*60); got != 15400 {
+		t.Fatalf("a huge jump starts a new segment: %d", got)
+	}
+}

@@ -1,0 +1,720 @@
+// Package supervisor runs one goroutine per camera that owns everything
+// live about it: the on-demand lifecycle (demand, ready, read, unread,
+// unDemand, notReady), the Google stream session and its extensions, the
+// upstream connection and the output relay. Everything else talks to it by
+// posting closures to its inbox, so no camera state is shared under locks.
+package supervisor
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+
+	"github.com/nestmtx/nestmtx/internal/events"
+	"github.com/nestmtx/nestmtx/internal/nest"
+	"github.com/nestmtx/nestmtx/internal/relay"
+	"github.com/nestmtx/nestmtx/internal/rtspserver"
+	"github.com/nestmtx/nestmtx/internal/source"
+)
+
+// Google is the part of the SDM client a camera uses.
+type Google interface {
+	GenerateRtspStream(ctx context.Context, deviceName string) (nest.RTSPStream, error)
+	ExtendRtspStream(ctx context.Context, s nest.RTSPStream) (nest.RTSPStream, error)
+	StopRtspStream(ctx context.Context, s nest.RTSPStream) error
+}
+
+// Config is what the camera row says.
+type Config struct {
+	ID         uint64
+	Name       string
+	Device     string // Google's device name
+	Path       string
+	Enabled    bool
+	Persistent bool
+}
+
+// Options are shared by every camera.
+type Options struct {
+	RTSP         *gortsplib.Server
+	Bus          *events.Bus
+	UpstreamTLS  *tls.Config
+	StartTimeout time.Duration
+	CloseAfter   time.Duration
+	// ExtendAt is the fraction of a session's lifetime after which it is
+	// extended (0.8: at 4 of Google's 5 minutes).
+	ExtendAt float64
+	// StopTimeout bounds the StopRtspStream call made when a session ends.
+	StopTimeout time.Duration
+	Log         *slog.Logger
+}
+
+type phase int
+
+const (
+	idle     phase = iota // no source
+	starting              // generating a session / connecting, readers held
+	ready                 // frames flow
+)
+
+// Camera is one camera's supervisor.
+type Camera struct {
+	opts  Options
+	inbox chan func()
+	done  chan struct{}
+	log   *slog.Logger
+
+	// Everything below is owned by the run goroutine.
+	cfg       Config
+	google    Google
+	credDown  string // why the credential cannot be used, "" when it can
+	phase     phase
+	waiters   []chan describeResult
+	readers   map[*rtspserver.Reader]bool // value: playing
+	relay     *relay.Relay
+	session   *nest.RTSPStream // the live Google session, if any
+	gen       int              // source generation: stale reports are ignored
+	cancelSrc context.CancelFunc
+	lastError string
+	attempts  int // consecutive failed starts, for backoff
+	demandQ   string
+
+	startTimer, closeTimer, extendTimer, retryTimer *time.Timer
+}
+
+type describeResult struct {
+	stream *gortsplib.ServerStream
+	err    error
+}
+
+// New creates a camera's supervisor; Run starts it.
+func New(cfg Config, g Google, o Options) *Camera {
+	if o.ExtendAt <= 0 || o.ExtendAt >= 1 {
+		o.ExtendAt = 0.8
+	}
+	if o.StopTimeout <= 0 {
+		o.StopTimeout = 10 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	return &Camera{opts: o, inbox: make(chan func(), 64), done: make(chan struct{}),
+		log: o.Log.With("camera_id", cfg.ID), cfg: cfg, google: g, readers: map[*rtspserver.Reader]bool{}}
+}
+
+// Run is the camera's goroutine; it returns when ctx ends, after stopping
+// the Google session.
+func (c *Camera) Run(ctx context.Context) {
+	defer close(c.done)
+	c.publishState()
+	c.maybePersist()
+	for {
+		select {
+		case <-ctx.Done():
+			c.shutdown()
+			return
+		case fn := <-c.inbox:
+			fn()
+		case <-timerC(c.startTimer):
+			c.startTimer = nil
+			c.onStartTimeout()
+		case <-timerC(c.closeTimer):
+			c.closeTimer = nil
+			c.onCloseAfter()
+		case <-timerC(c.extendTimer):
+			c.extendTimer = nil
+			c.extend()
+		case <-timerC(c.retryTimer):
+			c.retryTimer = nil
+			c.startSource()
+		}
+	}
+}
+
+// Done is closed when Run has returned.
+func (c *Camera) Done() <-chan struct{} { return c.done }
+
+// post runs fn on the camera's goroutine; it gives up if the camera has
+// stopped or ctx ends first.
+func (c *Camera) post(ctx context.Context, fn func()) bool {
+	select {
+	case c.inbox <- fn:
+		return true
+	case <-c.done:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// call runs fn on the camera's goroutine and waits for it.
+func (c *Camera) call(fn func()) bool {
+	ran := make(chan struct{})
+	if !c.post(context.Background(), func() { fn(); close(ran) }) {
+		return false
+	}
+	select {
+	case <-ran:
+		return true
+	case <-c.done:
+		return false
+	}
+}
+
+func timerC(t *time.Timer) <-chan time.Time {
+	if t == nil {
+		return nil
+	}
+	return t.C
+}
+
+func stopTimer(t **time.Timer) {
+	if *t != nil {
+		(*t).Stop()
+		*t = nil
+	}
+}
+
+// --- the rtspserver.Path side -------------------------------------------
+
+var errCameraGone = &rtspserver.StatusError{Status: base.StatusNotFound, Reason: "no such camera"}
+
+// Describe implements rtspserver.Path.
+func (c *Camera) Describe(ctx context.Context, r *rtspserver.Reader) (*gortsplib.ServerStream, error) {
+	return c.await(ctx, r, false)
+}
+
+// Setup implements rtspserver.Path.
+func (c *Camera) Setup(ctx context.Context, r *rtspserver.Reader) (*gortsplib.ServerStream, error) {
+	return c.await(ctx, r, true)
+}
+
+// await answers at once when the stream is ready, otherwise holds the
+// request until it is (starting the source when nothing is running).
+func (c *Camera) await(ctx context.Context, r *rtspserver.Reader, addReader bool) (*gortsplib.ServerStream, error) {
+	reply := make(chan describeResult, 1)
+	if !c.post(ctx, func() { c.onRequest(r, addReader, reply) }) {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, errCameraGone
+	}
+	select {
+	case res := <-reply:
+		return res.stream, res.err
+	case <-ctx.Done():
+		c.post(context.Background(), func() { c.dropWaiter(reply) })
+		return nil, ctx.Err()
+	case <-c.done:
+		return nil, errCameraGone
+	}
+}
+
+func (c *Camera) onRequest(r *rtspserver.Reader, addReader bool, reply chan describeResult) {
+	if !c.cfg.Enabled {
+		reply <- describeResult{err: errCameraGone}
+		return
+	}
+	if c.credDown != "" {
+		reply <- describeResult{err: &rtspserver.StatusError{Status: base.StatusServiceUnavailable, Reason: c.credDown}}
+		return
+	}
+	if addReader {
+		// From SETUP on a reader counts (MediaMTX's rule): it holds the
+		// source open, and cancels a pending close.
+		c.readers[r] = false
+		stopTimer(&c.closeTimer)
+	}
+	if c.phase == ready {
+		reply <- describeResult{stream: c.relay.Stream()}
+		c.publishState()
+		return
+	}
+	c.waiters = append(c.waiters, reply)
+	if c.phase == idle {
+		c.emit(events.CameraDemand, map[string]any{"path": c.cfg.Path, "reader_type": r.Type,
+			"reader_id": r.ID, "query": r.Query})
+		c.demandQ = r.Query
+		c.phase = starting
+		c.attempts = 0
+		c.startTimer = time.NewTimer(c.opts.StartTimeout)
+		c.startSource()
+	}
+	c.publishState()
+}
+
+func (c *Camera) dropWaiter(reply chan describeResult) {
+	for i, w := range c.waiters {
+		if w == reply {
+			c.waiters = append(c.waiters[:i], c.waiters[i+1:]...)
+			return
+		}
+	}
+}
+
+// Play implements rtspserver.Path.
+func (c *Camera) Play(r *rtspserver.Reader) (func(), error) {
+	var rel *relay.Relay
+	ok := c.call(func() {
+		if _, known := c.readers[r]; !known || c.relay == nil {
+			return
+		}
+		if !c.readers[r] {
+			c.readers[r] = true
+			c.emit(events.CameraRead, readerDetails(c.cfg.Path, r))
+			c.publishState()
+		}
+		rel = c.relay
+	})
+	if !ok || rel == nil {
+		return nil, errCameraGone
+	}
+	// The replay runs here, on the reader's session goroutine, as gortsplib
+	// requires; the camera goroutine is not held up by it.
+	return rel.ReplayGOP(r.Session), nil
+}
+
+// Pause implements rtspserver.Path.
+func (c *Camera) Pause(r *rtspserver.Reader) {
+	c.post(context.Background(), func() {
+		if c.readers[r] {
+			c.readers[r] = false
+			c.emit(events.CameraUnread, readerDetails(c.cfg.Path, r))
+			c.publishState()
+		}
+	})
+}
+
+// Remove implements rtspserver.Path.
+func (c *Camera) Remove(r *rtspserver.Reader) {
+	c.post(context.Background(), func() {
+		playing, known := c.readers[r]
+		if !known {
+			return
+		}
+		delete(c.readers, r)
+		if playing {
+			c.emit(events.CameraUnread, readerDetails(c.cfg.Path, r))
+		}
+		c.armCloseIfUnused()
+		c.publishState()
+	})
+}
+
+func readerDetails(path string, r *rtspserver.Reader) map[string]any {
+	return map[string]any{"path": path, "reader_type": r.Type, "reader_id": r.ID, "remote_addr": r.RemoteAddr}
+}
+
+// --- control from the manager -------------------------------------------
+
+// Update applies a changed camera row.
+func (c *Camera) Update(cfg Config) {
+	c.post(context.Background(), func() {
+		old := c.cfg
+		c.cfg = cfg
+		switch {
+		case !cfg.Enabled && old.Enabled:
+			c.takeDown("the camera was disabled")
+		case cfg.Path != old.Path && old.Path != "":
+			// Readers of the old name cannot follow; let them reconnect.
+			c.takeDown("the camera's path changed")
+		case cfg.Persistent != old.Persistent:
+			c.armCloseIfUnused()
+		}
+		c.maybePersist()
+		c.publishState()
+	})
+}
+
+// SetGoogle swaps the SDM client (after re-authentication) and clears or
+// sets the reason the credential is unusable.
+func (c *Camera) SetGoogle(g Google, downReason string) {
+	c.post(context.Background(), func() {
+		c.google = g
+		wasDown := c.credDown
+		c.credDown = downReason
+		if downReason != "" && wasDown == "" {
+			c.takeDown(downReason)
+		}
+		c.lastError = downReason
+		c.maybePersist()
+		c.publishState()
+	})
+}
+
+// --- source management (on the camera goroutine) -------------------------
+
+func (c *Camera) maybePersist() {
+	if c.cfg.Enabled && c.cfg.Persistent && c.cfg.Path != "" && c.credDown == "" && c.phase == idle && c.retryTimer == nil {
+		c.phase = starting
+		c.attempts = 0
+		c.startSource()
+		c.publishState()
+	}
+}
+
+// startSource begins a new generation: a fresh Google session and upstream.
+func (c *Camera) startSource() {
+	c.stopSource()
+	c.gen++
+	gen := c.gen
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancelSrc = cancel
+	g := c.google
+	device := c.cfg.Device
+	go c.runSource(ctx, gen, g, device)
+}
+
+// stopSource ends the current generation's upstream and stops its Google
+// session in the background (best effort): an unread session only costs.
+func (c *Camera) stopSource() {
+	if c.cancelSrc != nil {
+		c.cancelSrc()
+		c.cancelSrc = nil
+	}
+	stopTimer(&c.extendTimer)
+	if c.session != nil {
+		s := *c.session
+		c.session = nil
+		c.stopSession(s)
+	}
+}
+
+func (c *Camera) stopSession(s nest.RTSPStream) {
+	g, timeout, log := c.google, c.opts.StopTimeout, c.log
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		if err := g.StopRtspStream(ctx, s); err != nil {
+			log.Debug("stopping the Google stream session", "error", err)
+		}
+	}()
+}
+
+// runSource is one generation's goroutine: it owns the upstream connection
+// and reports to the camera goroutine, which ignores reports of stale
+// generations.
+func (c *Camera) runSource(ctx context.Context, gen int, g Google, device string) {
+	report := func(fn func()) {
+		c.post(context.Background(), func() {
+			if c.gen == gen {
+				fn()
+			}
+		})
+	}
+	s, err := g.GenerateRtspStream(ctx, device)
+	if err != nil {
+		report(func() { c.onSourceFailed(fmt.Errorf("generating a stream: %w", err)) })
+		return
+	}
+	c.post(context.Background(), func() {
+		if c.gen != gen {
+			// Superseded while Google answered: nobody will read it.
+			c.stopSession(s)
+			return
+		}
+		c.onSession(s)
+	})
+	up, err := source.Dial(ctx, s.URL, source.Options{TLS: c.opts.UpstreamTLS, Log: c.log})
+	if err != nil {
+		report(func() { c.onSourceFailed(fmt.Errorf("connecting to the stream: %w", err)) })
+		return
+	}
+	defer up.Close()
+	relayCh := make(chan *relay.Relay, 1)
+	errCh := make(chan error, 1)
+	report(func() {
+		r, err := c.relayFor(up.Params())
+		if err != nil {
+			errCh <- err
+			return
+		}
+		relayCh <- r
+	})
+	var rel *relay.Relay
+	select {
+	case rel = <-relayCh:
+	case err := <-errCh:
+		report(func() { c.onSourceFailed(err) })
+		return
+	case <-ctx.Done():
+		return
+	}
+	if err := up.Play(rel); err != nil {
+		report(func() { c.onSourceFailed(err) })
+		return
+	}
+	report(func() { c.onReady(up.Params()) })
+	err = up.Wait()
+	if ctx.Err() == nil {
+		report(func() { c.onSourceFailed(fmt.Errorf("the upstream ended: %w", err)) })
+	}
+}
+
+// relayFor returns the relay to feed an upstream with params p: the current
+// one when it can carry p (readers notice nothing), else a new one.
+func (c *Camera) relayFor(p relay.Params) (*relay.Relay, error) {
+	if c.relay != nil && !c.relay.Params().Equal(p) {
+		// Feeding readers a stream their decoders were not set up for
+		// would wedge them: end their sessions so they reconnect.
+		c.log.Info("the camera's codec parameters changed; readers reconnect")
+		c.closeRelay()
+	}
+	if c.relay == nil {
+		r, err := relay.New(c.opts.RTSP, p)
+		if err != nil {
+			return nil, err
+		}
+		c.relay = r
+	}
+	c.relay.BeginSegment()
+	return c.relay, nil
+}
+
+func (c *Camera) closeRelay() {
+	if c.relay == nil {
+		return
+	}
+	c.relay.Close()
+	c.relay = nil
+	// The readers' sessions end; their Remove calls find nothing to do.
+	for r, playing := range c.readers {
+		if playing {
+			c.emit(events.CameraUnread, readerDetails(c.cfg.Path, r))
+		}
+		delete(c.readers, r)
+	}
+}
+
+func (c *Camera) onSession(s nest.RTSPStream) {
+	c.session = &s
+	c.armExtend()
+}
+
+func (c *Camera) onReady(p relay.Params) {
+	c.lastError = ""
+	c.attempts = 0
+	stopTimer(&c.startTimer)
+	stopTimer(&c.retryTimer)
+	c.phase = ready
+	c.emit(events.CameraReady, map[string]any{"path": c.cfg.Path, "source_type": "rtspsSource",
+		"source_id": "", "tracks": p.Tracks()})
+	for _, w := range c.waiters {
+		w <- describeResult{stream: c.relay.Stream()}
+	}
+	c.waiters = nil
+	c.armCloseIfUnused()
+	c.publishState()
+}
+
+// onSourceFailed handles every failure of a generation: before ready it is
+// retried with backoff while someone waits; after ready it regenerates at
+// once while the readers stay connected.
+func (c *Camera) onSourceFailed(err error) {
+	c.lastError = err.Error()
+	c.log.Warn("camera stream failed", "error", err)
+	wasReady := c.phase == ready
+	c.stopSource()
+	if wasReady {
+		c.emit(events.CameraNotReady, map[string]any{"path": c.cfg.Path, "source_type": "rtspsSource",
+			"source_id": "", "reason": err.Error()})
+	}
+	if len(c.readers) == 0 && len(c.waiters) == 0 && !c.wantsPersistent() {
+		c.goIdle()
+		return
+	}
+	c.phase = starting
+	if wasReady {
+		c.attempts = 0
+		c.startSource()
+	} else {
+		c.attempts++
+		c.retryTimer = time.NewTimer(backoff(c.attempts))
+	}
+	c.publishState()
+}
+
+func (c *Camera) wantsPersistent() bool {
+	return c.cfg.Enabled && c.cfg.Persistent && c.credDown == ""
+}
+
+// backoff grows from 1 s to 30 s; the Google client's own limiter already
+// spaces commands, this keeps a broken camera from spinning.
+func backoff(attempt int) time.Duration {
+	d := time.Second << min(attempt-1, 5)
+	return min(d, 30*time.Second)
+}
+
+func (c *Camera) onStartTimeout() {
+	reason := fmt.Sprintf("the camera did not start within %s", c.opts.StartTimeout)
+	if c.lastError != "" {
+		reason += ": " + c.lastError
+	}
+	for _, w := range c.waiters {
+		w <- describeResult{err: &rtspserver.StatusError{Status: base.StatusServiceUnavailable, Reason: reason}}
+	}
+	c.waiters = nil
+	if c.wantsPersistent() || len(c.readers) > 0 {
+		return // keep trying for those who stay
+	}
+	c.emit(events.CameraUnDemand, map[string]any{"path": c.cfg.Path})
+	c.stopSource()
+	c.goIdle()
+}
+
+func (c *Camera) armCloseIfUnused() {
+	if c.phase != ready || len(c.readers) > 0 || c.wantsPersistent() || c.closeTimer != nil {
+		return
+	}
+	c.closeTimer = time.NewTimer(c.opts.CloseAfter)
+}
+
+func (c *Camera) onCloseAfter() {
+	if len(c.readers) > 0 || c.wantsPersistent() {
+		return
+	}
+	c.emit(events.CameraUnDemand, map[string]any{"path": c.cfg.Path})
+	c.takeDown("not needed by anyone")
+}
+
+// takeDown stops everything and ends the readers' sessions.
+func (c *Camera) takeDown(reason string) {
+	wasReady := c.phase == ready
+	c.stopSource()
+	for _, w := range c.waiters {
+		w <- describeResult{err: &rtspserver.StatusError{Status: base.StatusServiceUnavailable, Reason: reason}}
+	}
+	c.waiters = nil
+	c.closeRelay()
+	if wasReady {
+		c.emit(events.CameraNotReady, map[string]any{"path": c.cfg.Path, "source_type": "rtspsSource",
+			"source_id": "", "reason": reason})
+	}
+	c.goIdle()
+}
+
+func (c *Camera) goIdle() {
+	stopTimer(&c.startTimer)
+	stopTimer(&c.closeTimer)
+	stopTimer(&c.extendTimer)
+	stopTimer(&c.retryTimer)
+	if c.relay != nil && len(c.readers) == 0 {
+		c.relay.Close()
+		c.relay = nil
+	}
+	c.phase = idle
+	c.publishState()
+}
+
+func (c *Camera) shutdown() {
+	if c.session != nil {
+		// Stop the Google session within the shutdown budget.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = c.google.StopRtspStream(ctx, *c.session)
+		cancel()
+		c.session = nil
+	}
+	if c.cancelSrc != nil {
+		c.cancelSrc()
+	}
+	for _, w := range c.waiters {
+		w <- describeResult{err: &rtspserver.StatusError{Status: base.StatusServiceUnavailable, Reason: "the server is shutting down"}}
+	}
+	if c.relay != nil {
+		c.relay.Close()
+	}
+}
+
+// --- extension ------------------------------------------------------------
+
+// armExtend schedules the next extension at ExtendAt of the session's
+// remaining lifetime, re-armed from every new expiresAt.
+func (c *Camera) armExtend() {
+	stopTimer(&c.extendTimer)
+	if c.session == nil {
+		return
+	}
+	left := time.Until(c.session.ExpiresAt)
+	c.extendTimer = time.NewTimer(max(time.Duration(float64(left)*c.opts.ExtendAt), 0))
+}
+
+func (c *Camera) extend() {
+	if c.session == nil {
+		return
+	}
+	s, g, gen := *c.session, c.google, c.gen
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		next, err := g.ExtendRtspStream(ctx, s)
+		c.post(context.Background(), func() {
+			if c.gen != gen || c.session == nil {
+				return
+			}
+			if err != nil {
+				c.emit(events.CameraFailedExtension, map[string]any{"name": c.cfg.Name, "error": err.Error()})
+				c.onSourceFailed(fmt.Errorf("extending the stream: %w", err))
+				return
+			}
+			// The live connection keeps running; the new URL (new auth
+			// token) is what a reconnect would use.
+			c.session = &next
+			c.emit(events.CameraExtended, map[string]any{"name": c.cfg.Name,
+				"expires_at": next.ExpiresAt.UTC().Format(time.RFC3339)})
+			c.armExtend()
+			c.publishState()
+		})
+	}()
+}
+
+// --- events and state -----------------------------------------------------
+
+func (c *Camera) emit(name string, details map[string]any) {
+	c.opts.Bus.Emit(events.Event{Domain: events.DomainCamera, Entity: events.ID(c.cfg.ID), Event: name, Details: details})
+}
+
+// State is the retained per-camera state (mqtt-api.md §4).
+type State struct {
+	Status    string     `json:"status"`
+	Ready     bool       `json:"ready"`
+	Readers   int        `json:"readers"`
+	Path      *string    `json:"path"`
+	ExpiresAt *time.Time `json:"expires_at"`
+	LastError *string    `json:"last_error"`
+}
+
+func (c *Camera) publishState() {
+	st := State{Readers: len(c.readers), Ready: c.phase == ready}
+	if c.cfg.Path != "" {
+		p := c.cfg.Path
+		st.Path = &p
+	}
+	if c.session != nil {
+		t := c.session.ExpiresAt.UTC()
+		st.ExpiresAt = &t
+	}
+	if c.lastError != "" {
+		e := c.lastError
+		st.LastError = &e
+	}
+	switch {
+	case c.cfg.Path == "":
+		st.Status = "unconfigured"
+	case !c.cfg.Enabled:
+		st.Status = "disabled"
+	case c.credDown != "":
+		st.Status = "unauthenticated"
+	case c.phase == ready:
+		st.Status = "ready"
+	case c.phase == starting:
+		st.Status = "starting"
+	default:
+		st.Status = "idle"
+	}
+	c.opts.Bus.SetState(events.DomainCamera, c.cfg.ID, st)
+}

@@ -1,0 +1,117 @@
+package supervisor
+
+import (
+	"context"
+	"sync"
+
+	"github.com/nestmtx/nestmtx/internal/events"
+	"github.com/nestmtx/nestmtx/internal/rtspserver"
+	"github.com/nestmtx/nestmtx/internal/store"
+)
+
+// GoogleFor gives the SDM client of a credential, and why it cannot be used
+// ("" when it can).
+type GoogleFor func(credentialID uint64) (Google, string)
+
+// Manager keeps one supervisor per camera row and the table of served
+// paths. The table is only a directory: each camera's live state stays with
+// its own goroutine.
+type Manager struct {
+	opts   Options
+	google GoogleFor
+
+	ctx context.Context
+	wg  sync.WaitGroup
+
+	mu     sync.RWMutex
+	byID   map[uint64]*managed
+	byPath map[string]*Camera
+}
+
+type managed struct {
+	cam    *Camera
+	cfg    Config
+	credID uint64
+	cancel context.CancelFunc
+}
+
+// NewManager creates a manager whose cameras live until ctx ends.
+func NewManager(ctx context.Context, o Options, google GoogleFor) *Manager {
+	return &Manager{opts: o, google: google, ctx: ctx, byID: map[uint64]*managed{}, byPath: map[string]*Camera{}}
+}
+
+func configOf(c store.Camera) Config {
+	return Config{ID: c.ID, Name: c.Name, Device: c.UID, Path: c.MTXPath,
+		Enabled: c.IsEnabled && !c.Missing, Persistent: c.IsPersistent}
+}
+
+// Lookup implements rtspserver.Resolver: enabled cameras by path.
+func (m *Manager) Lookup(name string) (rtspserver.Path, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	c, ok := m.byPath[name]
+	return c, ok
+}
+
+// CameraChanged creates or updates a camera's supervisor (api.CameraListener).
+func (m *Manager) CameraChanged(row store.Camera) {
+	cfg := configOf(row)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mc, ok := m.byID[row.ID]
+	if !ok {
+		g, down := m.google(row.CredentialID)
+		ctx, cancel := context.WithCancel(m.ctx)
+		mc = &managed{cam: New(cfg, g, m.opts), cfg: cfg, credID: row.CredentialID, cancel: cancel}
+		if down != "" {
+			mc.cam.credDown = down // before Run: the goroutine has not started
+		}
+		m.byID[row.ID] = mc
+		m.wg.Add(1)
+		go func() { defer m.wg.Done(); mc.cam.Run(ctx) }()
+	} else {
+		if mc.cfg.Path != "" && m.byPath[mc.cfg.Path] == mc.cam {
+			delete(m.byPath, mc.cfg.Path)
+		}
+		mc.cfg = cfg
+		mc.cam.Update(cfg)
+	}
+	if cfg.Enabled && cfg.Path != "" {
+		m.byPath[cfg.Path] = mc.cam
+	}
+}
+
+// CameraDeleted stops a camera's supervisor and forgets its retained state.
+func (m *Manager) CameraDeleted(id uint64) {
+	m.mu.Lock()
+	mc, ok := m.byID[id]
+	if ok {
+		delete(m.byID, id)
+		if m.byPath[mc.cfg.Path] == mc.cam {
+			delete(m.byPath, mc.cfg.Path)
+		}
+	}
+	m.mu.Unlock()
+	if !ok {
+		return
+	}
+	mc.cancel()
+	<-mc.cam.Done()
+	m.opts.Bus.SetState(events.DomainCamera, id, nil)
+}
+
+// CredentialChanged hands every camera of a credential its current client,
+// or takes them down with the reason the credential is unusable.
+func (m *Manager) CredentialChanged(credentialID uint64) {
+	g, down := m.google(credentialID)
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, mc := range m.byID {
+		if mc.credID == credentialID {
+			mc.cam.SetGoogle(g, down)
+		}
+	}
+}
+
+// Wait blocks until every supervisor has stopped (after ctx ended).
+func (m *Manager) Wait() { m.wg.Wait() }
