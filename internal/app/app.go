@@ -21,6 +21,7 @@ import (
 	"github.com/nestmtx/nestmtx/internal/credentials"
 	"github.com/nestmtx/nestmtx/internal/events"
 	"github.com/nestmtx/nestmtx/internal/mqtt"
+	"github.com/nestmtx/nestmtx/internal/nestsim"
 	"github.com/nestmtx/nestmtx/internal/rtspserver"
 	"github.com/nestmtx/nestmtx/internal/store"
 	"github.com/nestmtx/nestmtx/internal/supervisor"
@@ -42,6 +43,9 @@ type App struct {
 	mqtt    *mqtt.Service
 
 	stopCameras context.CancelFunc
+
+	sim              *nestsim.Sim // the demo's simulated Google
+	demoCredentialID uint64
 
 	httpSrv *http.Server
 	httpLn  net.Listener
@@ -68,8 +72,18 @@ func New(cfg config.Config, log *slog.Logger, version api.VersionInfo) (*App, er
 
 // Start starts the cameras, Google's side and the listeners.
 func (a *App) Start() error {
+	if a.cfg.Demo {
+		if err := a.startDemo(); err != nil {
+			return err
+		}
+	}
 	if err := a.startCameras(); err != nil {
 		return err
+	}
+	if a.cfg.Demo {
+		if err := a.finishDemo(); err != nil {
+			return err
+		}
 	}
 	a.api = api.New(api.Deps{
 		Store:                  a.store,
@@ -122,6 +136,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 		}
 		if a.creds != nil {
 			a.creds.Close()
+		}
+		if a.sim != nil {
+			a.sim.Close()
 		}
 		if a.httpSrv != nil {
 			if err := a.httpSrv.Shutdown(ctx); err != nil {

@@ -92,6 +92,8 @@ type Setting struct {
 	Default     string
 	Description string
 	Secret      bool
+	// isBool makes the flag usable bare (--demo as well as --demo=true).
+	isBool bool
 
 	// apply parses raw, validates it and stores it into c. It must not
 	// touch c when it fails, so a failed Load never half-applies a value.
@@ -170,8 +172,22 @@ var settings = []Setting{
 		func(c *Config) *string { return &c.DemoFaults }, nil),
 }
 
+// boolFlag keeps a boolean flag's raw text for the common parsing, while
+// telling the flag package that the flag may stand alone.
+type boolFlag struct{ v *string }
+
+func (b boolFlag) String() string {
+	if b.v == nil {
+		return ""
+	}
+	return *b.v
+}
+func (b boolFlag) Set(s string) error { *b.v = s; return nil }
+func (b boolFlag) IsBoolFlag() bool   { return true }
+
 func boolSetting(key, def, desc string, field func(*Config) *bool) Setting {
 	s := newSetting(key, def, desc)
+	s.isBool = true
 	s.apply = func(c *Config, raw string) error {
 		b, err := strconv.ParseBool(strings.ToLower(raw))
 		if err != nil {
@@ -492,6 +508,12 @@ func Load(args []string, lookupEnv func(string) (string, bool), usage io.Writer)
 	fset.SetOutput(usage)
 	flagVals := make([]*string, len(settings))
 	for i, s := range settings {
+		if s.isBool {
+			v := s.Default
+			flagVals[i] = &v
+			fset.Var(boolFlag{&v}, s.Flag, flagUsage(s))
+			continue
+		}
 		flagVals[i] = fset.String(s.Flag, s.Default, flagUsage(s))
 	}
 	fset.Usage = func() {

@@ -1,0 +1,111 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/nestmtx/nestmtx/internal/nestsim"
+	"github.com/nestmtx/nestmtx/internal/store"
+)
+
+// demoCredential is the description the demo's credential is found by.
+const demoCredential = "Demo"
+
+// demoPaths are the paths the first demo cameras are served at.
+var demoPaths = []string{"front-door", "backyard"}
+
+// startDemo runs the simulated Google in this process and points the
+// daemon's Google endpoints at it, so a new user sees streams at once.
+func (a *App) startDemo() error {
+	faults, err := nestsim.ParseFaults(a.cfg.DemoFaults)
+	if err != nil {
+		return fmt.Errorf("NESTMTX_DEMO_FAULTS: %w", err)
+	}
+	sim, err := nestsim.Start(nestsim.Options{StreamTTL: a.cfg.DemoStreamTTL, Log: a.log.With("component", "nestsim")})
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	a.sim = sim
+	sim.Faults().Apply(faults)
+	caFile := filepath.Join(a.cfg.DataDir, "demo-ca.pem")
+	if err := sim.WriteCAFile(caFile); err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	a.cfg.GoogleAuthURL, a.cfg.GoogleTokenURL, a.cfg.GoogleSDMURL = sim.AuthURL(), sim.TokenURL(), sim.SDMURL()
+	a.cfg.GoogleCAFile = caFile
+
+	// The simulator forgets its tokens when the process ends, so the demo
+	// credential gets a fresh refresh token at every start.
+	creds, err := a.store.ListCredentials()
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	setup := func(c *store.Credential) error {
+		c.OAuthClientID, c.OAuthClientSecret, c.DACProjectID = sim.ClientID(), sim.ClientSecret(), sim.ProjectID()
+		c.RefreshToken, c.AccessToken, c.TokenExpiry = sim.IssueRefreshToken(), "", time.Time{}
+		c.AuthenticatedAt = &now
+		return nil
+	}
+	for _, c := range creds {
+		if c.Description == demoCredential {
+			_, err := a.store.UpdateCredential(c.ID, setup)
+			a.demoCredentialID = c.ID
+			return err
+		}
+	}
+	var c store.Credential
+	c.Description = demoCredential
+	if err := setup(&c); err != nil {
+		return err
+	}
+	c, err = a.store.CreateCredential(c)
+	a.demoCredentialID = c.ID
+	return err
+}
+
+// finishDemo syncs the demo cameras and serves the first two at their demo
+// paths, unless the user has configured them already.
+func (a *App) finishDemo() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := a.creds.Sync(ctx, a.demoCredentialID); err != nil {
+		return fmt.Errorf("demo: syncing the simulated cameras: %w", err)
+	}
+	cams, err := a.store.ListCameras()
+	if err != nil {
+		return err
+	}
+	next := 0
+	for _, c := range cams {
+		if c.CredentialID != a.demoCredentialID || next >= len(demoPaths) {
+			continue
+		}
+		rtsp := false
+		for _, p := range c.Protocols {
+			rtsp = rtsp || p == "RTSP"
+		}
+		if !rtsp {
+			continue
+		}
+		path := demoPaths[next]
+		next++
+		if c.MTXPath != "" {
+			continue
+		}
+		updated, err := a.store.UpdateCamera(c.ID, func(c *store.Camera) error {
+			c.MTXPath, c.IsEnabled = path, true
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("demo: serving %s at %s: %w", c.Name, path, err)
+		}
+		a.cameras.CameraChanged(updated)
+	}
+	a.log.Info("demo cameras ready", "front_door", "rtsp://"+a.RTSPAddr()+"/front-door",
+		"backyard", "rtsp://"+a.RTSPAddr()+"/backyard", "stream_ttl", a.cfg.DemoStreamTTL.String(),
+		"faults", a.cfg.DemoFaults)
+	return nil
+}
