@@ -16,6 +16,9 @@ import (
 type keeper struct {
 	mu      sync.Mutex
 	tok     nest.Token
+	// usableUntil is when the token stops being handed out: a little before
+	// its expiry, so that an SDM call never starts with a dying token.
+	usableUntil time.Time
 	stale   bool
 	down    string
 	changed chan struct{}
@@ -23,12 +26,21 @@ type keeper struct {
 }
 
 func newKeeper(tok nest.Token) *keeper {
-	return &keeper{tok: tok, changed: make(chan struct{}), kick: make(chan struct{}, 1)}
+	k := &keeper{changed: make(chan struct{}), kick: make(chan struct{}, 1)}
+	k.tok, k.usableUntil = tok, usableUntil(tok)
+	return k
 }
 
-// minValidity is how much life a token must have left to be handed out: an
-// SDM call must not start with a token that expires on the way.
+// minValidity is how much life a token must have left to be handed out,
+// or a quarter of its life for tokens shorter than two minutes.
 const minValidity = 30 * time.Second
+
+func usableUntil(tok nest.Token) time.Time {
+	if tok.Expiry.IsZero() {
+		return time.Time{}
+	}
+	return tok.Expiry.Add(-min(minValidity, time.Until(tok.Expiry)/4))
+}
 
 // AccessToken implements nest.TokenSource.
 func (k *keeper) AccessToken(ctx context.Context) (string, error) {
@@ -39,7 +51,7 @@ func (k *keeper) AccessToken(ctx context.Context) (string, error) {
 			k.mu.Unlock()
 			return "", errors.New(reason)
 		}
-		if k.tok.AccessToken != "" && !k.stale && time.Until(k.tok.Expiry) > minValidity {
+		if k.tok.AccessToken != "" && !k.stale && time.Now().Before(k.usableUntil) {
 			t := k.tok.AccessToken
 			k.mu.Unlock()
 			return t, nil
@@ -81,7 +93,7 @@ func (k *keeper) set(tok nest.Token) {
 	if tok.RefreshToken == "" {
 		tok.RefreshToken = k.tok.RefreshToken
 	}
-	k.tok, k.stale = tok, false
+	k.tok, k.stale, k.usableUntil = tok, false, usableUntil(tok)
 	close(k.changed)
 	k.changed = make(chan struct{})
 	k.mu.Unlock()

@@ -159,12 +159,14 @@ func (s *Service) Google(credentialID uint64) (supervisor.Google, string) {
 // Google refuses the refresh token for good.
 func (s *Service) refreshLoop(ctx context.Context, cr *credential, app nest.OAuthApp) {
 	failures := 0
+	refreshAt := time.Time{} // the stored token's age is unknown: renew it early
+	if exp := cr.keeper.token().Expiry; !exp.IsZero() {
+		refreshAt = exp.Add(-s.o.RefreshMargin)
+	}
 	for {
-		var wait time.Duration
+		wait := time.Until(refreshAt)
 		if failures > 0 {
 			wait = retryDelay(failures)
-		} else if exp := cr.keeper.token().Expiry; !exp.IsZero() {
-			wait = time.Until(exp) - s.o.RefreshMargin
 		}
 		t := time.NewTimer(max(wait, 0))
 		select {
@@ -193,6 +195,11 @@ func (s *Service) refreshLoop(ctx context.Context, cr *credential, app nest.OAut
 		if tok.Expiry.IsZero() {
 			tok.Expiry = time.Now().Add(time.Hour)
 		}
+		// Renew RefreshMargin before expiry, but never in the first three
+		// quarters of a token's life, so a short-lived token cannot make
+		// the loop spin.
+		life := time.Until(tok.Expiry)
+		refreshAt = tok.Expiry.Add(-min(s.o.RefreshMargin, life/4))
 		cred, err := s.o.Store.UpdateCredential(cr.id, func(c *store.Credential) error {
 			c.AccessToken, c.TokenExpiry = tok.AccessToken, tok.Expiry
 			if tok.RefreshToken != "" {

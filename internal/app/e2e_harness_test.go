@@ -1,0 +1,174 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/nestmtx/nestmtx/internal/config"
+	"github.com/nestmtx/nestmtx/internal/nestsim"
+	"github.com/nestmtx/nestmtx/internal/testkit"
+)
+
+// e2e is a daemon wired to a simulated Google over real HTTP and RTSPS
+// sockets, with an authorized credential and its cameras synced.
+type e2e struct {
+	t      *testing.T
+	app    *App
+	sim    *nestsim.Sim
+	rr     *testkit.RR
+	mqtt   *testkit.Client
+	token  string
+	credID uint64
+	events <-chan *paho.Publish
+	cams   map[string]uint64 // camera name -> id
+}
+
+func startE2E(t *testing.T, simOpts nestsim.Options, mutate func(*config.Config)) *e2e {
+	t.Helper()
+	sim, err := nestsim.Start(simOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	caFile := filepath.Join(t.TempDir(), "sim-ca.pem")
+	if err := sim.WriteCAFile(caFile); err != nil {
+		t.Fatal(err)
+	}
+	a := startApp(t, func(c *config.Config) {
+		c.GoogleAuthURL, c.GoogleTokenURL, c.GoogleSDMURL, c.GoogleCAFile = sim.AuthURL(), sim.TokenURL(), sim.SDMURL(), caFile
+		c.OnDemandCloseAfter = time.Second
+		c.OnDemandStartTimeout = 10 * time.Second
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+	e := &e2e{t: t, app: a, sim: sim, cams: map[string]uint64{}}
+	e.mqtt, e.rr = client(t, a.MQTTAddr(), "nestmtx")
+	e.events = e.mqtt.Subscribe("nestmtx/events/#")
+	e.token = e.rr.Login(t, "admin", adminPassword)
+	return e
+}
+
+// call is an authenticated API request that must succeed.
+func (e *e2e) call(command, module string, kv ...any) json.RawMessage {
+	e.t.Helper()
+	r := e.rr.Call(e.t, req(command, module, append(kv, "token", e.token)...))
+	r.MustOK(e.t, nil)
+	return r.Body
+}
+
+// authorize creates a credential for the simulator's OAuth client and runs
+// the consent flow as a browser would, landing on the daemon's callback.
+func (e *e2e) authorize() {
+	e.t.Helper()
+	var cred struct{ ID uint64 }
+	body := e.call("create", "credentials", "payload", map[string]any{"description": "Home",
+		"oauth_client_id": e.sim.ClientID(), "oauth_client_secret": e.sim.ClientSecret(), "dac_project_id": e.sim.ProjectID()})
+	if err := json.Unmarshal(body, &cred); err != nil {
+		e.t.Fatal(err)
+	}
+	e.credID = cred.ID
+	redirect := "http://" + e.app.HTTPAddr() + "/oauth/callback"
+	var authURL string
+	if err := json.Unmarshal(e.call("update", "credentials", "entity", fmt.Sprint(cred.ID),
+		"payload", map[string]any{"redirect_uri": redirect}), &authURL); err != nil {
+		e.t.Fatal(err)
+	}
+	// The "browser": Google's consent page redirects to our callback.
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get(authURL)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || !strings.HasPrefix(loc.String(), redirect) {
+		e.t.Fatalf("consent redirect %q (%d)", resp.Header.Get("Location"), resp.StatusCode)
+	}
+	resp, err = http.Get(loc.String())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		e.t.Fatalf("callback answered %d", resp.StatusCode)
+	}
+	e.waitEvent("credentials", cred.ID, "authenticated")
+}
+
+// sync lists the cameras and enables the named ones at the given paths.
+func (e *e2e) sync(paths map[string]string) {
+	e.t.Helper()
+	e.call("create", "cameras", "payload", map[string]any{"sync": true, "credential_id": e.credID})
+	var list struct {
+		Items []struct {
+			ID   uint64 `json:"id"`
+			Name string `json:"name"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal(e.call("list", "cameras", "payload", map[string]any{"itemsPerPage": 500}), &list); err != nil {
+		e.t.Fatal(err)
+	}
+	for _, c := range list.Items {
+		e.cams[c.Name] = c.ID
+	}
+	for name, path := range paths {
+		id, ok := e.cams[name]
+		if !ok {
+			e.t.Fatalf("camera %q not synced (have %v)", name, e.cams)
+		}
+		e.call("update", "cameras", "entity", fmt.Sprint(id), "payload", map[string]any{"mtx_path": path, "is_enabled": true})
+	}
+}
+
+// event is a decoded MQTT event.
+type event struct {
+	Domain  string         `json:"domain"`
+	Entity  *uint64        `json:"entity"`
+	Event   string         `json:"event"`
+	Details map[string]any `json:"details"`
+	At      time.Time      `json:"at"`
+}
+
+// nextEvent returns the next event from the per-entity topics.
+func (e *e2e) nextEvent(timeout time.Duration) event {
+	e.t.Helper()
+	p := testkit.Next(e.t, e.events, timeout)
+	var ev event
+	if err := json.Unmarshal(p.Payload, &ev); err != nil {
+		e.t.Fatalf("event %s: %v", p.Payload, err)
+	}
+	return ev
+}
+
+// waitEvent skips events until the wanted one arrives.
+func (e *e2e) waitEvent(domain string, entity uint64, name string) event {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		ev := e.nextEvent(time.Until(deadline))
+		if ev.Domain == domain && ev.Event == name && ev.Entity != nil && *ev.Entity == entity {
+			return ev
+		}
+	}
+	e.t.Fatalf("no %s/%d/%s event", domain, entity, name)
+	return event{}
+}
+
+// rtspURL is a path's URL on the daemon.
+func (e *e2e) rtspURL(path string) string { return "rtsp://" + e.app.RTSPAddr() + "/" + path }
+
+func waitCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
