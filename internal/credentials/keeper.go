@@ -14,15 +14,15 @@ import (
 // find it stale kick the loop and wait for the new one, so many cameras
 // asking at once cost one refresh.
 type keeper struct {
-	mu      sync.Mutex
-	tok     nest.Token
+	mu  sync.Mutex
+	tok nest.Token
 	// usableUntil is when the token stops being handed out: a little before
 	// its expiry, so that an SDM call never starts with a dying token.
 	usableUntil time.Time
-	stale   bool
-	down    string
-	changed chan struct{}
-	kick    chan struct{}
+	stale       bool
+	down        string
+	changed     chan struct{}
+	kick        chan struct{}
 }
 
 func newKeeper(tok nest.Token) *keeper {
