@@ -21,6 +21,7 @@ import (
 	"github.com/nestmtx/nestmtx/internal/credentials"
 	"github.com/nestmtx/nestmtx/internal/events"
 	"github.com/nestmtx/nestmtx/internal/mqtt"
+	"github.com/nestmtx/nestmtx/internal/nest"
 	"github.com/nestmtx/nestmtx/internal/nestsim"
 	"github.com/nestmtx/nestmtx/internal/rtspserver"
 	"github.com/nestmtx/nestmtx/internal/store"
@@ -46,6 +47,9 @@ type App struct {
 
 	sim              *nestsim.Sim // the demo's simulated Google
 	demoCredentialID uint64
+
+	// googleLimits overrides Google's command quotas (benchmarks only).
+	googleLimits nest.Limits
 
 	httpSrv *http.Server
 	httpLn  net.Listener

@@ -49,7 +49,8 @@ func (a *App) startCameras() error {
 		StartTimeout: a.cfg.OnDemandStartTimeout, CloseAfter: a.cfg.OnDemandCloseAfter, Log: a.log,
 	}, func(id uint64) (supervisor.Google, string) { return creds.Google(id) })
 	creds = credentials.New(credentials.Options{Store: a.store, Bus: a.bus, Listener: a.cameras, Log: a.log,
-		Endpoints: nest.Endpoints{AuthURL: a.cfg.GoogleAuthURL, TokenURL: a.cfg.GoogleTokenURL, SDMURL: a.cfg.GoogleSDMURL}})
+		Endpoints: nest.Endpoints{AuthURL: a.cfg.GoogleAuthURL, TokenURL: a.cfg.GoogleTokenURL, SDMURL: a.cfg.GoogleSDMURL},
+		Limits:    a.googleLimits})
 	a.creds = creds
 	res.m.Store(a.cameras)
 	if err := creds.Start(); err != nil {

@@ -21,7 +21,7 @@ import (
 // e2e is a daemon wired to a simulated Google over real HTTP and RTSPS
 // sockets, with an authorized credential and its cameras synced.
 type e2e struct {
-	t      *testing.T
+	t      testing.TB
 	app    *App
 	sim    *nestsim.Sim
 	rr     *testkit.RR
@@ -32,7 +32,12 @@ type e2e struct {
 	cams   map[string]uint64 // camera name -> id
 }
 
-func startE2E(t *testing.T, simOpts nestsim.Options, mutate func(*config.Config)) *e2e {
+func startE2E(t testing.TB, simOpts nestsim.Options, mutate func(*config.Config)) *e2e {
+	return startE2EWith(t, simOpts, mutate, nil)
+}
+
+// startE2EWith also lets the test adjust the App before it starts.
+func startE2EWith(t testing.TB, simOpts nestsim.Options, mutate func(*config.Config), adjust func(*App)) *e2e {
 	t.Helper()
 	sim, err := nestsim.Start(simOpts)
 	if err != nil {
@@ -43,14 +48,14 @@ func startE2E(t *testing.T, simOpts nestsim.Options, mutate func(*config.Config)
 	if err := sim.WriteCAFile(caFile); err != nil {
 		t.Fatal(err)
 	}
-	a := startApp(t, func(c *config.Config) {
+	a := startAppWith(t, func(c *config.Config) {
 		c.GoogleAuthURL, c.GoogleTokenURL, c.GoogleSDMURL, c.GoogleCAFile = sim.AuthURL(), sim.TokenURL(), sim.SDMURL(), caFile
 		c.OnDemandCloseAfter = time.Second
 		c.OnDemandStartTimeout = 10 * time.Second
 		if mutate != nil {
 			mutate(c)
 		}
-	})
+	}, adjust)
 	e := &e2e{t: t, app: a, sim: sim, cams: map[string]uint64{}}
 	e.mqtt, e.rr = client(t, a.MQTTAddr(), "nestmtx")
 	e.events = e.mqtt.Subscribe("nestmtx/events/#")
@@ -167,7 +172,7 @@ func (e *e2e) waitEvent(domain string, entity uint64, name string) event {
 // rtspURL is a path's URL on the daemon.
 func (e *e2e) rtspURL(path string) string { return "rtsp://" + e.app.RTSPAddr() + "/" + path }
 
-func waitCtx(t *testing.T, d time.Duration) context.Context {
+func waitCtx(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx

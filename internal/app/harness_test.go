@@ -26,7 +26,12 @@ func testLogger() *slog.Logger {
 }
 
 // startApp runs a daemon in this process on free loopback ports.
-func startApp(t *testing.T, mutate func(*config.Config)) *App {
+func startApp(t testing.TB, mutate func(*config.Config)) *App {
+	return startAppWith(t, mutate, nil)
+}
+
+// startAppWith also lets the test adjust the App before it starts.
+func startAppWith(t testing.TB, mutate func(*config.Config), adjust func(*App)) *App {
 	t.Helper()
 	cfg := config.Defaults()
 	cfg.DataDir = t.TempDir()
@@ -42,6 +47,9 @@ func startApp(t *testing.T, mutate func(*config.Config)) *App {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if adjust != nil {
+		adjust(a)
+	}
 	if err := a.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +64,7 @@ func startApp(t *testing.T, mutate func(*config.Config)) *App {
 }
 
 // client connects a test client and a request/response helper to addr.
-func client(t *testing.T, addr, base string) (*testkit.Client, *testkit.RR) {
+func client(t testing.TB, addr, base string) (*testkit.Client, *testkit.RR) {
 	t.Helper()
 	c := testkit.Dial(t, addr, "", "")
 	rr, err := c.NewRR(base + "/requests")
@@ -67,7 +75,7 @@ func client(t *testing.T, addr, base string) (*testkit.Client, *testkit.RR) {
 }
 
 // seedCamera adds a camera row the way Google device sync will.
-func seedCamera(t *testing.T, a *App, name string) store.Camera {
+func seedCamera(t testing.TB, a *App, name string) store.Camera {
 	t.Helper()
 	creds, err := a.Store().ListCredentials()
 	if err != nil {

@@ -39,7 +39,11 @@ type Options struct {
 	SyncInterval  time.Duration
 	// StateTTL bounds how long an authorization URL can be used.
 	StateTTL time.Duration
-	Log      *slog.Logger
+	// Limits are Google's command quotas per credential; zero means
+	// Google's own (nest.DefaultLimits). Benchmarks against the simulator
+	// raise them.
+	Limits nest.Limits
+	Log    *slog.Logger
 }
 
 // Service is the running credentials service.
@@ -125,8 +129,11 @@ func (s *Service) app(c store.Credential) nest.OAuthApp {
 func (s *Service) startCredential(c store.Credential) {
 	ctx, stop := context.WithCancel(s.ctx)
 	k := newKeeper(nest.Token{AccessToken: c.AccessToken, RefreshToken: c.RefreshToken, Expiry: c.TokenExpiry})
-	cr := &credential{id: c.ID, keeper: k, stop: stop, client: nest.NewClient(nest.ClientOptions{
-		ProjectID: c.DACProjectID, SDMURL: s.o.Endpoints.SDMURL, HTTP: s.o.HTTP, Tokens: k})}
+	opts := nest.ClientOptions{ProjectID: c.DACProjectID, SDMURL: s.o.Endpoints.SDMURL, HTTP: s.o.HTTP, Tokens: k}
+	if s.o.Limits != (nest.Limits{}) {
+		opts.Limiter = nest.NewLimiter(s.o.Limits)
+	}
+	cr := &credential{id: c.ID, keeper: k, stop: stop, client: nest.NewClient(opts)}
 	s.mu.Lock()
 	if old := s.creds[c.ID]; old != nil {
 		old.stop()
