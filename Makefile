@@ -11,7 +11,7 @@ build:
 	$(GO) build -trimpath -o bin/nestmtx-load ./cmd/nestmtx-load
 
 run: build
-	bin/nestmtx serve
+	bin/nestmtx serve --demo
 
 # The whole suite as CI runs it: installs what the tests need first.
 test:

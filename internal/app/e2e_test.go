@@ -1,6 +1,7 @@
 package app
 
 import (
+	"errors"
 	"fmt"
 	"os/exec"
 	"regexp"
@@ -128,28 +129,41 @@ type reader struct {
 
 func readPath(t *testing.T, url string) *reader {
 	t.Helper()
-	r := &reader{c: &gortsplib.Client{}, ssrcs: map[uint32]bool{}, err: make(chan error, 1)}
-	u, err := base.ParseURL(url)
+	r, err := openReader(url, 0)
 	if err != nil {
 		t.Fatal(err)
+	}
+	t.Cleanup(r.c.Close)
+	return r
+}
+
+// openReader connects a reader; readTimeout 0 keeps gortsplib's 10 s. It
+// may be called from any goroutine; the caller closes r.c.
+func openReader(url string, readTimeout time.Duration) (*reader, error) {
+	r := &reader{c: &gortsplib.Client{ReadTimeout: readTimeout}, ssrcs: map[uint32]bool{}, err: make(chan error, 1)}
+	u, err := base.ParseURL(url)
+	if err != nil {
+		return nil, err
 	}
 	tcp := gortsplib.TransportTCP
 	r.c.Transport = &tcp
 	if err := r.c.Start(u.Scheme, u.Host); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	t.Cleanup(r.c.Close)
 	desc, _, err := r.c.Describe(u)
 	if err != nil {
-		t.Fatalf("DESCRIBE %s: %v", url, err)
+		r.c.Close()
+		return nil, fmt.Errorf("DESCRIBE %s: %w", url, err)
 	}
 	var h *format.H264
 	medi := desc.FindFormat(&h)
 	if medi == nil {
-		t.Fatal("no H.264 track")
+		r.c.Close()
+		return nil, errors.New("no H.264 track")
 	}
 	if err := r.c.SetupAll(desc.BaseURL, desc.Medias); err != nil {
-		t.Fatal(err)
+		r.c.Close()
+		return nil, err
 	}
 	r.c.OnPacketRTP(medi, h, func(p *rtp.Packet) {
 		r.packets.Add(1)
@@ -158,10 +172,11 @@ func readPath(t *testing.T, url string) *reader {
 		r.mu.Unlock()
 	})
 	if _, err := r.c.Play(nil); err != nil {
-		t.Fatal(err)
+		r.c.Close()
+		return nil, err
 	}
 	go func() { r.err <- r.c.Wait() }()
-	return r
+	return r, nil
 }
 
 // ssrcSet returns the SSRCs seen so far.

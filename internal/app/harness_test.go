@@ -114,3 +114,5 @@ func req(command, module string, kv ...any) map[string]any {
 }
 
 type pahoPublish = paho.Publish
+
+var versionForTests = api.NewVersionInfo("test", "abc123")
