@@ -42,6 +42,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		return serve(args[1:], stderr)
+	case "simulate":
+		return simulate(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		v := api.NewVersionInfo(release, commit)
 		fmt.Fprintf(stdout, "nestmtx %s (commit %s, %s, %s)\n", v.Release, v.Commit, v.Go, v.Platform)
@@ -61,6 +63,8 @@ func usage(w io.Writer) {
 
 Commands:
   serve     run the daemon (nestmtx serve --help lists its settings)
+  simulate  run a simulated Google (OAuth, SDM API, RTSPS cameras) for a daemon
+            to use, and print the settings it needs (nestmtx simulate --help)
   version   print the version
 `)
 }

@@ -1,0 +1,425 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nestmtx/nestmtx/internal/nestsim"
+	"github.com/nestmtx/nestmtx/internal/testkit"
+)
+
+// proc is a nestmtx subprocess: its stdout lines arrive on a channel, its
+// stderr is kept for the failure report.
+type proc struct {
+	t      *testing.T
+	name   string
+	cmd    *exec.Cmd
+	lines  chan string // stdout, closed at EOF
+	logMu  sync.Mutex
+	log    bytes.Buffer
+	exited chan struct{}
+}
+
+func startProc(t *testing.T, name string, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, name: name, lines: make(chan string, 1024), exited: make(chan struct{})}
+	p.cmd = exec.Command(binary, args...)
+	p.cmd.Env = append(os.Environ(), env...)
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var readers sync.WaitGroup
+	readers.Add(2)
+	go func() {
+		defer readers.Done()
+		defer close(p.lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			select {
+			case p.lines <- sc.Text():
+			default: // nobody reads this much; keep draining the pipe
+			}
+		}
+	}()
+	go func() {
+		defer readers.Done()
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			p.logMu.Lock()
+			p.log.Write(append(sc.Bytes(), '\n'))
+			p.logMu.Unlock()
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+	}()
+	go func() {
+		readers.Wait() // Wait closes the pipes: read them to the end first
+		_ = p.cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+		}
+		if t.Failed() {
+			t.Logf("%s log:\n%s", p.name, p.logText())
+		}
+	})
+	return p
+}
+
+func (p *proc) logText() string {
+	p.logMu.Lock()
+	defer p.logMu.Unlock()
+	return p.log.String()
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (p *proc) wait(timeout time.Duration) (code int, ok bool) {
+	select {
+	case <-p.exited:
+		return p.cmd.ProcessState.ExitCode(), true
+	case <-time.After(timeout):
+		return 0, false
+	}
+}
+
+// served is a `nestmtx serve` subprocess on free ports, TCP-only RTSP.
+type served struct {
+	*proc
+	mqtt, http, rtsp string
+}
+
+func startServe(t *testing.T, dataDir string, flags []string, env ...string) *served {
+	t.Helper()
+	s := &served{mqtt: testkit.FreeAddr(t), http: testkit.FreeAddr(t), rtsp: testkit.FreeAddr(t)}
+	env = append([]string{
+		"NESTMTX_DATA_DIR=" + dataDir,
+		"NESTMTX_MQTT_LISTEN=" + s.mqtt,
+		"NESTMTX_HTTP_ADDRESS=" + s.http,
+		"NESTMTX_RTSP_ADDRESS=" + s.rtsp,
+		"NESTMTX_LOG_FORMAT=json",
+		"NESTMTX_LOG_LEVEL=debug",
+	}, env...)
+	s.proc = startProc(t, "daemon", env, append([]string{"serve", "--rtsp-udp-address="}, flags...)...)
+	return s
+}
+
+// waitReady waits for the daemon's API on its embedded broker.
+func (s *served) waitReady() *testkit.RR {
+	s.t.Helper()
+	testkit.WaitDial(s.t, s.mqtt, 30*time.Second)
+	c := testkit.Dial(s.t, s.mqtt, "", "")
+	rr, err := c.NewRR("nestmtx/requests")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	rr.Call(s.t, map[string]any{"command": "list", "module": "version"}).MustOK(s.t, nil)
+	return rr
+}
+
+// simBanner is what `nestmtx simulate` prints on stdout.
+type simBanner struct {
+	env     map[string]string // the NESTMTX_* lines
+	payload map[string]any    // the credentials create payload
+}
+
+// envList renders the environment lines for a subprocess.
+func (b simBanner) envList() []string {
+	var out []string
+	for k, v := range b.env {
+		out = append(out, k+"="+v)
+	}
+	return out
+}
+
+// readBanner reads the simulator's stdout up to the payload line, parsing
+// it as a person would paste it: KEY=VALUE lines (perhaps single-quoted)
+// for the daemon, comments for the rest.
+func readBanner(t *testing.T, p *proc) simBanner {
+	t.Helper()
+	b := simBanner{env: map[string]string{}}
+	deadline := time.After(30 * time.Second)
+	for b.payload == nil {
+		select {
+		case line, ok := <-p.lines:
+			if !ok {
+				code, _ := p.wait(5 * time.Second)
+				t.Fatalf("simulate ended its output (exit %d) before printing the credential payload", code)
+			}
+			if js, ok := strings.CutPrefix(line, "# payload: "); ok {
+				if err := json.Unmarshal([]byte(js), &b.payload); err != nil {
+					t.Fatalf("payload line %q: %v", line, err)
+				}
+				continue
+			}
+			if strings.HasPrefix(line, "#") || strings.TrimSpace(line) == "" {
+				continue
+			}
+			k, v, ok := strings.Cut(line, "=")
+			if !ok {
+				t.Fatalf("line %q is neither a comment nor KEY=VALUE: it cannot be pasted", line)
+			}
+			if len(v) >= 2 && v[0] == '\'' && v[len(v)-1] == '\'' {
+				v = strings.ReplaceAll(v[1:len(v)-1], `'\''`, "'")
+			}
+			b.env[k] = v
+		case <-deadline:
+			t.Fatal("simulate printed no credential payload within 30 s")
+		}
+	}
+	return b
+}
+
+// TestSimulateDrivesDaemon runs the simulator and the daemon as separate
+// processes and goes through the whole real flow over the MQTT API: a
+// credential from the printed client, Google's consent through the daemon's
+// callback, the camera sync and a stream served at a chosen path.
+func TestSimulateDrivesDaemon(t *testing.T) {
+	ffprobe := testkit.RequireTool(t, "ffprobe", "ffmpeg")
+	start := time.Now()
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "sim-ca.pem")
+	simHTTP, simRTSPS := testkit.FreeAddr(t), testkit.FreeAddr(t)
+	sim := startProc(t, "simulate", nil, "simulate", "--http="+simHTTP, "--rtsps="+simRTSPS,
+		"--ca-file="+caFile, "--stream-ttl=2m", "--access-token-ttl=30m")
+	banner := readBanner(t, sim)
+
+	for _, k := range []string{"NESTMTX_GOOGLE_AUTH_URL", "NESTMTX_GOOGLE_TOKEN_URL", "NESTMTX_GOOGLE_SDM_URL", "NESTMTX_GOOGLE_CA_FILE"} {
+		if banner.env[k] == "" {
+			t.Fatalf("the banner has no %s line: %v", k, banner.env)
+		}
+	}
+	if len(banner.env) != 4 {
+		t.Fatalf("the banner has stray environment lines: %v", banner.env)
+	}
+	for _, k := range []string{"NESTMTX_GOOGLE_AUTH_URL", "NESTMTX_GOOGLE_TOKEN_URL", "NESTMTX_GOOGLE_SDM_URL"} {
+		u, err := url.Parse(banner.env[k])
+		if err != nil || u.Scheme != "http" || u.Host != simHTTP {
+			t.Fatalf("%s=%s does not point at --http %s", k, banner.env[k], simHTTP)
+		}
+	}
+	if banner.env["NESTMTX_GOOGLE_CA_FILE"] != caFile {
+		t.Fatalf("NESTMTX_GOOGLE_CA_FILE=%s, want the --ca-file %s", banner.env["NESTMTX_GOOGLE_CA_FILE"], caFile)
+	}
+	if pem, err := os.ReadFile(caFile); err != nil || !bytes.Contains(pem, []byte("BEGIN CERTIFICATE")) {
+		t.Fatalf("CA file: %v %.80q", err, pem)
+	}
+	if banner.payload["oauth_client_id"] != nestsim.DefaultClientID ||
+		banner.payload["oauth_client_secret"] != nestsim.DefaultClientSecret ||
+		banner.payload["dac_project_id"] != nestsim.DefaultProjectID {
+		t.Fatalf("payload %v is not the simulator's client and project", banner.payload)
+	}
+	testkit.WaitDial(t, simRTSPS, 5*time.Second)
+
+	d := startServe(t, t.TempDir(), nil, append(banner.envList(), "NESTMTX_ADMIN_PASSWORD=simulate-pass")...)
+	rr := d.waitReady()
+	tok := rr.Login(t, "admin", "simulate-pass")
+	call := func(req map[string]any, v any) {
+		t.Helper()
+		req["token"] = tok
+		rr.Call(t, req).MustOK(t, v)
+	}
+	c := testkit.Dial(t, d.mqtt, "", "")
+	authenticated := c.Subscribe("nestmtx/events/credentials/+/authenticated")
+
+	var cred struct {
+		ID              uint64 `json:"id"`
+		IsAuthenticated bool   `json:"is_authenticated"`
+	}
+	call(map[string]any{"command": "create", "module": "credentials", "payload": banner.payload}, &cred)
+	if cred.ID == 0 || cred.IsAuthenticated {
+		t.Fatalf("new credential %+v", cred)
+	}
+	redirect := "http://" + d.http + "/oauth/callback"
+	var authURL string
+	call(map[string]any{"command": "update", "module": "credentials", "entity": fmt.Sprint(cred.ID),
+		"payload": map[string]any{"redirect_uri": redirect}}, &authURL)
+	if !strings.HasPrefix(authURL, banner.env["NESTMTX_GOOGLE_AUTH_URL"]+"?") {
+		t.Fatalf("authorization URL %q is not the simulator's consent page", authURL)
+	}
+
+	// The "browser": the consent page redirects to the daemon's callback.
+	noFollow := &http.Client{Timeout: 10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get(authURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, redirect+"?") {
+		t.Fatalf("consent answered %d with Location %q", resp.StatusCode, loc)
+	}
+	resp, err = noFollow.Get(loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(page, []byte("Authorized")) {
+		t.Fatalf("callback answered %d: %s", resp.StatusCode, page)
+	}
+	ev := testkit.Next(t, authenticated, 20*time.Second)
+	if want := fmt.Sprintf("nestmtx/events/credentials/%d/authenticated", cred.ID); ev.Topic != want {
+		t.Fatalf("event on %s, want %s", ev.Topic, want)
+	}
+
+	// The sync after consent runs in the background and has no event of
+	// its own: poll the list until the simulated cameras are there.
+	type camera struct {
+		ID           uint64   `json:"id"`
+		CredentialID uint64   `json:"credential_id"`
+		Name         string   `json:"name"`
+		MTXPath      string   `json:"mtx_path"`
+		IsEnabled    bool     `json:"is_enabled"`
+		Protocols    []string `json:"protocols"`
+	}
+	cams := map[string]camera{}
+	testkit.Eventually(t, 30*time.Second, "the simulated cameras in cameras list", func() bool {
+		var list struct{ Items []camera }
+		call(map[string]any{"command": "list", "module": "cameras", "payload": map[string]any{"itemsPerPage": 500}}, &list)
+		for _, cam := range list.Items {
+			cams[cam.Name] = cam
+		}
+		_, front := cams["Front Door"]
+		_, back := cams["Backyard"]
+		return front && back
+	})
+	front := cams["Front Door"]
+	if front.CredentialID != cred.ID || !slices.Contains(front.Protocols, "RTSP") {
+		t.Fatalf("Front Door %+v", front)
+	}
+	var updated camera
+	call(map[string]any{"command": "update", "module": "cameras", "entity": fmt.Sprint(front.ID),
+		"payload": map[string]any{"mtx_path": "porch", "is_enabled": true}}, &updated)
+	if updated.MTXPath != "porch" || !updated.IsEnabled {
+		t.Fatalf("updated camera %+v", updated)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, ffprobe, "-v", "error", "-rtsp_transport", "tcp",
+		"-show_entries", "stream=codec_name", "-of", "csv=p=0", "rtsp://"+d.rtsp+"/porch").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffprobe: %v\n%s", err, out)
+	}
+	codecs := strings.Fields(string(out))
+	slices.Sort(codecs)
+	if !slices.Equal(codecs, []string{"aac", "h264"}) {
+		t.Fatalf("ffprobe found streams %q, want h264 and aac", out)
+	}
+
+	// SIGINT closes the simulator and exits 0.
+	if err := sim.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	code, ok := sim.wait(10 * time.Second)
+	if !ok || code != 0 {
+		t.Fatalf("simulate after SIGINT: exited=%v code=%d", ok, code)
+	}
+	if log := sim.logText(); !strings.Contains(log, "nestsim stopped") || !strings.Contains(log, "msg=stopped") {
+		t.Fatalf("no clean-stop log lines:\n%s", log)
+	}
+	if c, err := net.DialTimeout("tcp", simHTTP, time.Second); err == nil {
+		c.Close()
+		t.Fatalf("the simulator still listens on %s after exiting", simHTTP)
+	}
+	t.Logf("whole flow in %s", time.Since(start).Round(time.Millisecond))
+}
+
+// TestSimulateSIGTERM: the simulator stops on SIGTERM with exit code 0, and
+// its flags reach the simulator (here, the public host in the URLs).
+func TestSimulateSIGTERM(t *testing.T) {
+	dir := t.TempDir()
+	sim := startProc(t, "simulate", nil, "simulate", "--http="+testkit.FreeAddr(t), "--rtsps="+testkit.FreeAddr(t),
+		"--public-host=localhost", "--faults=extend_fail,drop=1m", "--enforce-quota", "--ca-file="+filepath.Join(dir, "ca.pem"))
+	banner := readBanner(t, sim)
+	u, err := url.Parse(banner.env["NESTMTX_GOOGLE_SDM_URL"])
+	if err != nil || u.Hostname() != "localhost" {
+		t.Fatalf("NESTMTX_GOOGLE_SDM_URL=%q does not use --public-host", banner.env["NESTMTX_GOOGLE_SDM_URL"])
+	}
+	if err := sim.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	code, ok := sim.wait(10 * time.Second)
+	if !ok || code != 0 {
+		t.Fatalf("simulate after SIGTERM: exited=%v code=%d\n%s", ok, code, sim.logText())
+	}
+	if log := sim.logText(); !strings.Contains(log, "signal=terminated") || !strings.Contains(log, "extend_fail,drop=1m0s") {
+		t.Fatalf("log lacks the signal or the faults:\n%s", log)
+	}
+}
+
+// TestSimulateBadFlags: a bad flag stops the simulator at once with exit
+// code 2 and a message naming the flag; --help exits 0 with the flags.
+func TestSimulateBadFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--faults=bogus"}, "--faults"},
+		{[]string{"--faults=drop"}, "--faults"},
+		{[]string{"--stream-ttl=0s"}, "--stream-ttl"},
+		{[]string{"--access-token-ttl=-1m"}, "--access-token-ttl"},
+		{[]string{"--no-such-flag"}, "no-such-flag"},
+		{[]string{"extra"}, `"extra"`},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, binary, append([]string{"simulate", "--http=" + testkit.FreeAddr(t),
+				"--rtsps=" + testkit.FreeAddr(t), "--ca-file=" + filepath.Join(t.TempDir(), "ca.pem")}, tc.args...)...)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+				t.Fatalf("want exit code 2, got %v\n%s", err, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tc.want) {
+				t.Fatalf("message does not name %s:\n%s", tc.want, stderr.String())
+			}
+			if stdout.Len() != 0 {
+				t.Fatalf("a refused start printed a banner:\n%s", stdout.String())
+			}
+		})
+	}
+
+	out, err := exec.Command(binary, "simulate", "--help").CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("-ca-file")) || !bytes.Contains(out, []byte("-enforce-quota")) {
+		t.Fatalf("simulate --help: %v\n%s", err, out)
+	}
+	out, err = exec.Command(binary, "help").Output()
+	if err != nil || !bytes.Contains(out, []byte("simulate")) {
+		t.Fatalf("help does not list simulate: %v\n%s", err, out)
+	}
+}
