@@ -35,6 +35,8 @@
 package nestsim
 
 import (
+	nestmtx "github.com/nestmtx/nestmtx"
+
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -105,8 +107,8 @@ type Options struct {
 	// non-nil slice means no devices (the list answer then has no
 	// "devices" key, as Google's does).
 	Cameras []Camera
-	// Clip is the media every RTSP camera plays. Nil loads the clip from
-	// the module's testdata (FindTestdata).
+	// Clip is the media every RTSP camera plays. Nil plays the clip built
+	// into the binary (testdata/clip.*, embedded by the root package).
 	Clip *Clip
 	// EnforceQuota answers 429 RESOURCE_EXHAUSTED beyond 10 executeCommand
 	// calls per rolling minute per project, as Google's sandbox does.
@@ -234,9 +236,11 @@ func Start(o Options) (*Sim, error) {
 		o.Now = time.Now
 	}
 	if o.Clip == nil {
-		c, err := LoadTestdataClip()
+		// The clip is built into the binary, so the demo and `nestmtx
+		// simulate` work wherever it is installed.
+		c, err := LoadClip(nestmtx.DemoClipH264, nestmtx.DemoClipAAC)
 		if err != nil {
-			return nil, fmt.Errorf("nestsim: no clip given and none in testdata: %w", err)
+			return nil, fmt.Errorf("nestsim: the built-in clip: %w", err)
 		}
 		o.Clip = c
 	}

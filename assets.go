@@ -1,0 +1,16 @@
+// Package nestmtx holds the files the binary carries with it: the clip the
+// simulated cameras of the demo play (see testdata/README.md), so that
+// `nestmtx serve --demo` works wherever the binary is installed.
+package nestmtx
+
+import _ "embed"
+
+// DemoClipH264 is a 10 s 640x360 25 fps H.264 Annex-B stream, GOP 25.
+//
+//go:embed testdata/clip.h264
+var DemoClipH264 []byte
+
+// DemoClipAAC is the matching 48 kHz AAC-LC ADTS stream.
+//
+//go:embed testdata/clip.aac
+var DemoClipAAC []byte
