@@ -212,7 +212,7 @@ func TestFifteenCamerasStayWithinQuota(t *testing.T) {
 		paths[name] = fmt.Sprintf("cam-%02d", i)
 	}
 	e := startE2E(t, nestsim.Options{Cameras: cams, EnforceQuota: true},
-		func(c *config.Config) { c.OnDemandStartTimeout = 100 * time.Second })
+		func(c *config.Config) { c.OnDemandStartTimeout = 150 * time.Second })
 	e.authorize()
 	e.sync(paths)
 	var wg sync.WaitGroup
@@ -223,7 +223,7 @@ func TestFifteenCamerasStayWithinQuota(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			// The daemon holds the DESCRIBE through the quota window.
-			r, err := openReader(e.rtspURL(p), 90*time.Second)
+			r, err := openReader(e.rtspURL(p), 140*time.Second)
 			if err != nil {
 				t.Error(err)
 				return

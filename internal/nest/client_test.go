@@ -481,7 +481,7 @@ func TestRateLimitPenalizesLimiter(t *testing.T) {
 	if !IsRateLimited(err) {
 		t.Fatalf("err = %v", err)
 	}
-	if until := lim.Stats().PenalizedUntil; until.Before(t0.Add(time.Minute)) {
+	if until := lim.Stats().PenalizedUntil; until.Before(t0.Add(DefaultLimits().Window)) {
 		t.Fatalf("penalized until %v, want ≥ t0+60s", until.Sub(t0))
 	}
 	// The next command waits out the penalty instead of hitting Google.
@@ -492,7 +492,7 @@ func TestRateLimitPenalizesLimiter(t *testing.T) {
 	if n := len(s.requests()); n != 1 {
 		t.Fatalf("%d requests during penalty", n)
 	}
-	clk.Advance(time.Minute + penaltyJitter)
+	clk.Advance(DefaultLimits().Window + penaltyJitter)
 	if err := recv(t, done); !IsRateLimited(err) {
 		t.Fatalf("second attempt = %v", err)
 	}

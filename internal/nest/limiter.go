@@ -15,9 +15,17 @@ type Limits struct {
 	Window           time.Duration
 }
 
+// windowMargin widens Google's one-minute window on our side. The limiter
+// stamps a command when it is sent; Google counts it when it arrives, a
+// variable latency later. With a window of exactly a minute, a burst whose
+// first commands arrived late lets the eleventh arrive inside Google's
+// window: a 429, and a minute's penalty for every camera. A few seconds of
+// margin cost one slot in the worst case and avoid that.
+const windowMargin = 3 * time.Second
+
 // DefaultLimits matches Google's Sandbox executeCommand quotas.
 func DefaultLimits() Limits {
-	return Limits{PerCredential: 10, PerDeviceCommand: 5, Window: time.Minute}
+	return Limits{PerCredential: 10, PerDeviceCommand: 5, Window: time.Minute + windowMargin}
 }
 
 // penaltyJitter spreads the restart after a 429 so that several daemons (or

@@ -29,7 +29,7 @@ func TestLimiterCredentialLimitAcrossDevices(t *testing.T) {
 		t.Fatalf("stats = %+v, want 10 in window and 5 waiters", st)
 	}
 
-	clk.Advance(time.Minute - time.Nanosecond)
+	clk.Advance(DefaultLimits().Window - time.Nanosecond)
 	clk.waitSleepers(t, 5)
 	none(t, done, "just before the window rolls")
 
@@ -70,7 +70,7 @@ func TestLimiterPerDeviceCommand(t *testing.T) {
 		t.Fatalf("stats = %+v", st)
 	}
 
-	clk.Advance(time.Minute)
+	clk.Advance(DefaultLimits().Window)
 	if err := recv(t, sixth); err != nil {
 		t.Fatal(err)
 	}

@@ -82,7 +82,6 @@ type Camera struct {
 	cancelSrc context.CancelFunc
 	lastError string
 	attempts  int // consecutive failed starts, for backoff
-	demandQ   string
 
 	startTimer, closeTimer, extendTimer, retryTimer *time.Timer
 }
@@ -239,7 +238,6 @@ func (c *Camera) onRequest(r *rtspserver.Reader, addReader bool, reply chan desc
 	if c.phase == idle {
 		c.emit(events.CameraDemand, map[string]any{"path": c.cfg.Path, "reader_type": r.Type,
 			"reader_id": r.ID, "query": r.Query})
-		c.demandQ = r.Query
 		c.phase = starting
 		c.attempts = 0
 		c.startTimer = time.NewTimer(c.opts.StartTimeout)
