@@ -73,6 +73,9 @@ func DecodeRequest(raw []byte) (Request, *Error) {
 	}
 	command, hasCommand := str("command")
 	module, hasModule := str("module")
+	// An empty string names nothing: it is as missing as an absent field.
+	hasCommand = hasCommand && command != ""
+	hasModule = hasModule && module != ""
 	req.Command, req.Module = command, module
 	if tok, ok := str("token"); ok {
 		req.Token = tok

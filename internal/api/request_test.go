@@ -24,6 +24,8 @@ func TestDecodeRequest(t *testing.T) {
 		{`{"command":1,"module":"users"}`, CodeBadRequest, "command"},
 		{`{"module":"users"}`, CodeBadRequest, "command"},
 		{`{"command":"list"}`, CodeBadRequest, "module"},
+		{`{"command":"list","module":""}`, CodeBadRequest, "module"},
+		{`{"command":"","module":"users"}`, CodeBadRequest, "command"},
 		{`{"command":"list","module":"users","requestId":""}`, CodeBadRequest, "requestId"},
 		{`{"command":"list","module":"users","requestId":"` + strings.Repeat("a", 129) + `"}`, CodeBadRequest, "requestId"},
 		{`{"command":"list","module":"users","requestId":"a b"}`, CodeBadRequest, "requestId"},

@@ -46,7 +46,8 @@ func (a *App) startCameras() error {
 	var creds *credentials.Service
 	a.cameras = supervisor.NewManager(ctx, supervisor.Options{
 		RTSP: a.rtsp.Gortsplib(), Bus: a.bus, UpstreamTLS: upstreamTLS,
-		StartTimeout: a.cfg.OnDemandStartTimeout, CloseAfter: a.cfg.OnDemandCloseAfter, Log: a.log,
+		StartTimeout: a.cfg.OnDemandStartTimeout, CloseAfter: a.cfg.OnDemandCloseAfter,
+		StallTimeout: a.cfg.StallTimeout, Log: a.log,
 	}, func(id uint64) (supervisor.Google, string) { return creds.Google(id) })
 	creds = credentials.New(credentials.Options{Store: a.store, Bus: a.bus, Listener: a.cameras, Log: a.log,
 		Endpoints: nest.Endpoints{AuthURL: a.cfg.GoogleAuthURL, TokenURL: a.cfg.GoogleTokenURL, SDMURL: a.cfg.GoogleSDMURL},

@@ -59,6 +59,10 @@ type Config struct {
 	OnDemandStartTimeout time.Duration
 	OnDemandCloseAfter   time.Duration
 
+	// StallTimeout is how long an upstream may send no media before its
+	// session is regenerated.
+	StallTimeout time.Duration
+
 	// RTSPUDPAddress enables RTSP over UDP (RTP port; RTCP is the next one).
 	RTSPUDPAddress string
 
@@ -154,6 +158,8 @@ var settings = []Setting{
 		func(c *Config) *time.Duration { return &c.OnDemandStartTimeout }, time.Second, math.MaxInt64, false),
 	durationSetting("on_demand_close_after", "30s", "How long a camera stream stays open after its last RTSP reader leaves (0 closes at once).",
 		func(c *Config) *time.Duration { return &c.OnDemandCloseAfter }, 0, math.MaxInt64, false),
+	durationSetting("stall_timeout", "5s", "How long a camera's Google stream may send no media before it is regenerated (at least 1s).",
+		func(c *Config) *time.Duration { return &c.StallTimeout }, time.Second, math.MaxInt64, false),
 	stringSetting("rtsp_udp_address", ":8000", "Address (host:port, even port) for RTSP over UDP: RTP on that port, RTCP on the next. Empty serves RTSP over TCP only.",
 		func(c *Config) *string { return &c.RTSPUDPAddress }, udpAddress),
 	stringSetting("google_auth_url", "https://nestservices.google.com/partnerconnections/{project_id}/auth", "Google's Partner Connections authorization page; {project_id} is replaced by the credential's Device Access project.",

@@ -54,6 +54,7 @@ func TestDefaults(t *testing.T) {
 		LogFormat:              "text",
 		OnDemandStartTimeout:   20 * time.Second,
 		OnDemandCloseAfter:     30 * time.Second,
+		StallTimeout:           5 * time.Second,
 		RTSPUDPAddress:         ":8000",
 		GoogleAuthURL:          "https://nestservices.google.com/partnerconnections/{project_id}/auth",
 		GoogleTokenURL:         "https://www.googleapis.com/oauth2/v4/token",
@@ -660,7 +661,7 @@ func TestSettingsCoverConfig(t *testing.T) {
 		"log_level": "warn", "log_format": "json", "on_demand_start_timeout": "2s", "on_demand_close_after": "1s",
 		"rtsp_udp_address": ":9000", "google_auth_url": "http://a/auth", "google_token_url": "http://a/token",
 		"google_sdm_url": "http://a/v1", "google_ca_file": "ca.pem", "demo": "true", "demo_stream_ttl": "9s",
-		"demo_faults": "extend_fail",
+		"demo_faults": "extend_fail", "stall_timeout": "7s",
 	}
 	typ := reflect.TypeFor[Config]()
 	owner := make(map[string]string)

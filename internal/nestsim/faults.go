@@ -20,6 +20,7 @@ type Faults struct {
 	serverErrors   int
 	slow           time.Duration
 	dropPeriod     time.Duration
+	freeze         bool
 
 	dropKick chan struct{}
 }
@@ -30,6 +31,20 @@ func (f *Faults) FailExtensions(on bool) {
 	f.mu.Lock()
 	f.failExtensions = on
 	f.mu.Unlock()
+}
+
+// FreezeStreams stops every camera's media while their RTSPS connections
+// stay open: a stall that only a watchdog on the media can see.
+func (f *Faults) FreezeStreams(on bool) {
+	f.mu.Lock()
+	f.freeze = on
+	f.mu.Unlock()
+}
+
+func (f *Faults) frozen() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.freeze
 }
 
 // RateLimitEveryOther makes every second executeCommand answer 429

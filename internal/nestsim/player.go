@@ -25,6 +25,9 @@ type player struct {
 
 	sessions []*streamSession // guarded by Sim.mu
 	frames   atomic.Int64
+	// keyframe asks for the next picture to be an IDR: a camera's encoder
+	// starts every new RTSP session with a keyframe.
+	keyframe atomic.Bool
 
 	// Camera-level RTP state, continuous across loops; sessions add their
 	// own offsets.
@@ -115,7 +118,16 @@ func (p *player) run() {
 }
 
 func (p *player) writeVideo(sessions []*streamSession, ntp time.Time) {
+	if p.keyframe.Swap(false) {
+		// Skip ahead to the clip's next IDR; timestamps go on as before.
+		for !p.clip.video[p.vIdx].idr {
+			p.vIdx = (p.vIdx + 1) % len(p.clip.video)
+		}
+	}
 	u := &p.clip.video[p.vIdx]
+	if p.s.faults.frozen() {
+		sessions = nil // the camera keeps its clock but sends nothing
+	}
 	for _, ss := range sessions {
 		ok := p.writeUnit(ss, ss.video, u, 96, p.vSeq+ss.vSeqOff, p.vTS+ss.vTSOff, ntp)
 		if ok && ss.playing.Load() > 0 {
@@ -129,6 +141,9 @@ func (p *player) writeVideo(sessions []*streamSession, ntp time.Time) {
 
 func (p *player) writeAudio(sessions []*streamSession, ntp time.Time) {
 	u := &p.clip.audio[p.aIdx]
+	if p.s.faults.frozen() {
+		sessions = nil
+	}
 	for _, ss := range sessions {
 		p.writeUnit(ss, ss.audio, u, 97, p.aSeq+ss.aSeqOff, p.aTS+ss.aTSOff, ntp)
 	}

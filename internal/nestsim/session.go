@@ -361,6 +361,7 @@ func (h *rtspHandler) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Respo
 	if !ss.readers[ctx.Session] {
 		ss.readers[ctx.Session] = true
 		ss.playing.Add(1)
+		ss.dev.player.keyframe.Store(true)
 	}
 	s.trackConnLocked(ss, ctx.Conn)
 	return &base.Response{StatusCode: base.StatusOK}, nil

@@ -83,6 +83,7 @@ type Relay struct {
 	aenc       *rtpmpeg4audio.Encoder
 	vts, ats   timeline
 	waitingIDR bool
+	firstFrame chan struct{} // closed at the current segment's first IDR
 	gop        []gopPacket
 	gopValid   bool
 	stats      Stats
@@ -152,14 +153,17 @@ func (r *Relay) Stats() Stats {
 }
 
 // BeginSegment prepares for a new upstream: forwarding resumes at its first
-// IDR, with timestamps continuing one frame after the last one sent.
-func (r *Relay) BeginSegment() {
+// IDR, with timestamps continuing one frame after the last one sent. The
+// returned channel is closed when that IDR has been forwarded.
+func (r *Relay) BeginSegment() <-chan struct{} {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.waitingIDR = true
+	r.firstFrame = make(chan struct{})
 	r.vts.newSegment()
 	r.ats.newSegment()
 	r.stats.Segments++
-	r.mu.Unlock()
+	return r.firstFrame
 }
 
 // WriteVideo forwards one H.264 access unit with its upstream RTP timestamp.
@@ -174,6 +178,7 @@ func (r *Relay) WriteVideo(ts uint32, au [][]byte) error {
 			return nil
 		}
 		r.waitingIDR = false
+		defer close(r.firstFrame)
 	}
 	if idr {
 		au = r.withParameterSets(au)

@@ -51,7 +51,10 @@ type Options struct {
 	ExtendAt float64
 	// StopTimeout bounds the StopRtspStream call made when a session ends.
 	StopTimeout time.Duration
-	Log         *slog.Logger
+	// StallTimeout is how long an upstream may send nothing before it is
+	// regenerated (NestMTX #39: streams that looked alive for hours).
+	StallTimeout time.Duration
+	Log          *slog.Logger
 }
 
 type phase int
@@ -77,6 +80,7 @@ type Camera struct {
 	waiters   []chan describeResult
 	readers   map[*rtspserver.Reader]bool // value: playing
 	relay     *relay.Relay
+	upstream  *source.Upstream // the playing upstream, for stall checks
 	session   *nest.RTSPStream // the live Google session, if any
 	gen       int              // source generation: stale reports are ignored
 	cancelSrc context.CancelFunc
@@ -84,6 +88,7 @@ type Camera struct {
 	attempts  int // consecutive failed starts, for backoff
 
 	startTimer, closeTimer, extendTimer, retryTimer *time.Timer
+	watchdog                                        *time.Ticker
 }
 
 type describeResult struct {
@@ -98,6 +103,9 @@ func New(cfg Config, g Google, o Options) *Camera {
 	}
 	if o.StopTimeout <= 0 {
 		o.StopTimeout = 10 * time.Second
+	}
+	if o.StallTimeout <= 0 {
+		o.StallTimeout = 5 * time.Second
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
@@ -131,6 +139,8 @@ func (c *Camera) Run(ctx context.Context) {
 		case <-timerC(c.retryTimer):
 			c.retryTimer = nil
 			c.startSource()
+		case <-tickerC(c.watchdog):
+			c.checkStall()
 		}
 	}
 }
@@ -166,6 +176,13 @@ func (c *Camera) call(fn func()) bool {
 }
 
 func timerC(t *time.Timer) <-chan time.Time {
+	if t == nil {
+		return nil
+	}
+	return t.C
+}
+
+func tickerC(t *time.Ticker) <-chan time.Time {
 	if t == nil {
 		return nil
 	}
@@ -375,6 +392,11 @@ func (c *Camera) stopSource() {
 		c.cancelSrc()
 		c.cancelSrc = nil
 	}
+	c.upstream = nil
+	if c.watchdog != nil {
+		c.watchdog.Stop()
+		c.watchdog = nil
+	}
 	stopTimer(&c.extendTimer)
 	if c.session != nil {
 		s := *c.session
@@ -424,7 +446,11 @@ func (c *Camera) runSource(ctx context.Context, gen int, g Google, device string
 		return
 	}
 	defer up.Close()
-	relayCh := make(chan *relay.Relay, 1)
+	type attached struct {
+		rel   *relay.Relay
+		first <-chan struct{}
+	}
+	relayCh := make(chan attached, 1)
 	errCh := make(chan error, 1)
 	report(func() {
 		r, err := c.relayFor(up.Params())
@@ -432,22 +458,33 @@ func (c *Camera) runSource(ctx context.Context, gen int, g Google, device string
 			errCh <- err
 			return
 		}
-		relayCh <- r
+		relayCh <- attached{r, r.BeginSegment()}
 	})
-	var rel *relay.Relay
+	var att attached
 	select {
-	case rel = <-relayCh:
+	case att = <-relayCh:
 	case err := <-errCh:
 		report(func() { c.onSourceFailed(err) })
 		return
 	case <-ctx.Done():
 		return
 	}
-	if err := up.Play(rel); err != nil {
+	if err := up.Play(att.rel); err != nil {
 		report(func() { c.onSourceFailed(err) })
 		return
 	}
-	report(func() { c.onReady(up.Params()) })
+	// Ready means frames flow: wait for the segment's first IDR.
+	select {
+	case <-att.first:
+	case <-time.After(c.opts.StallTimeout):
+		report(func() {
+			c.onSourceFailed(fmt.Errorf("no picture from Google within %s of connecting", c.opts.StallTimeout))
+		})
+		return
+	case <-ctx.Done():
+		return
+	}
+	report(func() { c.upstream = up; c.onReady(up.Params()) })
 	err = up.Wait()
 	if ctx.Err() == nil {
 		report(func() { c.onSourceFailed(fmt.Errorf("the upstream ended: %w", err)) })
@@ -470,7 +507,6 @@ func (c *Camera) relayFor(p relay.Params) (*relay.Relay, error) {
 		}
 		c.relay = r
 	}
-	c.relay.BeginSegment()
 	return c.relay, nil
 }
 
@@ -500,15 +536,25 @@ func (c *Camera) onReady(p relay.Params) {
 	stopTimer(&c.startTimer)
 	stopTimer(&c.retryTimer)
 	c.phase = ready
+	if c.watchdog == nil {
+		c.watchdog = time.NewTicker(max(c.opts.StallTimeout/4, 100*time.Millisecond))
+	}
 	c.emit(events.CameraReady, map[string]any{"path": c.cfg.Path, "source_type": "rtspsSource",
 		"source_id": "", "tracks": p.Tracks()})
 	for _, w := range c.waiters {
 		w <- describeResult{stream: c.relay.Stream()}
 	}
 	c.waiters = nil
-	c.armCloseIfUnused()
+	// Clients answered here have only DESCRIBEd; their SETUP is on its way.
+	// A close-after shorter than that round trip would stop the stream under
+	// them and cost a second Generate.
+	c.armCloseIfUnusedAtLeast(describeGrace)
 	c.publishState()
 }
+
+// describeGrace is the least time a just-started stream waits for the
+// SETUP of the clients that asked for it.
+const describeGrace = 5 * time.Second
 
 // onSourceFailed handles every failure of a generation: before ready it is
 // retried with backoff while someone waits; after ready it regenerates at
@@ -565,11 +611,13 @@ func (c *Camera) onStartTimeout() {
 	c.goIdle()
 }
 
-func (c *Camera) armCloseIfUnused() {
+func (c *Camera) armCloseIfUnused() { c.armCloseIfUnusedAtLeast(0) }
+
+func (c *Camera) armCloseIfUnusedAtLeast(least time.Duration) {
 	if c.phase != ready || len(c.readers) > 0 || c.wantsPersistent() || c.closeTimer != nil {
 		return
 	}
-	c.closeTimer = time.NewTimer(c.opts.CloseAfter)
+	c.closeTimer = time.NewTimer(max(c.opts.CloseAfter, least))
 }
 
 func (c *Camera) onCloseAfter() {
@@ -625,6 +673,23 @@ func (c *Camera) shutdown() {
 	}
 	if c.relay != nil {
 		c.relay.Close()
+	}
+}
+
+// checkStall regenerates a stream that stopped sending, or whose Google
+// session is past its expiry (an extension that never came back): either
+// way the readers would otherwise wait on a dead stream.
+func (c *Camera) checkStall() {
+	if c.phase != ready || c.upstream == nil {
+		return
+	}
+	if quiet := time.Since(c.upstream.LastPacket()); quiet > c.opts.StallTimeout {
+		c.onSourceFailed(fmt.Errorf("no media from Google for %s", quiet.Round(time.Second)))
+		return
+	}
+	if c.session != nil && time.Now().After(c.session.ExpiresAt) {
+		c.onSourceFailed(fmt.Errorf("the Google session expired at %s without an extension",
+			c.session.ExpiresAt.UTC().Format(time.RFC3339)))
 	}
 }
 
