@@ -18,7 +18,8 @@ test:
 	scripts/test.sh
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./internal/... | grep -v /internal/app)
+	$(GO) test -run '^$$' -bench 'BenchmarkColdStart|BenchmarkLateJoiner' -benchtime 20x ./internal/app/
 	scripts/bench-api.sh -concurrency 16 -duration 10s
 
 fuzz:
