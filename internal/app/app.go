@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -54,6 +55,7 @@ type App struct {
 	httpSrv *http.Server
 	httpLn  net.Listener
 
+	started  time.Time
 	stop     context.CancelFunc
 	bg       sync.WaitGroup
 	shutdown sync.Once
@@ -65,7 +67,7 @@ func New(cfg config.Config, log *slog.Logger, version api.VersionInfo) (*App, er
 	if err != nil {
 		return nil, err
 	}
-	a := &App{cfg: cfg, log: log, version: version, store: st, bus: events.NewBus(nil), health: api.NewHealth()}
+	a := &App{cfg: cfg, log: log, version: version, store: st, bus: events.NewBus(nil), health: api.NewHealth(), started: time.Now()}
 	if err := a.firstStart(); err != nil {
 		st.Close()
 		return nil, err
@@ -222,6 +224,14 @@ func (a *App) firstStart() error {
 }
 
 func (a *App) registerHealth() {
+	// Not a health verdict: figures an operator (or a soak test) watches
+	// for leaks over days.
+	a.health.Register("runtime", func(ctx context.Context) api.Check {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return api.OK(map[string]any{"goroutines": runtime.NumGoroutine(), "heap_alloc_bytes": ms.HeapAlloc,
+			"sys_bytes": ms.Sys, "uptime_seconds": int(time.Since(a.started).Seconds())})
+	})
 	a.health.Register("store", func(ctx context.Context) api.Check {
 		v, err := a.store.SchemaVersion()
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
+	"time"
 
 	"github.com/nestmtx/nestmtx/internal/credentials"
 	"github.com/nestmtx/nestmtx/internal/nest"
@@ -48,6 +49,7 @@ func (a *App) startCameras() error {
 		RTSP: a.rtsp.Gortsplib(), Bus: a.bus, UpstreamTLS: upstreamTLS,
 		StartTimeout: a.cfg.OnDemandStartTimeout, CloseAfter: a.cfg.OnDemandCloseAfter,
 		StallTimeout: a.cfg.StallTimeout, Log: a.log,
+		DeviceGone: func(cameraID uint64) { go a.syncCameraCredential(cameraID) },
 	}, func(id uint64) (supervisor.Google, string) { return creds.Google(id) })
 	creds = credentials.New(credentials.Options{Store: a.store, Bus: a.bus, Listener: a.cameras, Log: a.log,
 		Endpoints: nest.Endpoints{AuthURL: a.cfg.GoogleAuthURL, TokenURL: a.cfg.GoogleTokenURL, SDMURL: a.cfg.GoogleSDMURL},
@@ -83,4 +85,18 @@ func (a *App) upstreamTLS() (*tls.Config, error) {
 		}
 	}
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// syncCameraCredential re-lists the devices of a camera's credential, after
+// Google said the camera's device is gone, so that the row says so.
+func (a *App) syncCameraCredential(cameraID uint64) {
+	cam, err := a.store.GetCamera(cameraID)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := a.creds.Sync(ctx, cam.CredentialID); err != nil {
+		a.log.Warn("syncing after a camera disappeared", "camera_id", cameraID, "error", err)
+	}
 }

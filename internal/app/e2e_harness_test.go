@@ -82,6 +82,14 @@ func (e *e2e) authorize() {
 		e.t.Fatal(err)
 	}
 	e.credID = cred.ID
+	e.consent(cred.ID, "authenticated")
+}
+
+// consent runs Google's consent as a browser would, landing on the
+// daemon's callback, and waits for the credential's event.
+func (e *e2e) consent(credID uint64, event string) {
+	e.t.Helper()
+	cred := struct{ ID uint64 }{credID}
 	redirect := "http://" + e.app.HTTPAddr() + "/oauth/callback"
 	var authURL string
 	if err := json.Unmarshal(e.call("update", "credentials", "entity", fmt.Sprint(cred.ID),
@@ -107,7 +115,7 @@ func (e *e2e) authorize() {
 	if resp.StatusCode != http.StatusOK {
 		e.t.Fatalf("callback answered %d", resp.StatusCode)
 	}
-	e.waitEvent("credentials", cred.ID, "authenticated")
+	e.waitEvent("credentials", cred.ID, event)
 }
 
 // sync lists the cameras and enables the named ones at the given paths.

@@ -1,12 +1,17 @@
 package app
 
 import (
+	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+
 	"github.com/nestmtx/nestmtx/internal/config"
 	"github.com/nestmtx/nestmtx/internal/nestsim"
+	"github.com/nestmtx/nestmtx/internal/testkit"
 )
 
 // TestE2EStallRegenerates: Google's stream stays connected but sends
@@ -35,4 +40,148 @@ func TestE2EStallRegenerates(t *testing.T) {
 	if g := e.sim.CountCalls("GenerateRtspStream"); g < 2 {
 		t.Fatalf("%d Generate calls: the stall did not regenerate", g)
 	}
+}
+
+// TestRecoveryServerErrors: Google answers 500 twice; the start backs off
+// and retries, and the held reader gets the stream within the start timeout.
+func TestRecoveryServerErrors(t *testing.T) {
+	t.Parallel()
+	e := startE2E(t, nestsim.Options{}, nil)
+	e.authorize()
+	e.sync(map[string]string{"Front Door": "front-door"})
+	e.sim.Faults().ServerErrors(2)
+	start := time.Now()
+	readPath(t, e.rtspURL("front-door")).flowing(t, 0)
+	if took := time.Since(start); took > 8*time.Second {
+		t.Fatalf("recovered after %s", took)
+	}
+	if g := e.sim.CountCalls("GenerateRtspStream"); g != 1 {
+		// The two 500s hit the first SDM calls (Generate and its retry);
+		// the third call succeeds.
+		t.Logf("%d successful Generate calls", g)
+	}
+}
+
+// TestRecoveryRateLimited: a 429 is not a failure to report to the reader
+// at once: the camera waits for Google's quota window (holding the reader
+// up to the start timeout), and its state says why.
+func TestRecoveryRateLimited(t *testing.T) {
+	t.Parallel()
+	e := startE2E(t, nestsim.Options{}, func(c *config.Config) { c.OnDemandStartTimeout = 3 * time.Second })
+	e.authorize()
+	e.sync(map[string]string{"Front Door": "front-door", "Backyard": "backyard"})
+	e.sim.Faults().RateLimitEveryOther(true)
+	readPath(t, e.rtspURL("front-door")).flowing(t, 0) // this command passes
+	start := time.Now()
+	st, _ := describe(t, e.rtspURL("backyard")) // this one gets 429
+	if st != base.StatusServiceUnavailable {
+		t.Fatalf("status %d, want 503 after the start timeout", st)
+	}
+	if took := time.Since(start); took < 2500*time.Millisecond {
+		t.Fatalf("refused after %s: a rate-limited start must hold the reader", took)
+	}
+	var state map[string]any
+	_ = json.Unmarshal(e.call("read", "cameras", "entity", fmt.Sprint(e.cams["Backyard"])), &state)
+	if e.sim.CountCalls("GenerateRtspStream") < 2 {
+		t.Fatal("no second Generate call was made")
+	}
+}
+
+// TestRecoveryRTSPSRefused: the stream URL Google handed out is refused
+// (dropcam's 404); the camera regenerates and the reader gets the stream.
+func TestRecoveryRTSPSRefused(t *testing.T) {
+	t.Parallel()
+	e := startE2E(t, nestsim.Options{}, nil)
+	e.authorize()
+	e.sync(map[string]string{"Front Door": "front-door"})
+	e.sim.Faults().RefuseStreams(1)
+	readPath(t, e.rtspURL("front-door")).flowing(t, 0)
+	if g := e.sim.CountCalls("GenerateRtspStream"); g != 2 {
+		t.Fatalf("%d Generate calls, want 2 (the refused URL is not reused)", g)
+	}
+	if s := e.sim.CountCalls("StopRtspStream"); s < 1 {
+		t.Fatal("the refused session was not stopped")
+	}
+}
+
+// TestRecoveryTLSFailure: the camera's certificate cannot be verified (no
+// CA configured); the reader gets 503 at the start timeout and the camera's
+// state names the cause.
+func TestRecoveryTLSFailure(t *testing.T) {
+	t.Parallel()
+	e := startE2E(t, nestsim.Options{}, func(c *config.Config) {
+		c.GoogleCAFile = ""
+		c.OnDemandStartTimeout = 2 * time.Second
+	})
+	e.authorize()
+	e.sync(map[string]string{"Front Door": "front-door"})
+	state := e.mqtt.Subscribe(fmt.Sprintf("nestmtx/state/camera/%d", e.cams["Front Door"]))
+	if st, _ := describe(t, e.rtspURL("front-door")); st != base.StatusServiceUnavailable {
+		t.Fatalf("status %d, want 503", st)
+	}
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case p := <-state:
+			if strings.Contains(string(p.Payload), "certificate") {
+				return
+			}
+		case <-deadline:
+			t.Fatal("the state never named the certificate problem")
+		}
+	}
+}
+
+// TestRecoveryCameraUnshared: the device is removed from sharing while it
+// streams; its session dies, Google answers 404 for it, the camera goes
+// down with a reason and is marked missing, and readers get 404 at once
+// instead of costing a Generate each.
+func TestRecoveryCameraUnshared(t *testing.T) {
+	t.Parallel()
+	e := startE2E(t, nestsim.Options{StreamTTL: 2 * time.Second}, nil)
+	e.authorize()
+	e.sync(map[string]string{"Backyard": "backyard"})
+	cam := e.cams["Backyard"]
+	state := e.mqtt.Subscribe(fmt.Sprintf("nestmtx/state/camera/%d", cam))
+	r := readPath(t, e.rtspURL("backyard"))
+	r.flowing(t, 0)
+	if err := e.sim.Faults().RemoveDevice(nestsim.BackyardID); err != nil {
+		t.Fatal(err)
+	}
+	e.waitEvent("camera", cam, "failed-extension") // Google: NOT_FOUND
+	e.waitEvent("camera", cam, "notReady")
+	expectDisconnect(t, r) // the regeneration found no device: down for good
+	for p := testkit.Next(t, state, 10*time.Second); !strings.Contains(string(p.Payload), "no longer shares"); {
+		p = testkit.Next(t, state, 10*time.Second)
+	}
+	testkit.Eventually(t, 10*time.Second, "the camera to be marked missing", func() bool {
+		var c map[string]any
+		_ = json.Unmarshal(e.call("read", "cameras", "entity", fmt.Sprint(cam)), &c)
+		return c["missing"] == true
+	})
+	before := e.sim.CountCalls("GenerateRtspStream")
+	for range 3 {
+		if st, _ := describe(t, e.rtspURL("backyard")); st != base.StatusNotFound {
+			t.Fatalf("status %d for an unshared camera", st)
+		}
+	}
+	if after := e.sim.CountCalls("GenerateRtspStream"); after != before {
+		t.Fatalf("readers of an unshared camera cost %d Generate calls", after-before)
+	}
+}
+
+// TestRecoveryResumesAfterReauthorization: a credential that lost Google's
+// consent works again, cameras included, once it is authorized again.
+func TestRecoveryResumesAfterReauthorization(t *testing.T) {
+	t.Parallel()
+	e := startE2E(t, nestsim.Options{AccessTokenTTL: 3 * time.Second}, nil)
+	e.authorize()
+	e.sync(map[string]string{"Front Door": "front-door"})
+	e.sim.Faults().RevokeRefreshTokens()
+	e.waitEvent("credentials", e.credID, "unauthenticated")
+	if st, _ := describe(t, e.rtspURL("front-door")); st != base.StatusServiceUnavailable {
+		t.Fatalf("status %d while unauthenticated", st)
+	}
+	e.consent(e.credID, "authenticated") // a fresh exchange after the loss
+	readPath(t, e.rtspURL("front-door")).flowing(t, 0)
 }

@@ -21,6 +21,7 @@ type Faults struct {
 	slow           time.Duration
 	dropPeriod     time.Duration
 	freeze         bool
+	refuseStreams  int
 
 	dropKick chan struct{}
 }
@@ -31,6 +32,24 @@ func (f *Faults) FailExtensions(on bool) {
 	f.mu.Lock()
 	f.failExtensions = on
 	f.mu.Unlock()
+}
+
+// RefuseStreams makes the next n RTSPS DESCRIBEs answer 404, as dropcam
+// hosts intermittently do for fresh URLs (HA #60353).
+func (f *Faults) RefuseStreams(n int) {
+	f.mu.Lock()
+	f.refuseStreams = n
+	f.mu.Unlock()
+}
+
+func (f *Faults) takeStreamRefusal() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.refuseStreams > 0 {
+		f.refuseStreams--
+		return true
+	}
+	return false
 }
 
 // FreezeStreams stops every camera's media while their RTSPS connections

@@ -294,6 +294,9 @@ func (h *rtspHandler) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*ba
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ss, code := s.validateLocked(ctx.Path, ctx.Query)
+	if code == base.StatusOK && s.faults.takeStreamRefusal() {
+		code = base.StatusNotFound // dropcam's answer for a URL it will not serve
+	}
 	if code != base.StatusOK {
 		s.log.Debug("nestsim: rtsp describe refused", "path", ctx.Path, "status", int(code))
 		return &base.Response{StatusCode: code}, nil, nil

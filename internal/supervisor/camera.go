@@ -54,7 +54,10 @@ type Options struct {
 	// StallTimeout is how long an upstream may send nothing before it is
 	// regenerated (NestMTX #39: streams that looked alive for hours).
 	StallTimeout time.Duration
-	Log          *slog.Logger
+	// DeviceGone is told when Google says a camera's device does not exist
+	// (unshared in Partner Connections), so that a sync can record it.
+	DeviceGone func(cameraID uint64)
+	Log        *slog.Logger
 }
 
 type phase int
@@ -76,6 +79,7 @@ type Camera struct {
 	cfg       Config
 	google    Google
 	credDown  string // why the credential cannot be used, "" when it can
+	gone      string // why Google says the device does not exist, until the row changes
 	phase     phase
 	waiters   []chan describeResult
 	readers   map[*rtspserver.Reader]bool // value: playing
@@ -240,6 +244,12 @@ func (c *Camera) onRequest(r *rtspserver.Reader, addReader bool, reply chan desc
 		reply <- describeResult{err: &rtspserver.StatusError{Status: base.StatusServiceUnavailable, Reason: c.credDown}}
 		return
 	}
+	if c.gone != "" {
+		// Answered without asking Google again: a reader retrying every
+		// 10 s must not spend the quota on a device that is not there.
+		reply <- describeResult{err: &rtspserver.StatusError{Status: base.StatusNotFound, Reason: c.gone}}
+		return
+	}
 	if addReader {
 		// From SETUP on a reader counts (MediaMTX's rule): it holds the
 		// source open, and cancels a pending close.
@@ -332,6 +342,7 @@ func (c *Camera) Update(cfg Config) {
 	c.post(context.Background(), func() {
 		old := c.cfg
 		c.cfg = cfg
+		c.gone = "" // a changed row (a sync, an edit) gets a new chance
 		switch {
 		case !cfg.Enabled && old.Enabled:
 			c.takeDown("the camera was disabled")
@@ -365,7 +376,7 @@ func (c *Camera) SetGoogle(g Google, downReason string) {
 // --- source management (on the camera goroutine) -------------------------
 
 func (c *Camera) maybePersist() {
-	if c.cfg.Enabled && c.cfg.Persistent && c.cfg.Path != "" && c.credDown == "" && c.phase == idle && c.retryTimer == nil {
+	if c.wantsPersistent() && c.cfg.Path != "" && c.phase == idle && c.retryTimer == nil {
 		c.phase = starting
 		c.attempts = 0
 		c.startSource()
@@ -428,6 +439,12 @@ func (c *Camera) runSource(ctx context.Context, gen int, g Google, device string
 		})
 	}
 	s, err := g.GenerateRtspStream(ctx, device)
+	if nest.IsNotFound(err) {
+		// The device itself is unknown (an expired session would fail on
+		// Extend, never here): it was unshared.
+		report(func() { c.deviceGone(err) })
+		return
+	}
 	if err != nil {
 		report(func() { c.onSourceFailed(fmt.Errorf("generating a stream: %w", err)) })
 		return
@@ -583,8 +600,20 @@ func (c *Camera) onSourceFailed(err error) {
 	c.publishState()
 }
 
+// deviceGone takes the camera down for good when Google no longer knows its
+// device, and asks for a sync to record it.
+func (c *Camera) deviceGone(err error) {
+	c.gone = "Google no longer shares this camera (" + err.Error() + "); share it again in Partner Connections"
+	c.lastError = c.gone
+	c.log.Warn("camera gone from Google", "error", err)
+	c.takeDown(c.gone)
+	if c.opts.DeviceGone != nil {
+		c.opts.DeviceGone(c.cfg.ID)
+	}
+}
+
 func (c *Camera) wantsPersistent() bool {
-	return c.cfg.Enabled && c.cfg.Persistent && c.credDown == ""
+	return c.cfg.Enabled && c.cfg.Persistent && c.credDown == "" && c.gone == ""
 }
 
 // backoff grows from 1 s to 30 s; the Google client's own limiter already
