@@ -32,6 +32,9 @@ func simulate(args []string, stdout, stderr io.Writer) int {
 	faultSpec := fs.String("faults", "", "faults to inject, a comma list: extend_fail, drop=<duration>, rate_limit (as NESTMTX_DEMO_FAULTS)")
 	enforceQuota := fs.Bool("enforce-quota", false, "answer 429 beyond 10 executeCommand calls per minute, as Google's sandbox does")
 	caFile := fs.String("ca-file", "./nestsim-ca.pem", "where to write the RTSPS server's CA certificate (PEM) for NESTMTX_GOOGLE_CA_FILE")
+	clipDir := fs.String("clip-dir", "", "directory holding the clip every simulated camera plays instead of the built-in one: "+
+		nestsim.ClipH264File+" (H.264 Annex-B elementary stream of at most 8 MiB with SPS/PPS in band, starting with an IDR, no B-frames) and "+
+		nestsim.ClipAACFile+" (AAC-LC in ADTS), as described in testdata/README.md")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: nestmtx simulate [flags]
 
@@ -73,6 +76,13 @@ Flags:
 	if err != nil {
 		return fail("--ca-file: %v", err)
 	}
+	var clip *nestsim.Clip // nil plays the built-in clip
+	if *clipDir != "" {
+		clip, err = nestsim.LoadClipFiles(filepath.Join(*clipDir, nestsim.ClipH264File), filepath.Join(*clipDir, nestsim.ClipAACFile))
+		if err != nil {
+			return fail("--clip-dir: %v", err)
+		}
+	}
 
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	slog.SetDefault(log)
@@ -90,6 +100,7 @@ Flags:
 		AccessTokenTTL: *accessTTL,
 		StreamTTL:      *streamTTL,
 		EnforceQuota:   *enforceQuota,
+		Clip:           clip,
 		Log:            log.With("component", "nestsim"),
 	})
 	if err != nil {

@@ -1,13 +1,18 @@
 package app
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/bluenviron/gortsplib/v4"
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
 
 	"github.com/nestmtx/nestmtx/internal/config"
 	"github.com/nestmtx/nestmtx/internal/nestsim"
@@ -184,4 +189,64 @@ func TestRecoveryResumesAfterReauthorization(t *testing.T) {
 	}
 	e.consent(e.credID, "authenticated") // a fresh exchange after the loss
 	readPath(t, e.rtspURL("front-door")).flowing(t, 0)
+}
+
+// TestRecoveryCodecChange: the camera's encoder settings change between
+// sessions (here 640x360 becomes 320x180). Feeding the old readers the new
+// stream would wedge their decoders, so their sessions end cleanly, and a
+// reconnecting reader gets the new parameters in its SDP.
+func TestRecoveryCodecChange(t *testing.T) {
+	t.Parallel()
+	ffmpeg := testkit.RequireTool(t, "ffmpeg", "ffmpeg")
+	dir := t.TempDir()
+	out, err := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error",
+		"-t", "4", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25",
+		"-t", "4", "-f", "lavfi", "-i", "sine=frequency=880:sample_rate=48000",
+		"-map", "0:v", "-c:v", "libx264", "-profile:v", "high", "-preset", "veryfast", "-g", "25", "-bf", "0",
+		"-x264-params", "repeat-headers=1", "-pix_fmt", "yuv420p", "-f", "h264", filepath.Join(dir, "clip.h264"),
+		"-map", "1:a", "-c:a", "aac", "-b:a", "48k", "-f", "adts", filepath.Join(dir, "clip.aac")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, out)
+	}
+	small, err := nestsim.LoadClipFiles(filepath.Join(dir, "clip.h264"), filepath.Join(dir, "clip.aac"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := startE2E(t, nestsim.Options{}, nil)
+	e.authorize()
+	e.sync(map[string]string{"Front Door": "front-door"})
+	before := spsOf(t, e.rtspURL("front-door"))
+	r := readPath(t, e.rtspURL("front-door"))
+	r.flowing(t, 0)
+	if err := e.sim.Faults().SetCameraClip(nestsim.FrontDoorID, small); err != nil {
+		t.Fatal(err)
+	}
+	e.sim.Faults().DropStreams()
+	expectDisconnect(t, r)
+	after := spsOf(t, e.rtspURL("front-door"))
+	if bytes.Equal(before, after) || !bytes.Equal(after, small.SPS) {
+		t.Fatalf("SPS after the change: %x (before %x, camera %x)", after, before, small.SPS)
+	}
+	readPath(t, e.rtspURL("front-door")).flowing(t, 0)
+}
+
+// spsOf DESCRIBEs a path and returns the H.264 SPS of its SDP.
+func spsOf(t *testing.T, url string) []byte {
+	t.Helper()
+	u, _ := base.ParseURL(url)
+	c := gortsplib.Client{}
+	if err := c.Start(u.Scheme, u.Host); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	desc, _, err := c.Describe(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h *format.H264
+	if desc.FindFormat(&h) == nil {
+		t.Fatal("no H.264 track")
+	}
+	sps, _ := h.SafeParams()
+	return sps
 }

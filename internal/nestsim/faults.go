@@ -52,6 +52,19 @@ func (f *Faults) takeStreamRefusal() bool {
 	return false
 }
 
+// SetCameraClip makes a camera play another clip from its next frame, and
+// announce its codec parameters in the sessions generated from then on.
+func (f *Faults) SetCameraClip(deviceID string, c *Clip) error {
+	f.s.mu.Lock()
+	d := f.s.byID[deviceID]
+	f.s.mu.Unlock()
+	if d == nil || d.player == nil {
+		return fmt.Errorf("nestsim: no camera %q", deviceID)
+	}
+	d.player.next.Store(c)
+	return nil
+}
+
 // FreezeStreams stops every camera's media while their RTSPS connections
 // stay open: a stall that only a watchdog on the media can see.
 func (f *Faults) FreezeStreams(on bool) {

@@ -20,14 +20,19 @@ const maxLag = time.Second
 type player struct {
 	s    *Sim
 	dev  *device
-	clip *Clip
-	wake chan struct{}
+	clip *Clip // owned by the player goroutine
+	// clipShared mirrors clip for other goroutines, under Sim.mu.
+	clipShared *Clip
+	wake       chan struct{}
 
 	sessions []*streamSession // guarded by Sim.mu
 	frames   atomic.Int64
 	// keyframe asks for the next picture to be an IDR: a camera's encoder
 	// starts every new RTSP session with a keyframe.
 	keyframe atomic.Bool
+	// next is a clip to switch to at the next frame (SetCameraClip): the
+	// camera's encoder settings changed, as after a firmware update.
+	next atomic.Pointer[Clip]
 
 	// Camera-level RTP state, continuous across loops; sessions add their
 	// own offsets.
@@ -40,7 +45,7 @@ type player struct {
 }
 
 func newPlayer(s *Sim, d *device) *player {
-	return &player{s: s, dev: d, clip: s.clip, wake: make(chan struct{}, 1)}
+	return &player{s: s, dev: d, clip: s.clip, clipShared: s.clip, wake: make(chan struct{}, 1)}
 }
 
 func (p *player) wakeUp() {
@@ -117,7 +122,23 @@ func (p *player) run() {
 	}
 }
 
+// currentClip is the clip new sessions announce; safe from any goroutine.
+func (p *player) currentClip() *Clip {
+	if n := p.next.Load(); n != nil {
+		return n
+	}
+	p.s.mu.Lock()
+	defer p.s.mu.Unlock()
+	return p.clipShared
+}
+
 func (p *player) writeVideo(sessions []*streamSession, ntp time.Time) {
+	if n := p.next.Swap(nil); n != nil {
+		p.s.mu.Lock()
+		p.clip, p.clipShared = n, n
+		p.s.mu.Unlock()
+		p.vIdx, p.aIdx = 0, 0
+	}
 	if p.keyframe.Swap(false) {
 		// Skip ahead to the clip's next IDR; timestamps go on as before.
 		for !p.clip.video[p.vIdx].idr {

@@ -71,10 +71,11 @@ func newStreamToken(gen int) string {
 }
 
 func (s *Sim) newSession(d *device) (*streamSession, error) {
+	clip := d.player.currentClip()
 	desc := &description.Session{
 		Medias: []*description.Media{
-			{Type: description.MediaTypeVideo, Formats: []format.Format{s.clip.videoFormat()}},
-			{Type: description.MediaTypeAudio, Formats: []format.Format{s.clip.audioFormat()}},
+			{Type: description.MediaTypeVideo, Formats: []format.Format{clip.videoFormat()}},
+			{Type: description.MediaTypeAudio, Formats: []format.Format{clip.audioFormat()}},
 		},
 	}
 	st := &gortsplib.ServerStream{Server: s.rtsp, Desc: desc}

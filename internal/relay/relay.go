@@ -83,7 +83,7 @@ type Relay struct {
 	aenc       *rtpmpeg4audio.Encoder
 	vts, ats   timeline
 	waitingIDR bool
-	firstFrame chan struct{} // closed at the current segment's first IDR
+	segment    *Segment // the upstream currently allowed to write
 	gop        []gopPacket
 	gopValid   bool
 	stats      Stats
@@ -117,7 +117,7 @@ func New(srv *gortsplib.Server, p Params) (*Relay, error) {
 	if err := r.venc.Init(); err != nil {
 		return nil, err
 	}
-	r.vts = timeline{defaultStep: 90000 / 25}
+	r.vts = timeline{defaultStep: 90000 / 25, clockRate: 90000}
 	if p.Audio != nil {
 		r.audio = &description.Media{Type: description.MediaTypeAudio, Formats: []format.Format{&format.MPEG4Audio{
 			PayloadTyp: audioPT, ProfileLevelID: 1, Config: p.Audio, SizeLength: 13, IndexLength: 3, IndexDeltaLength: 3}}}
@@ -127,7 +127,7 @@ func New(srv *gortsplib.Server, p Params) (*Relay, error) {
 		if err := r.aenc.Init(); err != nil {
 			return nil, err
 		}
-		r.ats = timeline{defaultStep: mpeg4audio.SamplesPerAccessUnit}
+		r.ats = timeline{defaultStep: mpeg4audio.SamplesPerAccessUnit, clockRate: uint64(p.Audio.SampleRate)}
 	}
 	r.stream = &gortsplib.ServerStream{Server: srv, Desc: desc}
 	if err := r.stream.Initialize(); err != nil {
@@ -152,33 +152,47 @@ func (r *Relay) Stats() Stats {
 	return r.stats
 }
 
+// Segment is one upstream's right to feed the relay. Beginning a new
+// segment revokes the previous one: an old upstream still delivering
+// packets while it shuts down cannot interleave them with the new one's.
+type Segment struct {
+	r     *Relay
+	first chan struct{} // closed when the segment's first IDR is forwarded
+}
+
 // BeginSegment prepares for a new upstream: forwarding resumes at its first
-// IDR, with timestamps continuing one frame after the last one sent. The
-// returned channel is closed when that IDR has been forwarded.
-func (r *Relay) BeginSegment() <-chan struct{} {
+// IDR, with timestamps continuing one frame after the last one sent.
+func (r *Relay) BeginSegment() *Segment {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.waitingIDR = true
-	r.firstFrame = make(chan struct{})
+	r.segment = &Segment{r: r, first: make(chan struct{})}
 	r.vts.newSegment()
 	r.ats.newSegment()
 	r.stats.Segments++
-	return r.firstFrame
+	return r.segment
 }
+
+// FirstFrame is closed once the segment's first IDR has been forwarded.
+func (s *Segment) FirstFrame() <-chan struct{} { return s.first }
 
 // WriteVideo forwards one H.264 access unit with its upstream RTP timestamp.
 // It is called from the upstream's reading goroutine only.
-func (r *Relay) WriteVideo(ts uint32, au [][]byte) error {
+func (s *Segment) WriteVideo(ts uint32, au [][]byte) error {
 	idr := h264.IsRandomAccess(au)
+	r := s.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.segment != s {
+		return nil // superseded
+	}
 	if r.waitingIDR {
 		if !idr {
 			r.stats.DroppedFrames++
 			return nil
 		}
 		r.waitingIDR = false
-		defer close(r.firstFrame)
+		defer close(s.first)
 	}
 	if idr {
 		au = r.withParameterSets(au)
@@ -188,13 +202,14 @@ func (r *Relay) WriteVideo(ts uint32, au [][]byte) error {
 		return err
 	}
 	out := r.vts.next(ts)
+	ntp := r.vts.ntp()
 	if idr {
 		r.gop = r.gop[:0]
 		r.gopValid = true
 	}
 	for _, p := range pkts {
 		p.Timestamp = out
-		if err := r.stream.WritePacketRTP(r.video, p); err != nil {
+		if err := r.stream.WritePacketRTPWithNTP(r.video, p, ntp); err != nil {
 			return err
 		}
 		r.remember(r.video, p)
@@ -205,12 +220,16 @@ func (r *Relay) WriteVideo(ts uint32, au [][]byte) error {
 }
 
 // WriteAudio forwards one AAC access unit with its upstream RTP timestamp.
-func (r *Relay) WriteAudio(ts uint32, au []byte) error {
+func (s *Segment) WriteAudio(ts uint32, au []byte) error {
+	r := s.r
 	if r.audio == nil {
 		return nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.segment != s {
+		return nil
+	}
 	// Audio waits for the video's IDR so that every reader's stream (and
 	// every recording segment) starts with a decodable picture.
 	if r.waitingIDR {
@@ -221,9 +240,10 @@ func (r *Relay) WriteAudio(ts uint32, au []byte) error {
 		return err
 	}
 	out := r.ats.next(ts)
+	ntp := r.ats.ntp()
 	for _, p := range pkts {
 		p.Timestamp += out
-		if err := r.stream.WritePacketRTP(r.audio, p); err != nil {
+		if err := r.stream.WritePacketRTPWithNTP(r.audio, p, ntp); err != nil {
 			return err
 		}
 		r.remember(r.audio, p)
@@ -307,7 +327,19 @@ func (r *Relay) ReplayGOP(ss *gortsplib.ServerSession) (release func()) {
 // timeline maps one track's upstream timestamps to output timestamps that
 // never jump by an outage and never go backwards: each upstream segment
 // starts one frame after the last timestamp sent.
+//
+// It also keeps the track's NTP clock for RTCP sender reports. Readers such
+// as ffmpeg compute presentation times from the latest report, which pairs
+// an RTP time with an NTP time; were that NTP the wall clock, every outage
+// would shift the pairing, and timestamps would jump by the outage (or run
+// backwards after reports extrapolated through it). Deriving NTP from the
+// output timeline keeps one fixed offset between the two for the stream's
+// whole life.
 type timeline struct {
+	clockRate   uint64
+	ext         uint64    // the last output timestamp, unwrapped
+	originExt   uint64    // ext of the first packet
+	origin      time.Time // wall time of the first packet
 	defaultStep uint32
 	started     bool // a segment is running
 	sentAny     bool
@@ -346,8 +378,21 @@ func (t *timeline) next(in uint32) uint32 {
 			t.outBase = t.lastOut + t.defaultStep
 		}
 	}
+	out := t.outBase + (in - t.inBase)
+	if !t.sentAny {
+		t.ext, t.originExt, t.origin = uint64(out), uint64(out), time.Now()
+	} else {
+		t.ext += uint64(out - t.lastOut) // forward by construction
+	}
 	t.lastIn = in
-	t.lastOut = t.outBase + (in - t.inBase)
+	t.lastOut = out
 	t.sentAny = true
-	return t.lastOut
+	return out
+}
+
+// ntp is the reference time of the last output timestamp.
+func (t *timeline) ntp() time.Time {
+	d := t.ext - t.originExt
+	return t.origin.Add(time.Duration(d/t.clockRate)*time.Second +
+		time.Duration(d%t.clockRate*uint64(time.Second)/t.clockRate))
 }

@@ -187,22 +187,27 @@ func TestSwapIsInvisible(t *testing.T) {
 	rec := play(t, url)
 
 	// Segment 1 starts mid-GOP (frame 5): the relay waits for frame 25's IDR.
-	r.BeginSegment()
+	seg := r.BeginSegment()
 	ts := uint32(1_000_000)
 	for _, au := range aus[5:40] {
-		if err := r.WriteVideo(ts, au); err != nil {
+		if err := seg.WriteVideo(ts, au); err != nil {
 			t.Fatal(err)
 		}
 		ts += 3600
 	}
 	// Segment 2: a new upstream whose clock is elsewhere, also mid-GOP.
-	r.BeginSegment()
+	old := seg
+	seg = r.BeginSegment()
 	ts2 := uint32(7)
-	for _, au := range aus[3:60] {
-		if err := r.WriteVideo(ts2, au); err != nil {
+	for i, au := range aus[3:60] {
+		if err := seg.WriteVideo(ts2, au); err != nil {
 			t.Fatal(err)
 		}
 		ts2 += 3600
+		// The old upstream, still winding down, is ignored.
+		if err := old.WriteVideo(ts+uint32(i)*3600, au); err != nil {
+			t.Fatal(err)
+		}
 	}
 	stats := r.Stats()
 	if stats.VideoFrames != 15+35 || stats.DroppedFrames != 20+22 || stats.Segments != 2 {
@@ -242,11 +247,11 @@ func TestSwapIsInvisible(t *testing.T) {
 func TestLateJoinerGetsGOPFirst(t *testing.T) {
 	aus, sps, pps := clipAUs(t)
 	r, url := startRelay(t, Params{SPS: sps, PPS: pps})
-	r.BeginSegment()
+	seg := r.BeginSegment()
 	ts := uint32(0)
 	write := func(from, to int, pace time.Duration) {
 		for _, au := range aus[from:to] {
-			if err := r.WriteVideo(ts, au); err != nil {
+			if err := seg.WriteVideo(ts, au); err != nil {
 				t.Error(err)
 				return
 			}
@@ -280,7 +285,7 @@ func TestLateJoinerGetsGOPFirst(t *testing.T) {
 }
 
 func TestTimeline(t *testing.T) {
-	tl := timeline{defaultStep: 3600}
+	tl := timeline{defaultStep: 3600, clockRate: 90000}
 	if got := tl.next(1000); got != 1000 {
 		t.Fatalf("first segment keeps its origin: %d", got)
 	}
@@ -294,5 +299,10 @@ func TestTimeline(t *testing.T) {
 	}
 	if got := tl.next(999999 - 10 + 90000*60); got != 15400 {
 		t.Fatalf("a huge jump starts a new segment: %d", got)
+	}
+	// The NTP clock follows the output timeline, not the wall clock: four
+	// frame steps, however long the segments took, are 160 ms.
+	if d := tl.ntp().Sub(tl.origin); d != 160*time.Millisecond {
+		t.Fatalf("ntp advanced %s, want 160ms", d)
 	}
 }

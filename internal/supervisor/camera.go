@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4"
@@ -76,17 +77,23 @@ type Camera struct {
 	log   *slog.Logger
 
 	// Everything below is owned by the run goroutine.
-	cfg       Config
-	google    Google
-	credDown  string // why the credential cannot be used, "" when it can
-	gone      string // why Google says the device does not exist, until the row changes
-	phase     phase
-	waiters   []chan describeResult
-	readers   map[*rtspserver.Reader]bool // value: playing
-	relay     *relay.Relay
-	upstream  *source.Upstream // the playing upstream, for stall checks
-	session   *nest.RTSPStream // the live Google session, if any
-	gen       int              // source generation: stale reports are ignored
+	cfg      Config
+	google   Google
+	credDown string // why the credential cannot be used, "" when it can
+	gone     string // why Google says the device does not exist, until the row changes
+	phase    phase
+	waiters  []chan describeResult
+	readers  map[*rtspserver.Reader]bool // value: playing
+	relay    *relay.Relay
+	upstream *source.Upstream // the playing upstream, for stall checks
+	session  *nest.RTSPStream // the live Google session, if any
+	// sessionLost: Google said the session is gone (a refused extension);
+	// stopping it would only spend quota.
+	sessionLost bool
+	// retiring sessions are stopped after the next Generate, so that the
+	// quota serves the replacement first.
+	retiring  []nest.RTSPStream
+	gen       int // source generation: stale reports are ignored
 	cancelSrc context.CancelFunc
 	lastError string
 	attempts  int // consecutive failed starts, for backoff
@@ -393,7 +400,9 @@ func (c *Camera) startSource() {
 	c.cancelSrc = cancel
 	g := c.google
 	device := c.cfg.Device
-	go c.runSource(ctx, gen, g, device)
+	retire := c.retiring
+	c.retiring = nil
+	go c.runSource(ctx, gen, g, device, retire)
 }
 
 // stopSource ends the current generation's upstream and stops its Google
@@ -410,14 +419,27 @@ func (c *Camera) stopSource() {
 	}
 	stopTimer(&c.extendTimer)
 	if c.session != nil {
-		s := *c.session
-		c.session = nil
-		c.stopSession(s)
+		if !c.sessionLost {
+			c.retiring = append(c.retiring, *c.session)
+		}
+		c.session, c.sessionLost = nil, false
 	}
 }
 
-func (c *Camera) stopSession(s nest.RTSPStream) {
-	g, timeout, log := c.google, c.opts.StopTimeout, c.log
+// stopRetiring stops retired sessions now: no Generate is coming.
+func (c *Camera) stopRetiring() {
+	for _, s := range c.retiring {
+		c.stopSession(s)
+	}
+	c.retiring = nil
+}
+
+func (c *Camera) stopSession(s nest.RTSPStream) { c.stopSessionWith(c.google, s) }
+
+// stopSessionWith stops a session in the background, best effort. It reads
+// only immutable fields, so any goroutine may call it.
+func (c *Camera) stopSessionWith(g Google, s nest.RTSPStream) {
+	timeout, log := c.opts.StopTimeout, c.log
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
@@ -430,7 +452,7 @@ func (c *Camera) stopSession(s nest.RTSPStream) {
 // runSource is one generation's goroutine: it owns the upstream connection
 // and reports to the camera goroutine, which ignores reports of stale
 // generations.
-func (c *Camera) runSource(ctx context.Context, gen int, g Google, device string) {
+func (c *Camera) runSource(ctx context.Context, gen int, g Google, device string, retire []nest.RTSPStream) {
 	report := func(fn func()) {
 		c.post(context.Background(), func() {
 			if c.gen == gen {
@@ -439,6 +461,9 @@ func (c *Camera) runSource(ctx context.Context, gen int, g Google, device string
 		})
 	}
 	s, err := g.GenerateRtspStream(ctx, device)
+	for _, old := range retire {
+		c.stopSessionWith(g, old)
+	}
 	if nest.IsNotFound(err) {
 		// The device itself is unknown (an expired session would fail on
 		// Extend, never here): it was unshared.
@@ -463,11 +488,7 @@ func (c *Camera) runSource(ctx context.Context, gen int, g Google, device string
 		return
 	}
 	defer up.Close()
-	type attached struct {
-		rel   *relay.Relay
-		first <-chan struct{}
-	}
-	relayCh := make(chan attached, 1)
+	segCh := make(chan *relay.Segment, 1)
 	errCh := make(chan error, 1)
 	report(func() {
 		r, err := c.relayFor(up.Params())
@@ -475,24 +496,24 @@ func (c *Camera) runSource(ctx context.Context, gen int, g Google, device string
 			errCh <- err
 			return
 		}
-		relayCh <- attached{r, r.BeginSegment()}
+		segCh <- r.BeginSegment()
 	})
-	var att attached
+	var seg *relay.Segment
 	select {
-	case att = <-relayCh:
+	case seg = <-segCh:
 	case err := <-errCh:
 		report(func() { c.onSourceFailed(err) })
 		return
 	case <-ctx.Done():
 		return
 	}
-	if err := up.Play(att.rel); err != nil {
+	if err := up.Play(seg); err != nil {
 		report(func() { c.onSourceFailed(err) })
 		return
 	}
 	// Ready means frames flow: wait for the segment's first IDR.
 	select {
-	case <-att.first:
+	case <-seg.FirstFrame():
 	case <-time.After(c.opts.StallTimeout):
 		report(func() {
 			c.onSourceFailed(fmt.Errorf("no picture from Google within %s of connecting", c.opts.StallTimeout))
@@ -502,9 +523,16 @@ func (c *Camera) runSource(ctx context.Context, gen int, g Google, device string
 		return
 	}
 	report(func() { c.upstream = up; c.onReady(up.Params()) })
-	err = up.Wait()
-	if ctx.Err() == nil {
+	ended := make(chan error, 1)
+	go func() { ended <- up.Wait() }()
+	select {
+	case err := <-ended:
 		report(func() { c.onSourceFailed(fmt.Errorf("the upstream ended: %w", err)) })
+	case <-ctx.Done():
+		// Superseded (a regeneration, unDemand): hang up now, not when
+		// Google ends the old session.
+		up.Close()
+		<-ended
 	}
 }
 
@@ -674,6 +702,7 @@ func (c *Camera) takeDown(reason string) {
 }
 
 func (c *Camera) goIdle() {
+	c.stopRetiring()
 	stopTimer(&c.startTimer)
 	stopTimer(&c.closeTimer)
 	stopTimer(&c.extendTimer)
@@ -687,16 +716,17 @@ func (c *Camera) goIdle() {
 }
 
 func (c *Camera) shutdown() {
-	if c.session != nil {
-		// Stop the Google session within the shutdown budget.
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = c.google.StopRtspStream(ctx, *c.session)
-		cancel()
-		c.session = nil
+	c.stopSource()
+	// Stop the Google sessions in parallel, within the shutdown budget.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, s := range c.retiring {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = c.google.StopRtspStream(ctx, s) }()
 	}
-	if c.cancelSrc != nil {
-		c.cancelSrc()
-	}
+	wg.Wait()
+	c.retiring = nil
 	for _, w := range c.waiters {
 		w <- describeResult{err: &rtspserver.StatusError{Status: base.StatusServiceUnavailable, Reason: "the server is shutting down"}}
 	}
@@ -750,6 +780,7 @@ func (c *Camera) extend() {
 			}
 			if err != nil {
 				c.emit(events.CameraFailedExtension, map[string]any{"name": c.cfg.Name, "error": err.Error()})
+				c.sessionLost = nest.IsSessionLost(err)
 				c.onSourceFailed(fmt.Errorf("extending the stream: %w", err))
 				return
 			}

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Measures the relay: one 1080p30 H.264 + AAC stream of about 4 Mbit/s read by
+# 50 RTSP readers over TCP on loopback. It generates the clip with ffmpeg
+# into a temporary directory (nothing is committed), builds nestmtx and
+# nestmtx-relaybench, starts `nestmtx simulate --clip-dir` and `nestmtx serve`
+# as separate processes (so the simulator's CPU is not the daemon's), and
+# runs nestmtx-relaybench, which authorizes a credential over the MQTT API,
+# serves the first camera, connects the readers and measures the daemon's
+# CPU time, peak RSS and the packets per second the readers receive.
+#
+# Usage: scripts/bench-relay.sh [--runs N] [nestmtx-relaybench flags...]
+#   --runs N   repeat the whole measurement N times, each with fresh
+#              processes, and print the medians (default 1)
+# Environment: CLIP_SECONDS (14), VIDEO_BITRATE (4M), KEEP=1 keeps the
+# work directory (with the daemon's log), DAEMON_ENV adds variables to the
+# daemon's environment only (e.g. DAEMON_ENV='GODEBUG=gctrace=1 GOGC=50').
+# A daemon CPU profile (--pprof, skipped when the daemon exposes none) would
+# be written to bin/bench-relay/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+runs=1
+args=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --runs) runs=$2; shift 2 ;;
+    --runs=*) runs=${1#--runs=}; shift ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+cmdline="scripts/bench-relay.sh --runs $runs${args[*]:+ ${args[*]}}"
+
+for tool in ffmpeg go python3; do
+  command -v $tool >/dev/null || { echo "bench-relay: $tool is required" >&2; exit 1; }
+done
+
+work=$(mktemp -d)
+mkdir -p bin/bench-relay
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ "${KEEP:-0}" = 1 ]; then echo "bench-relay: kept $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+# The clip. nestsim reads clip.h264 whole through mediacommon's Annex-B
+# parser, which refuses more than 8 MiB: at 4 Mbit/s that is about 16 s, so
+# the default is 14 s (7 GOPs of 60 frames, so the loop restarts on a GOP
+# boundary).
+secs=${CLIP_SECONDS:-14}
+vrate=${VIDEO_BITRATE:-4M}
+mkdir -p "$work/clip"
+echo "bench-relay: generating a ${secs} s 1920x1080@30 H.264 (${vrate}, GOP 60) + AAC clip" >&2
+ffmpeg -hide_banner -loglevel error -y \
+  -f lavfi -i testsrc2=size=1920x1080:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
+  -map 0:v -t "$secs" -c:v libx264 -profile:v high -preset veryfast -g 60 -keyint_min 60 -sc_threshold 0 -bf 0 \
+  -x264-params repeat-headers=1 -b:v "$vrate" -maxrate "$vrate" -bufsize 8M -pix_fmt yuv420p -f h264 "$work/clip/clip.h264" \
+  -map 1:a -t "$secs" -c:a aac -b:a 64k -f adts "$work/clip/clip.aac"
+size=$(stat -c %s "$work/clip/clip.h264")
+if [ "$size" -gt 8388608 ]; then
+  echo "bench-relay: clip.h264 is $size bytes, over the simulator's 8 MiB limit; lower CLIP_SECONDS" >&2
+  exit 1
+fi
+
+echo "bench-relay: building" >&2
+go build -trimpath -o "$work/nestmtx" ./cmd/nestmtx
+go build -trimpath -o "$work/nestmtx-relaybench" ./cmd/nestmtx-relaybench
+
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+waitport() {
+  for _ in $(seq 200); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "bench-relay: nothing listens on port $1" >&2
+  return 1
+}
+
+results=()
+for run in $(seq "$runs"); do
+  echo "bench-relay: run $run of $runs" >&2
+  sim_http=$(freeport); sim_rtsps=$(freeport)
+  "$work/nestmtx" simulate --clip-dir "$work/clip" --http "127.0.0.1:$sim_http" --rtsps "127.0.0.1:$sim_rtsps" \
+    --ca-file "$work/sim-ca.pem" --stream-ttl 10m >"$work/sim.out" 2>"$work/sim.log" &
+  sim=$!
+  pids+=("$sim")
+  for _ in $(seq 200); do grep -q '^# payload: ' "$work/sim.out" && break; sleep 0.1; done
+  payload=$(sed -n 's/^# payload: //p' "$work/sim.out")
+  [ -n "$payload" ] || { echo "bench-relay: the simulator printed no banner" >&2; cat "$work/sim.log" >&2; exit 1; }
+  grep '^NESTMTX_' "$work/sim.out" >"$work/sim.env"
+
+  mqtt=$(freeport); http=$(freeport); rtsp=$(freeport)
+  rm -rf "$work/data"
+  (
+    set -a
+    . "$work/sim.env"
+    NESTMTX_DATA_DIR=$work/data NESTMTX_ADMIN_PASSWORD=bench-password \
+    NESTMTX_MQTT_LISTEN=127.0.0.1:$mqtt NESTMTX_HTTP_ADDRESS=127.0.0.1:$http \
+    NESTMTX_RTSP_ADDRESS=127.0.0.1:$rtsp NESTMTX_LOG_LEVEL=warn
+    # shellcheck disable=SC2086 # DAEMON_ENV is a list of NAME=value words
+    [ -z "${DAEMON_ENV:-}" ] || export ${DAEMON_ENV}
+    exec "$work/nestmtx" serve --rtsp-udp-address=
+  ) 2>"$work/daemon.log" &
+  daemon=$!
+  pids+=("$daemon")
+  waitport "$mqtt"
+
+  out="$work/result-$run.txt"
+  if ! "$work/nestmtx-relaybench" --pid "$daemon" --sim-pid "$sim" --clip-dir "$work/clip" \
+      --broker "127.0.0.1:$mqtt" --password bench-password --http "127.0.0.1:$http" --rtsp "127.0.0.1:$rtsp" \
+      --credential "$payload" --command "$cmdline" \
+      --pprof "http://127.0.0.1:$http/debug/pprof/profile" --pprof-out "bin/bench-relay/daemon-cpu-$run.pprof" \
+      "${args[@]}" | tee "$out"; then
+    echo "bench-relay: run $run failed; daemon log:" >&2
+    tail -n 30 "$work/daemon.log" >&2
+    exit 1
+  fi
+  results+=("$(grep '^relaybench-result ' "$out")")
+
+  kill "$daemon" "$sim" 2>/dev/null || true
+  wait "$daemon" 2>/dev/null || true
+  wait "$sim" 2>/dev/null || true
+  pids=()
+done
+
+if [ "$runs" -gt 1 ]; then
+  echo
+  echo "== medians of $runs runs =="
+  printf '%s\n' "${results[@]}" | python3 -c '
+import sys, statistics
+rows = [dict(kv.split("=", 1) for kv in line.split()[1:]) for line in sys.stdin if line.strip()]
+for k in rows[0]:
+    vals = [float(r[k]) for r in rows]
+    print(f"{k:24} median {statistics.median(vals):10.3f}   runs: " + "  ".join(f"{v:g}" for v in vals))
+'
+fi
