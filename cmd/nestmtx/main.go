@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -29,6 +30,9 @@ var (
 // systemd's default stop timeout is far longer, but a NAS user restarting the
 // service should not wait.
 const shutdownGrace = 5 * time.Second
+
+// defaultMemoryLimit is the soft heap limit when GOMEMLIMIT is unset.
+const defaultMemoryLimit = 40 << 20
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -80,6 +84,12 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	log := newLogger(cfg, stderr)
 	slog.SetDefault(log)
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// A soft limit: the GC returns memory to the NAS sooner instead of
+		// letting the heap double after a burst (a login, a GOP replay to
+		// many joiners). It never stops the daemon; GOMEMLIMIT overrides it.
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 
 	a, err := app.New(cfg, log, api.NewVersionInfo(release, commit))
 	if err != nil {

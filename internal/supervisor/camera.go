@@ -411,6 +411,8 @@ func (c *Camera) stopSource() {
 	if c.cancelSrc != nil {
 		c.cancelSrc()
 		c.cancelSrc = nil
+		// Its reports (a cancelled Generate, say) are stale from now on.
+		c.gen++
 	}
 	c.upstream = nil
 	if c.watchdog != nil {
