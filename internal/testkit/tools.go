@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"sync"
 	"testing"
 	"time"
 )
@@ -28,16 +29,33 @@ func RequireTool(t testing.TB, name, debianPackage string) string {
 
 // FreeAddr returns a loopback address with a port that was free a moment ago,
 // for servers in other processes that cannot report the port they bound.
+// The kernel may offer a just-closed port again, so ports already handed out
+// by this process are never returned twice.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		handedOutMu.Lock()
+		seen := handedOut[addr]
+		handedOut[addr] = true
+		handedOutMu.Unlock()
+		if !seen {
+			return addr
+		}
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	t.Fatal("no fresh free port after 100 tries")
+	return ""
 }
+
+var (
+	handedOutMu sync.Mutex
+	handedOut   = map[string]bool{}
+)
 
 // WaitDial waits until a TCP connect to addr succeeds.
 func WaitDial(t testing.TB, addr string, timeout time.Duration) {
