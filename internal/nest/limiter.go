@@ -52,6 +52,7 @@ type Limiter struct {
 
 type waiter struct {
 	key     string
+	prio    int // lower goes first; see commandPriority
 	granted bool
 	wake    context.CancelFunc // cuts the waiter's sleep short once granted
 }
@@ -92,7 +93,7 @@ func (l *Limiter) Wait(ctx context.Context, device, command string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	w := &waiter{key: device + "\x00" + command}
+	w := &waiter{key: device + "\x00" + command, prio: commandPriority(command)}
 	l.mu.Lock()
 	l.queue = append(l.queue, w)
 	for {
@@ -185,14 +186,44 @@ func dropExpired(ts []time.Time, cutoff time.Time) []time.Time {
 	return append(ts[:0], ts[i:]...)
 }
 
-// grantLocked hands free slots to waiters in arrival order.
+// commandPriority orders waiters when the quota is short. An extension
+// keeps a live stream alive with one command, where losing the session costs
+// a Generate and an outage; a Stop is only courtesy (the session expires by
+// itself). Equal priorities go in arrival order.
+func commandPriority(command string) int {
+	switch command {
+	case CmdExtendRtspStream:
+		return 0
+	case CmdStopRtspStream:
+		return 2
+	}
+	return 1
+}
+
+// grantLocked hands free slots to waiters by priority, then arrival order.
 func (l *Limiter) grantLocked(now time.Time) {
 	l.pruneLocked(now)
 	if now.Before(l.penalty) {
 		return
 	}
+	for prio := 0; prio <= 2; prio++ {
+		l.grantPriorityLocked(now, prio)
+	}
 	kept := l.queue[:0]
 	for _, w := range l.queue {
+		if !w.granted {
+			kept = append(kept, w)
+		}
+	}
+	clear(l.queue[len(kept):])
+	l.queue = kept
+}
+
+func (l *Limiter) grantPriorityLocked(now time.Time, prio int) {
+	for _, w := range l.queue {
+		if w.granted || w.prio != prio {
+			continue
+		}
 		credOK := l.limits.PerCredential <= 0 || len(l.all) < l.limits.PerCredential
 		keyOK := l.limits.PerDeviceCommand <= 0 || len(l.perKey[w.key]) < l.limits.PerDeviceCommand
 		if credOK && keyOK {
@@ -204,12 +235,8 @@ func (l *Limiter) grantLocked(now time.Time) {
 			if w.wake != nil {
 				w.wake()
 			}
-			continue
 		}
-		kept = append(kept, w)
 	}
-	clear(l.queue[len(kept):])
-	l.queue = kept
 }
 
 // nextChangeLocked is the earliest instant at which a grant could become

@@ -196,3 +196,30 @@ func TestLimiterPenalizeWakesSleepersLater(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLimiterPriorities: when the quota is short, an extension (which keeps
+// a live stream alive) goes before a Generate, and a courtesy Stop goes last,
+// whatever order they arrived in.
+func TestLimiterPriorities(t *testing.T) {
+	clk := newFakeClock()
+	l := NewLimiterWithClock(Limits{PerCredential: 1, PerDeviceCommand: 5, Window: time.Minute}, clk.Now, clk.Sleep)
+	ctx := context.Background()
+	if err := l.Wait(ctx, "enterprises/p/devices/a", CmdGenerateRtspStream); err != nil {
+		t.Fatal(err)
+	}
+	order := make(chan string, 3)
+	for i, cmd := range []string{CmdStopRtspStream, CmdGenerateRtspStream, CmdExtendRtspStream} {
+		go func() {
+			if err := l.Wait(ctx, fmt.Sprintf("enterprises/p/devices/d%d", i), cmd); err == nil {
+				order <- cmd
+			}
+		}()
+		clk.waitSleepers(t, i+1) // queued in this order
+	}
+	for _, want := range []string{CmdExtendRtspStream, CmdGenerateRtspStream, CmdStopRtspStream} {
+		clk.Advance(time.Minute)
+		if got := recv(t, order); got != want {
+			t.Fatalf("granted %s, want %s", got, want)
+		}
+	}
+}
