@@ -226,26 +226,7 @@ func (a *apiClient) close() { a.c.Close() }
 
 // call sends one API request and decodes a successful reply into v.
 func (a *apiClient) call(ctx context.Context, req map[string]any, v any) error {
-	if a.token != "" {
-		req["token"] = a.token
-	}
-	body, err := json.Marshal(req)
-	if err != nil {
-		return err
-	}
-	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	p, err := a.rr.Do(rctx, body, nil)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", req["command"], req["module"], err)
-	}
-	if p.Properties == nil || p.Properties.User.Get("status") != "ok" {
-		return fmt.Errorf("%s %s: %s", req["command"], req["module"], p.Payload)
-	}
-	if v != nil {
-		return json.Unmarshal(p.Payload, v)
-	}
-	return nil
+	return a.rr.Request(ctx, a.token, req, v)
 }
 
 func (a *apiClient) cameras(ctx context.Context) ([]camera, error) {

@@ -164,3 +164,29 @@ func (rr *RR) Login(t testing.TB, username, password string) string {
 
 // String renders a reply for failure messages.
 func (r Response) String() string { return fmt.Sprintf("[%s] %s", r.Status, r.Body) }
+
+// Request sends an API request (token added when not empty) from code that
+// is not a test, such as the load and soak tools, and decodes an ok reply
+// into v (if not nil). An error reply comes back as an error.
+func (rr *RR) Request(ctx context.Context, token string, req map[string]any, v any) error {
+	if token != "" {
+		req["token"] = token
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	p, err := rr.Do(rctx, body, nil)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", req["command"], req["module"], err)
+	}
+	if p.Properties == nil || p.Properties.User.Get("status") != "ok" {
+		return fmt.Errorf("%s %s: %s", req["command"], req["module"], p.Payload)
+	}
+	if v != nil {
+		return json.Unmarshal(p.Payload, v)
+	}
+	return nil
+}
