@@ -250,3 +250,26 @@ func spsOf(t *testing.T, url string) []byte {
 	sps, _ := h.SafeParams()
 	return sps
 }
+
+// TestRecoverySessionPastExpiry: Google is slow to answer the extension
+// and the session passes its expiresAt while the camera still sends (the
+// stream looks alive, NestMTX #39). The watchdog regenerates at expiry
+// instead of trusting the media.
+func TestRecoverySessionPastExpiry(t *testing.T) {
+	t.Parallel()
+	e := startE2E(t, nestsim.Options{StreamTTL: 3 * time.Second}, nil)
+	e.authorize()
+	e.sync(map[string]string{"Front Door": "front-door"})
+	cam := e.cams["Front Door"]
+	r := readPath(t, e.rtspURL("front-door"))
+	n := r.flowing(t, 0)
+	e.sim.Faults().LingerExpired(true)
+	e.sim.Faults().SlowResponses(4 * time.Second) // the extension at 80% hangs past expiry
+	ev := e.waitEvent("camera", cam, "notReady")
+	for !strings.Contains(fmt.Sprint(ev.Details["reason"]), "expired at") || !strings.Contains(fmt.Sprint(ev.Details["reason"]), "without an extension") {
+		ev = e.waitEvent("camera", cam, "notReady")
+	}
+	e.sim.Faults().SlowResponses(0)
+	e.waitEvent("camera", cam, "ready")
+	r.flowing(t, n)
+}

@@ -22,6 +22,7 @@ type Faults struct {
 	dropPeriod     time.Duration
 	freeze         bool
 	refuseStreams  int
+	linger         bool
 
 	dropKick chan struct{}
 }
@@ -32,6 +33,21 @@ func (f *Faults) FailExtensions(on bool) {
 	f.mu.Lock()
 	f.failExtensions = on
 	f.mu.Unlock()
+}
+
+// LingerExpired keeps sending the media of sessions past their expiresAt
+// instead of cutting them: a stream that looks alive on a session Google has
+// already let go, which only a check of expiresAt can catch.
+func (f *Faults) LingerExpired(on bool) {
+	f.mu.Lock()
+	f.linger = on
+	f.mu.Unlock()
+}
+
+func (f *Faults) lingering() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.linger
 }
 
 // RefuseStreams makes the next n RTSPS DESCRIBEs answer 404, as dropcam

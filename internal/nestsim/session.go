@@ -221,7 +221,7 @@ func (s *Sim) reap() time.Duration {
 	next := reapPoll
 	for id, ss := range s.sessions {
 		switch {
-		case ss.state == stateLive && !now.Before(ss.expiresAt):
+		case ss.state == stateLive && !now.Before(ss.expiresAt) && !s.faults.lingering():
 			s.endLocked(ss, stateExpired, &cut)
 		case ss.state == stateLive:
 			next = min(next, ss.expiresAt.Sub(now))
