@@ -1,9 +1,11 @@
 package app
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -272,4 +274,37 @@ func TestRecoverySessionPastExpiry(t *testing.T) {
 	e.sim.Faults().SlowResponses(0)
 	e.waitEvent("camera", cam, "ready")
 	r.flowing(t, n)
+}
+
+// TestFailedSetupLeavesNoReader: a SETUP sent without DESCRIBE (as some
+// clients do) that times out must not stay counted as a reader, or the
+// camera would be demanded forever and never close.
+func TestFailedSetupLeavesNoReader(t *testing.T) {
+	t.Parallel()
+	e := startE2E(t, nestsim.Options{}, func(c *config.Config) { c.OnDemandStartTimeout = time.Second })
+	e.authorize()
+	e.sync(map[string]string{"Front Door": "front-door"})
+	cam := e.cams["Front Door"]
+	e.sim.Faults().SlowResponses(3 * time.Second)
+	conn, err := net.Dial("tcp", e.app.RTSPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "SETUP %s/trackID=0 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n", e.rtspURL("front-door"))
+	status, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.Contains(status, "503") {
+		t.Fatalf("SETUP answered %q (%v), want 503", status, err)
+	}
+	e.waitEvent("camera", cam, "unDemand")
+	e.sim.Faults().SlowResponses(0)
+	testkit.Eventually(t, 10*time.Second, "the camera to go idle with no reader", func() bool {
+		for _, st := range e.app.Bus().States() {
+			if st.Entity == cam {
+				j, _ := json.Marshal(st.Value)
+				return strings.Contains(string(j), `"status":"idle"`) && strings.Contains(string(j), `"readers":0`)
+			}
+		}
+		return false
+	})
 }

@@ -220,6 +220,9 @@ func (s *Server) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response
 	defer cancel()
 	st, err := p.Setup(wctx, r)
 	if err != nil {
+		// The session never set up, so gortsplib's close of it will not
+		// reach the path: forget the reader here.
+		p.Remove(r)
 		return s.failure(ctx.Path, err), nil, nil
 	}
 	r.path = p

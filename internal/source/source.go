@@ -59,9 +59,12 @@ type Options struct {
 // Dial connects, describes and sets up the upstream's H.264 and AAC tracks.
 // It returns before PLAY so that the caller can prepare the output first.
 func Dial(ctx context.Context, rawURL string, o Options) (*Upstream, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	u, err := base.ParseURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("upstream URL: %w", err)
+		return nil, fmt.Errorf("upstream URL: %w", redact(err))
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
@@ -87,6 +90,11 @@ func Dial(ctx context.Context, rawURL string, o Options) (*Upstream, error) {
 		OnPacketsLost: func(lost uint64) { o.Log.Debug("upstream packets lost", "count", lost) },
 		OnDecodeError: func(err error) { o.Log.Debug("upstream decode error", "error", err) },
 	}
+	if err := up.client.Start2(); err != nil {
+		return nil, err
+	}
+	// Watch ctx only once the client has started: Close before Start2 has
+	// finished would race with it.
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
@@ -96,9 +104,6 @@ func Dial(ctx context.Context, rawURL string, o Options) (*Upstream, error) {
 		case <-done:
 		}
 	}()
-	if err := up.client.Start2(); err != nil {
-		return nil, err
-	}
 	desc, _, err := up.client.Describe(u)
 	if err != nil {
 		up.Close()

@@ -81,8 +81,9 @@ type Camera struct {
 	google   Google
 	credDown string // why the credential cannot be used, "" when it can
 	gone     string // why Google says the device does not exist, until the row changes
+	demanded bool   // a demand was emitted and its unDemand is still due
 	phase    phase
-	waiters  []chan describeResult
+	waiters  []waiter
 	readers  map[*rtspserver.Reader]bool // value: playing
 	relay    *relay.Relay
 	upstream *source.Upstream // the playing upstream, for stall checks
@@ -100,6 +101,13 @@ type Camera struct {
 
 	startTimer, closeTimer, extendTimer, retryTimer *time.Timer
 	watchdog                                        *time.Ticker
+}
+
+// waiter is a held DESCRIBE or SETUP; a SETUP's reader is already counted.
+type waiter struct {
+	reply  chan describeResult
+	reader *rtspserver.Reader
+	setup  bool
 }
 
 type describeResult struct {
@@ -268,10 +276,11 @@ func (c *Camera) onRequest(r *rtspserver.Reader, addReader bool, reply chan desc
 		c.publishState()
 		return
 	}
-	c.waiters = append(c.waiters, reply)
+	c.waiters = append(c.waiters, waiter{reply: reply, reader: r, setup: addReader})
 	if c.phase == idle {
 		c.emit(events.CameraDemand, map[string]any{"path": c.cfg.Path, "reader_type": r.Type,
 			"reader_id": r.ID, "query": r.Query})
+		c.demanded = true
 		c.phase = starting
 		c.attempts = 0
 		c.startTimer = time.NewTimer(c.opts.StartTimeout)
@@ -282,10 +291,41 @@ func (c *Camera) onRequest(r *rtspserver.Reader, addReader bool, reply chan desc
 
 func (c *Camera) dropWaiter(reply chan describeResult) {
 	for i, w := range c.waiters {
-		if w == reply {
+		if w.reply == reply {
 			c.waiters = append(c.waiters[:i], c.waiters[i+1:]...)
+			if w.setup {
+				c.forgetReader(w.reader)
+			}
 			return
 		}
+	}
+}
+
+// answerWaiters answers every held request; a SETUP that failed is no
+// reader (gortsplib will not tell us about a session that never set up).
+func (c *Camera) answerWaiters(res describeResult) {
+	for _, w := range c.waiters {
+		w.reply <- res
+		if res.err != nil && w.setup {
+			c.forgetReader(w.reader)
+		}
+	}
+	c.waiters = nil
+}
+
+// forgetReader removes a reader that never played.
+func (c *Camera) forgetReader(r *rtspserver.Reader) {
+	if playing, ok := c.readers[r]; ok && !playing {
+		delete(c.readers, r)
+		c.armCloseIfUnused()
+	}
+}
+
+// endDemand emits the unDemand that pairs the last demand, once.
+func (c *Camera) endDemand() {
+	if c.demanded {
+		c.demanded = false
+		c.emit(events.CameraUnDemand, map[string]any{"path": c.cfg.Path})
 	}
 }
 
@@ -368,11 +408,14 @@ func (c *Camera) Update(cfg Config) {
 // sets the reason the credential is unusable.
 func (c *Camera) SetGoogle(g Google, downReason string) {
 	c.post(context.Background(), func() {
-		c.google = g
 		wasDown := c.credDown
 		c.credDown = downReason
 		if downReason != "" && wasDown == "" {
+			// With the old client: it may still stop the live session.
 			c.takeDown(downReason)
+		}
+		if g != nil {
+			c.google = g
 		}
 		c.lastError = downReason
 		c.maybePersist()
@@ -442,6 +485,9 @@ func (c *Camera) stopSession(s nest.RTSPStream) { c.stopSessionWith(c.google, s)
 // only immutable fields, so any goroutine may call it.
 func (c *Camera) stopSessionWith(g Google, s nest.RTSPStream) {
 	timeout, log := c.opts.StopTimeout, c.log
+	if g == nil {
+		return // no client any more; the session expires by itself
+	}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
@@ -476,14 +522,21 @@ func (c *Camera) runSource(ctx context.Context, gen int, g Google, device string
 		report(func() { c.onSourceFailed(fmt.Errorf("generating a stream: %w", err)) })
 		return
 	}
-	c.post(context.Background(), func() {
+	posted := c.post(context.Background(), func() {
 		if c.gen != gen {
 			// Superseded while Google answered: nobody will read it.
-			c.stopSession(s)
+			c.stopSessionWith(g, s)
 			return
 		}
 		c.onSession(s)
 	})
+	if !posted {
+		c.stopSessionWith(g, s) // the camera is gone
+		return
+	}
+	if ctx.Err() != nil {
+		return
+	}
 	up, err := source.Dial(ctx, s.URL, source.Options{TLS: c.opts.UpstreamTLS, Log: c.log})
 	if err != nil {
 		report(func() { c.onSourceFailed(fmt.Errorf("connecting to the stream: %w", err)) })
@@ -564,7 +617,15 @@ func (c *Camera) closeRelay() {
 	c.relay.Close()
 	c.relay = nil
 	// The readers' sessions end; their Remove calls find nothing to do.
+	// Readers whose SETUP is still held will get the next stream instead.
+	pending := map[*rtspserver.Reader]bool{}
+	for _, w := range c.waiters {
+		pending[w.reader] = w.setup
+	}
 	for r, playing := range c.readers {
+		if pending[r] {
+			continue
+		}
 		if playing {
 			c.emit(events.CameraUnread, readerDetails(c.cfg.Path, r))
 		}
@@ -588,10 +649,7 @@ func (c *Camera) onReady(p relay.Params) {
 	}
 	c.emit(events.CameraReady, map[string]any{"path": c.cfg.Path, "source_type": "rtspsSource",
 		"source_id": "", "tracks": p.Tracks()})
-	for _, w := range c.waiters {
-		w <- describeResult{stream: c.relay.Stream()}
-	}
-	c.waiters = nil
+	c.answerWaiters(describeResult{stream: c.relay.Stream()})
 	// Clients answered here have only DESCRIBEd; their SETUP is on its way.
 	// A close-after shorter than that round trip would stop the stream under
 	// them and cost a second Generate.
@@ -658,14 +716,11 @@ func (c *Camera) onStartTimeout() {
 	if c.lastError != "" {
 		reason += ": " + c.lastError
 	}
-	for _, w := range c.waiters {
-		w <- describeResult{err: &rtspserver.StatusError{Status: base.StatusServiceUnavailable, Reason: reason}}
-	}
-	c.waiters = nil
+	c.answerWaiters(describeResult{err: &rtspserver.StatusError{Status: base.StatusServiceUnavailable, Reason: reason}})
 	if c.wantsPersistent() || len(c.readers) > 0 {
 		return // keep trying for those who stay
 	}
-	c.emit(events.CameraUnDemand, map[string]any{"path": c.cfg.Path})
+	c.endDemand()
 	c.stopSource()
 	c.goIdle()
 }
@@ -683,7 +738,7 @@ func (c *Camera) onCloseAfter() {
 	if len(c.readers) > 0 || c.wantsPersistent() {
 		return
 	}
-	c.emit(events.CameraUnDemand, map[string]any{"path": c.cfg.Path})
+	c.endDemand() // before notReady, as MediaMTX orders them
 	c.takeDown("not needed by anyone")
 }
 
@@ -691,10 +746,7 @@ func (c *Camera) onCloseAfter() {
 func (c *Camera) takeDown(reason string) {
 	wasReady := c.phase == ready
 	c.stopSource()
-	for _, w := range c.waiters {
-		w <- describeResult{err: &rtspserver.StatusError{Status: base.StatusServiceUnavailable, Reason: reason}}
-	}
-	c.waiters = nil
+	c.answerWaiters(describeResult{err: &rtspserver.StatusError{Status: base.StatusServiceUnavailable, Reason: reason}})
 	c.closeRelay()
 	if wasReady {
 		c.emit(events.CameraNotReady, map[string]any{"path": c.cfg.Path, "source_type": "rtspsSource",
@@ -705,6 +757,7 @@ func (c *Camera) takeDown(reason string) {
 
 func (c *Camera) goIdle() {
 	c.stopRetiring()
+	c.endDemand()
 	stopTimer(&c.startTimer)
 	stopTimer(&c.closeTimer)
 	stopTimer(&c.extendTimer)
@@ -724,14 +777,15 @@ func (c *Camera) shutdown() {
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, s := range c.retiring {
+		if c.google == nil {
+			break
+		}
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = c.google.StopRtspStream(ctx, s) }()
 	}
 	wg.Wait()
 	c.retiring = nil
-	for _, w := range c.waiters {
-		w <- describeResult{err: &rtspserver.StatusError{Status: base.StatusServiceUnavailable, Reason: "the server is shutting down"}}
-	}
+	c.answerWaiters(describeResult{err: &rtspserver.StatusError{Status: base.StatusServiceUnavailable, Reason: "the server is shutting down"}})
 	if c.relay != nil {
 		c.relay.Close()
 	}
@@ -776,8 +830,14 @@ func (c *Camera) extend() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		next, err := g.ExtendRtspStream(ctx, s)
-		c.post(context.Background(), func() {
+		posted := c.post(context.Background(), func() {
 			if c.gen != gen || c.session == nil {
+				// Retired while Google answered: the retired copy holds the
+				// old extension token, which Google now refuses; only the
+				// new one can stop the session.
+				if err == nil {
+					c.stopSessionWith(g, next)
+				}
 				return
 			}
 			if err != nil {
@@ -794,6 +854,9 @@ func (c *Camera) extend() {
 			c.armExtend()
 			c.publishState()
 		})
+		if !posted && err == nil {
+			c.stopSessionWith(g, next) // the camera is gone
+		}
 	}()
 }
 
