@@ -71,6 +71,10 @@ type oauthState struct {
 	expires      time.Time
 }
 
+// errSuperseded aborts a refresh loop's store write when a newer consent
+// has replaced the refresh token it used.
+var errSuperseded = errors.New("the credential's refresh token was replaced")
+
 // ErrNotAuthenticated is returned for operations that need Google's consent first.
 var ErrNotAuthenticated = errors.New("the credential is not authenticated with Google yet")
 
@@ -184,12 +188,13 @@ func (s *Service) refreshLoop(ctx context.Context, cr *credential, app nest.OAut
 		case <-cr.keeper.kick:
 			t.Stop()
 		}
-		tok, err := app.Refresh(ctx, s.o.HTTP, cr.keeper.token().RefreshToken)
+		used := cr.keeper.token().RefreshToken
+		tok, err := app.Refresh(ctx, s.o.HTTP, used)
 		if ctx.Err() != nil {
 			return
 		}
 		if errors.Is(err, nest.ErrInvalidGrant) || errors.Is(err, nest.ErrInvalidClient) {
-			s.unauthenticated(cr, err)
+			s.unauthenticated(cr, used, err)
 			return
 		}
 		if err != nil {
@@ -208,17 +213,20 @@ func (s *Service) refreshLoop(ctx context.Context, cr *credential, app nest.OAut
 		life := time.Until(tok.Expiry)
 		refreshAt = tok.Expiry.Add(-min(s.o.RefreshMargin, life/4))
 		cred, err := s.o.Store.UpdateCredential(cr.id, func(c *store.Credential) error {
+			if c.RefreshToken != used {
+				return errSuperseded
+			}
 			c.AccessToken, c.TokenExpiry = tok.AccessToken, tok.Expiry
 			if tok.RefreshToken != "" {
 				c.RefreshToken = tok.RefreshToken
 			}
 			return nil
 		})
+		if errors.Is(err, errSuperseded) || errors.Is(err, store.ErrNotFound) {
+			return // a new consent or a deletion replaced this loop
+		}
 		if err != nil {
 			s.o.Log.Error("saving the refreshed token", "credential_id", cr.id, "error", err)
-			if errors.Is(err, store.ErrNotFound) {
-				return // deleted under us
-			}
 		}
 		cr.keeper.set(tok)
 		s.o.Bus.Emit(events.Event{Domain: events.DomainCredentials, Entity: events.ID(cr.id),
@@ -236,13 +244,21 @@ func retryDelay(failures int) time.Duration {
 
 // unauthenticated records that Google refused the refresh token for good:
 // the tokens are forgotten (only a new consent helps), the cameras go down.
-func (s *Service) unauthenticated(cr *credential, cause error) {
-	reason := "Google refused the credential's refresh token (" + cause.Error() + "); authorize it again"
-	cr.keeper.setDown(reason)
+func (s *Service) unauthenticated(cr *credential, used string, cause error) {
 	cred, err := s.o.Store.UpdateCredential(cr.id, func(c *store.Credential) error {
+		// A consent that completed meanwhile stored another refresh token:
+		// the refusal concerns a token nobody uses any more.
+		if c.RefreshToken != used {
+			return errSuperseded
+		}
 		c.AccessToken, c.RefreshToken, c.TokenExpiry, c.AuthenticatedAt = "", "", time.Time{}, nil
 		return nil
 	})
+	if errors.Is(err, errSuperseded) {
+		return
+	}
+	reason := "Google refused the credential's refresh token (" + cause.Error() + "); authorize it again"
+	cr.keeper.setDown(reason)
 	if err != nil {
 		s.o.Log.Error("recording the lost authentication", "credential_id", cr.id, "error", err)
 	}
