@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -26,6 +27,7 @@ const (
 func (h *harness) summary(daemonExit int) int {
 	evs := h.ev.snapshot()
 	calls := h.sim.Calls()
+	h.writeDumps(evs, calls)
 	rd := &h.rd
 	rd.mu.Lock()
 	defer rd.mu.Unlock()
@@ -416,4 +418,25 @@ func orNone(s string) string {
 		return "no notReady or failed-extension for this camera around it"
 	}
 	return s
+}
+
+// writeDumps writes the simulator's call log and the camera events, as
+// offsets from the start, to calls.tsv and events.tsv in the work dir.
+func (h *harness) writeDumps(evs []eventRec, calls []nestsim.Call) {
+	var b strings.Builder
+	b.WriteString("offset_s\tmethod\tcamera\tstatus\n")
+	for _, c := range calls {
+		fmt.Fprintf(&b, "%.3f\t%s\t%s\t%d\n", c.At.Sub(h.t0).Seconds(), c.Method, camPath(c.Device), c.Status)
+	}
+	if err := os.WriteFile(filepath.Join(h.o.workDir, "calls.tsv"), []byte(b.String()), 0o644); err != nil {
+		h.incident("writing calls.tsv: %v", err)
+	}
+	b.Reset()
+	b.WriteString("offset_s\tcamera\tevent\treason\n")
+	for _, e := range evs {
+		fmt.Fprintf(&b, "%.3f\t%s\t%s\t%s\n", e.at.Sub(h.t0).Seconds(), e.path, e.name, e.reason())
+	}
+	if err := os.WriteFile(filepath.Join(h.o.workDir, "events.tsv"), []byte(b.String()), 0o644); err != nil {
+		h.incident("writing events.tsv: %v", err)
+	}
 }
