@@ -485,8 +485,10 @@ func (c *Camera) stopSession(s nest.RTSPStream) { c.stopSessionWith(c.google, s)
 // only immutable fields, so any goroutine may call it.
 func (c *Camera) stopSessionWith(g Google, s nest.RTSPStream) {
 	timeout, log := c.opts.StopTimeout, c.log
-	if g == nil {
-		return // no client any more; the session expires by itself
+	if g == nil || time.Now().After(s.ExpiresAt) {
+		// No client any more, or already expired: Google would refuse the
+		// Stop, and the quota slot is better spent on a live camera.
+		return
 	}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
