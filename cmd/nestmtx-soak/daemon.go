@@ -184,26 +184,7 @@ func (h *harness) stopDaemon() int {
 
 // call sends one authenticated API request and decodes an ok reply into v.
 func (h *harness) call(ctx context.Context, req map[string]any, v any) error {
-	if h.token != "" {
-		req["token"] = h.token
-	}
-	body, err := json.Marshal(req)
-	if err != nil {
-		return err
-	}
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	p, err := h.rr.Do(cctx, body, nil)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", req["command"], req["module"], err)
-	}
-	if p.Properties == nil || p.Properties.User.Get("status") != "ok" {
-		return fmt.Errorf("%s %s: %s", req["command"], req["module"], p.Payload)
-	}
-	if v != nil {
-		return json.Unmarshal(p.Payload, v)
-	}
-	return nil
+	return h.rr.Request(ctx, h.token, req, v)
 }
 
 // setup logs in, authorizes a credential through the consent redirect,
