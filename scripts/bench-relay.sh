@@ -97,7 +97,7 @@ for run in $(seq "$runs"); do
     . "$work/sim.env"
     NESTMTX_DATA_DIR=$work/data NESTMTX_ADMIN_PASSWORD=bench-password \
     NESTMTX_MQTT_LISTEN=127.0.0.1:$mqtt NESTMTX_HTTP_ADDRESS=127.0.0.1:$http \
-    NESTMTX_RTSP_ADDRESS=127.0.0.1:$rtsp NESTMTX_LOG_LEVEL=warn
+    NESTMTX_RTSP_ADDRESS=127.0.0.1:$rtsp NESTMTX_LOG_LEVEL=warn NESTMTX_HTTP_PPROF=true
     # shellcheck disable=SC2086 # DAEMON_ENV is a list of NAME=value words
     [ -z "${DAEMON_ENV:-}" ] || export ${DAEMON_ENV}
     exec "$work/nestmtx" serve --rtsp-udp-address=

@@ -2,7 +2,7 @@ package main
 
 // In-process benchmarks of the daemon's forward path, to see where its CPU
 // and allocations go: relay.Relay fed with a clip's access units, through a
-// real gortsplib server, to real RTSP readers over TCP on loopback.
+// the daemon's RTSP server, to real RTSP readers over TCP on loopback.
 //
 // The readers run in a child process (this test binary re-executed), so the
 // benchmark's CPU time, allocations and profiles are the server side's
@@ -34,7 +34,6 @@ import (
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4"
-	"github.com/bluenviron/gortsplib/v4/pkg/base"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
@@ -43,6 +42,7 @@ import (
 
 	"github.com/nestmtx/nestmtx/internal/nestsim"
 	"github.com/nestmtx/nestmtx/internal/relay"
+	"github.com/nestmtx/nestmtx/internal/rtspserver"
 )
 
 const (
@@ -214,44 +214,6 @@ func splitAUs(nalus [][]byte) [][][]byte {
 }
 
 // ---- The server side: what the daemon runs ----
-
-// handler serves one relay at every path, with the GOP replay gate, as
-// internal/rtspserver does.
-type handler struct {
-	r       *relay.Relay
-	mu      sync.Mutex
-	pending map[*gortsplib.ServerConn]func()
-}
-
-func (h *handler) OnDescribe(*gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
-	return &base.Response{StatusCode: base.StatusOK}, h.r.Stream(), nil
-}
-
-func (h *handler) OnSetup(*gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
-	return &base.Response{StatusCode: base.StatusOK}, h.r.Stream(), nil
-}
-
-func (h *handler) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
-	release := h.r.ReplayGOP(ctx.Session)
-	h.mu.Lock()
-	h.pending[ctx.Conn] = release
-	h.mu.Unlock()
-	return &base.Response{StatusCode: base.StatusOK}, nil
-}
-
-func (h *handler) OnResponse(c *gortsplib.ServerConn, _ *base.Response) {
-	h.mu.Lock()
-	rel := h.pending[c]
-	delete(h.pending, c)
-	h.mu.Unlock()
-	if rel != nil {
-		rel()
-	}
-}
-
-func (h *handler) OnConnClose(ctx *gortsplib.ServerHandlerOnConnCloseCtx) {
-	h.OnResponse(ctx.Conn, nil)
-}
 
 // feeder writes the clip into the relay with continuous timestamps, video
 // access unit by access unit, interleaving the audio due by each.
@@ -453,32 +415,20 @@ type rig struct {
 func startRig(b *testing.B, readers int) *rig {
 	b.Helper()
 	c := loadBenchClip(b)
-	h := &handler{pending: map[*gortsplib.ServerConn]func(){}}
-	var addr string
-	srv := &gortsplib.Server{
-		Handler:        h,
-		RTSPAddress:    "127.0.0.1:0",
-		WriteQueueSize: relay.WriteQueueSize,
-		ReadTimeout:    10 * time.Second,
-		WriteTimeout:   10 * time.Second,
-		Listen: func(network, address string) (net.Listener, error) {
-			ln, err := net.Listen(network, address)
-			if err == nil {
-				addr = ln.Addr().String()
-			}
-			return ln, err
-		},
-	}
-	if err := srv.Start(); err != nil {
+	path := &rtspserver.FixedPath{}
+	rs, err := rtspserver.Start(rtspserver.Options{Address: "127.0.0.1:0", StartTimeout: 5 * time.Second,
+		Resolver: rtspserver.Paths{"bench": path}})
+	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(srv.Close)
+	b.Cleanup(rs.Close)
+	srv, addr := rs.Gortsplib(), rs.Addr()
 	r, err := relay.New(srv, relay.Params{SPS: c.sps, PPS: c.pps, Audio: c.audioCfg})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(r.Close)
-	h.r = r
+	path.Relay = r
 	g := &rig{clip: c, srv: srv, r: r, feed: &feeder{clip: c, seg: r.BeginSegment()}}
 	// Fill the GOP cache to a full GOP, as a live camera's would be when
 	// readers join (they are sent it at PLAY).

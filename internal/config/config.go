@@ -32,6 +32,9 @@ import (
 type Config struct {
 	DataDir     string
 	HTTPAddress string
+	// HTTPPprof serves Go's profiler under /debug/pprof/ on the HTTP
+	// address, for benchmarks and for diagnosing a live daemon.
+	HTTPPprof   bool
 	RTSPAddress string
 
 	// MQTTURL is empty when nestmtx should run its embedded broker.
@@ -120,6 +123,8 @@ var settings = []Setting{
 		func(c *Config) *string { return &c.DataDir }, nonEmpty),
 	stringSetting("http_address", ":2000", "Listen address (host:port) of the HTTP server.",
 		func(c *Config) *string { return &c.HTTPAddress }, listenAddress),
+	boolSetting("http_pprof", "false", "Serve Go's profiler at /debug/pprof/ on the HTTP address (unauthenticated: keep the address private).",
+		func(c *Config) *bool { return &c.HTTPPprof }),
 	stringSetting("rtsp_address", ":8554", "Listen address (host:port) of the RTSP server that serves the camera streams.",
 		func(c *Config) *string { return &c.RTSPAddress }, listenAddress),
 	stringSetting("mqtt_url", "", "External MQTT v5 broker, e.g. mqtts://broker:8883 (schemes mqtt, mqtts, tcp, ssl, ws, wss). Empty runs the embedded broker.",

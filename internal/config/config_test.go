@@ -660,7 +660,7 @@ func TestSettingsCoverConfig(t *testing.T) {
 		"admin_password": "a", "token_ttl": "2m", "login_attempts_per_minute": "7",
 		"log_level": "warn", "log_format": "json", "on_demand_start_timeout": "2s", "on_demand_close_after": "1s",
 		"rtsp_udp_address": ":9000", "google_auth_url": "http://a/auth", "google_token_url": "http://a/token",
-		"google_sdm_url": "http://a/v1", "google_ca_file": "ca.pem", "demo": "true", "demo_stream_ttl": "9s",
+		"google_sdm_url": "http://a/v1", "google_ca_file": "ca.pem", "demo": "true", "http_pprof": "true", "demo_stream_ttl": "9s",
 		"demo_faults": "extend_fail", "stall_timeout": "7s",
 	}
 	typ := reflect.TypeFor[Config]()

@@ -1,9 +1,16 @@
-// Package relay is a camera's output side: one RTSP ServerStream whose SDP,
-// SSRCs and sequence numbers stay the same for as long as the path lives,
-// fed by whichever upstream session is current. It re-packetises access
-// units (Google's packets can exceed gortsplib's 1472-byte limit), keeps
+// Package relay is a camera's output side: RTSP streams whose SDP, SSRCs
+// and sequence numbers stay the same for as long as the path lives, fed by
+// whichever upstream session is current. It re-packetises access units
+// (Google's packets can exceed gortsplib's 1472-byte limit), keeps
 // timestamps continuous across upstream swaps, and keeps the last GOP so a
 // late joiner gets a picture at once instead of waiting for the next IDR.
+//
+// Readers over TCP (nearly all: Frigate, ffmpeg with -rtsp_transport tcp,
+// Home Assistant) are fed directly: each access unit is packetised once
+// into shared memory and handed to every such reader as it is, one write
+// per reader per batch (direct.go). Readers over UDP, or on a connection
+// the direct path cannot use, go through gortsplib's own per-packet writer
+// (served.go). gortsplib still answers every RTSP request for both.
 package relay
 
 import (
@@ -15,11 +22,8 @@ import (
 	"github.com/bluenviron/gortsplib/v4"
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
-	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
-	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpmpeg4audio"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
-	"github.com/pion/rtp"
 )
 
 // Params are the codec parameters an upstream announces.
@@ -54,44 +58,60 @@ func (p Params) Tracks() []string {
 const (
 	videoPT = 96
 	audioPT = 97
-	// maxPayload keeps packets, with RTP header and RTSP interleaving,
-	// under gortsplib's 1472-byte limit.
-	maxPayload = 1400
-	// gopMaxPackets bounds the memory of the GOP cache; a longer GOP is
-	// not cached and late joiners wait for the next IDR.
-	gopMaxPackets = 6000
+	// gopMaxBytes bounds the memory of the GOP cache; a longer GOP is not
+	// cached and late joiners wait for the next IDR.
+	gopMaxBytes = 8 << 20
 	// WriteQueueSize must hold a whole cached GOP plus live packets for a
-	// late joiner; the server must be configured with at least this.
+	// late joiner served by gortsplib; the server must be configured with
+	// at least this.
 	WriteQueueSize = 8192
 	// replayHoldLimit releases the replay gate if the server never confirms
 	// that the reader was activated (a connection dying mid-PLAY).
 	replayHoldLimit = 2 * time.Second
+	// maxHeldAudio is how many audio units may wait for the next video
+	// unit, so that both reach a reader in one write (about 64 ms at
+	// 48 kHz; audio never waits longer than that for a stalled video).
+	maxHeldAudio = 3
+	// arenaChunk is the size of the memory the units are packetised into.
+	arenaChunk = 512 << 10
 )
 
-// Relay is one camera's output stream.
-type Relay struct {
-	params Params
-	stream *gortsplib.ServerStream
-	video  *description.Media
-	audio  *description.Media
-
-	// mu is the feed gate: held while a packet is written to the stream and
-	// the GOP, and by a late joiner from its GOP replay until gortsplib has
-	// activated it, so that the joiner misses no packet between the two.
-	mu         sync.Mutex
-	venc       *rtph264.Encoder
-	aenc       *rtpmpeg4audio.Encoder
-	vts, ats   timeline
-	waitingIDR bool
-	segment    *Segment // the upstream currently allowed to write
-	gop        []gopPacket
-	gopValid   bool
-	stats      Stats
+// unit is one access unit (or sender report) of one track, as interleaved
+// frames on the default channels. Its bytes are never written again once
+// published, so every reader can be handed the same slice.
+type unit struct {
+	track  int
+	serial uint64 // order of creation; a reader gets live units from its join on
+	data   []byte
 }
 
-type gopPacket struct {
-	media *description.Media
-	pkt   *rtp.Packet
+// Relay is one camera's output.
+type Relay struct {
+	params Params
+	// served is the stream gortsplib writes itself, for the readers that
+	// cannot be fed directly (UDP). direct is never written to: it gives
+	// direct readers their SDP, SSRCs and session handling.
+	served *gortsplib.ServerStream
+	direct *gortsplib.ServerStream
+	tracks []*track
+
+	// mu guards everything below, and is the feed gate for gortsplib's
+	// readers: a late joiner holds it from its GOP replay until gortsplib
+	// has activated it, so that it misses no packet between the two.
+	mu         sync.Mutex
+	waitingIDR bool
+	segment    *Segment // the upstream currently allowed to write
+	arena      []byte   // where units are packetised; full chunks are left to the GC
+	gop        []unit   // the units since the last IDR
+	gopBytes   int
+	gopValid   bool
+	heldAudio  []unit // audio units waiting to go out with the next video unit
+	batch      []unit // scratch: the units being published
+	readers    map[*directReader]struct{}
+	viaServer  int // readers fed by gortsplib
+	nextSerial uint64
+	closed     bool
+	stats      Stats
 }
 
 // Stats counts what the relay forwarded.
@@ -100,50 +120,74 @@ type Stats struct {
 	AudioFrames   uint64
 	DroppedFrames uint64 // before the first IDR of a segment
 	Segments      uint64 // upstreams attached
+	RTPPackets    uint64 // packets built
 	LastFrame     time.Time
 }
 
-// New creates the output stream on srv (which must be started) for an
+// New creates the output streams on srv (which must be started) for an
 // upstream with params p.
 func New(srv *gortsplib.Server, p Params) (*Relay, error) {
 	if len(p.SPS) == 0 || len(p.PPS) == 0 {
 		return nil, fmt.Errorf("relay: the upstream announced no H.264 SPS/PPS")
 	}
-	r := &Relay{params: p, waitingIDR: true}
-	r.video = &description.Media{Type: description.MediaTypeVideo, Formats: []format.Format{&format.H264{
+	r := &Relay{params: p, waitingIDR: true, readers: map[*directReader]struct{}{}}
+	video := &description.Media{Type: description.MediaTypeVideo, Formats: []format.Format{&format.H264{
 		PayloadTyp: videoPT, SPS: p.SPS, PPS: p.PPS, PacketizationMode: 1}}}
-	desc := &description.Session{Medias: []*description.Media{r.video}}
-	r.venc = &rtph264.Encoder{PayloadType: videoPT, PacketizationMode: 1, PayloadMaxSize: maxPayload}
-	if err := r.venc.Init(); err != nil {
-		return nil, err
-	}
-	r.vts = timeline{defaultStep: 90000 / 25, clockRate: 90000}
+	r.tracks = append(r.tracks, &track{media: video, index: 0, pt: videoPT,
+		tl: timeline{defaultStep: 90000 / 25, clockRate: 90000}})
 	if p.Audio != nil {
-		r.audio = &description.Media{Type: description.MediaTypeAudio, Formats: []format.Format{&format.MPEG4Audio{
+		audio := &description.Media{Type: description.MediaTypeAudio, Formats: []format.Format{&format.MPEG4Audio{
 			PayloadTyp: audioPT, ProfileLevelID: 1, Config: p.Audio, SizeLength: 13, IndexLength: 3, IndexDeltaLength: 3}}}
-		desc.Medias = append(desc.Medias, r.audio)
-		r.aenc = &rtpmpeg4audio.Encoder{PayloadType: audioPT, SizeLength: 13, IndexLength: 3, IndexDeltaLength: 3,
-			PayloadMaxSize: maxPayload}
-		if err := r.aenc.Init(); err != nil {
-			return nil, err
-		}
-		r.ats = timeline{defaultStep: mpeg4audio.SamplesPerAccessUnit, clockRate: uint64(p.Audio.SampleRate)}
+		r.tracks = append(r.tracks, &track{media: audio, index: 1, pt: audioPT,
+			tl: timeline{defaultStep: mpeg4audio.SamplesPerAccessUnit, clockRate: uint64(p.Audio.SampleRate)}})
 	}
-	r.stream = &gortsplib.ServerStream{Server: srv, Desc: desc}
-	if err := r.stream.Initialize(); err != nil {
+	desc := &description.Session{}
+	for _, t := range r.tracks {
+		desc.Medias = append(desc.Medias, t.media)
+	}
+	r.served = &gortsplib.ServerStream{Server: srv, Desc: desc}
+	if err := r.served.Initialize(); err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
+	}
+	r.direct = &gortsplib.ServerStream{Server: srv, Desc: desc}
+	if err := r.direct.Initialize(); err != nil {
+		r.served.Close()
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	stats := r.direct.Stats()
+	for _, t := range r.tracks {
+		for _, f := range stats.Medias[t.media].Formats {
+			t.ssrc = f.LocalSSRC
+		}
 	}
 	return r, nil
 }
 
-// Stream is what readers are given at DESCRIBE and SETUP.
-func (r *Relay) Stream() *gortsplib.ServerStream { return r.stream }
+// Stream is the stream for DESCRIBE, and for the SETUP of a reader that
+// will be fed directly (direct) or by gortsplib.
+func (r *Relay) Stream(direct bool) *gortsplib.ServerStream {
+	if direct {
+		return r.direct
+	}
+	return r.served
+}
 
 // Params are the codec parameters the stream was built for.
 func (r *Relay) Params() Params { return r.params }
 
-// Close ends the stream, which disconnects every reader.
-func (r *Relay) Close() { r.stream.Close() }
+// Close ends the streams, which disconnects every reader.
+func (r *Relay) Close() {
+	r.mu.Lock()
+	r.closed = true
+	readers := r.readers
+	r.readers = map[*directReader]struct{}{}
+	r.mu.Unlock()
+	for d := range readers {
+		d.stop()
+	}
+	r.served.Close()
+	r.direct.Close()
+}
 
 // Stats returns a copy of the counters.
 func (r *Relay) Stats() Stats {
@@ -167,8 +211,9 @@ func (r *Relay) BeginSegment() *Segment {
 	defer r.mu.Unlock()
 	r.waitingIDR = true
 	r.segment = &Segment{r: r, first: make(chan struct{})}
-	r.vts.newSegment()
-	r.ats.newSegment()
+	for _, t := range r.tracks {
+		t.tl.newSegment()
+	}
 	r.stats.Segments++
 	return r.segment
 }
@@ -183,7 +228,7 @@ func (s *Segment) WriteVideo(ts uint32, au [][]byte) error {
 	r := s.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.segment != s {
+	if r.segment != s || r.closed {
 		return nil // superseded
 	}
 	if r.waitingIDR {
@@ -194,40 +239,44 @@ func (s *Segment) WriteVideo(ts uint32, au [][]byte) error {
 		r.waitingIDR = false
 		defer close(s.first)
 	}
+	t := r.tracks[0]
+	// Parameter sets go in band before every IDR that lacks them, so a
+	// decoder that joins (or a recorder that cuts a segment) there can
+	// start.
+	var prefix [2][]byte
 	if idr {
-		au = r.withParameterSets(au)
-	}
-	pkts, err := r.venc.Encode(au)
-	if err != nil {
-		return err
-	}
-	out := r.vts.next(ts)
-	ntp := r.vts.ntp()
-	if idr {
-		r.gop = r.gop[:0]
-		r.gopValid = true
-	}
-	for _, p := range pkts {
-		p.Timestamp = out
-		if err := r.stream.WritePacketRTPWithNTP(r.video, p, ntp); err != nil {
-			return err
+		sps, pps := parameterSetsMissing(au)
+		if sps {
+			prefix[0] = r.params.SPS
 		}
-		r.remember(r.video, p)
+		if pps {
+			prefix[1] = r.params.PPS
+		}
 	}
+	out := t.tl.next(ts)
+	dst := r.reserve(h264Bound(au, prefix[:]...))
+	start := len(dst)
+	dst = t.appendH264(dst, out, prefix[:], au)
+	u := r.commit(0, dst, start)
+	if idr {
+		r.startGOP()
+	}
+	r.remember(u)
 	r.stats.VideoFrames++
 	r.stats.LastFrame = time.Now()
+	r.publish(u)
 	return nil
 }
 
 // WriteAudio forwards one AAC access unit with its upstream RTP timestamp.
 func (s *Segment) WriteAudio(ts uint32, au []byte) error {
 	r := s.r
-	if r.audio == nil {
+	if len(r.tracks) < 2 {
 		return nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.segment != s {
+	if r.segment != s || r.closed {
 		return nil
 	}
 	// Audio waits for the video's IDR so that every reader's stream (and
@@ -235,164 +284,109 @@ func (s *Segment) WriteAudio(ts uint32, au []byte) error {
 	if r.waitingIDR {
 		return nil
 	}
-	pkts, err := r.aenc.Encode([][]byte{au})
-	if err != nil {
-		return err
-	}
-	out := r.ats.next(ts)
-	ntp := r.ats.ntp()
-	for _, p := range pkts {
-		p.Timestamp += out
-		if err := r.stream.WritePacketRTPWithNTP(r.audio, p, ntp); err != nil {
-			return err
-		}
-		r.remember(r.audio, p)
-	}
+	t := r.tracks[1]
+	out := t.tl.next(ts)
+	dst := r.reserve(aacBound(au))
+	start := len(dst)
+	dst = t.appendAAC(dst, out, au)
+	u := r.commit(1, dst, start)
+	r.remember(u)
 	r.stats.AudioFrames++
+	r.publish(u)
 	return nil
 }
 
-// withParameterSets puts SPS and PPS in band before an IDR that lacks them,
-// so a decoder that joins (or a recorder that cuts a segment) there can start.
-func (r *Relay) withParameterSets(au [][]byte) [][]byte {
-	var hasSPS, hasPPS bool
-	for _, n := range au {
-		if len(n) == 0 {
-			continue
-		}
-		switch h264.NALUType(n[0] & 0x1f) {
-		case h264.NALUTypeSPS:
-			hasSPS = true
-		case h264.NALUTypePPS:
-			hasPPS = true
-		}
+// reserve returns the arena with room for n more bytes, starting a new
+// chunk when the current one is short. Units already handed out keep the
+// old chunk alive until every reader has written them.
+func (r *Relay) reserve(n int) []byte {
+	if cap(r.arena)-len(r.arena) < n {
+		r.arena = make([]byte, 0, max(arenaChunk, n))
 	}
-	if hasSPS && hasPPS {
-		return au
-	}
-	out := make([][]byte, 0, len(au)+2)
-	if !hasSPS {
-		out = append(out, r.params.SPS)
-	}
-	if !hasPPS {
-		out = append(out, r.params.PPS)
-	}
-	return append(out, au...)
+	return r.arena
 }
 
-func (r *Relay) remember(m *description.Media, p *rtp.Packet) {
+// commit makes the bytes appended to the arena since start a unit.
+func (r *Relay) commit(track int, dst []byte, start int) unit {
+	r.arena = dst
+	u := unit{track: track, serial: r.nextSerial, data: dst[start:len(dst):len(dst)]}
+	r.nextSerial++
+	r.stats.RTPPackets += uint64(countFrames(u.data))
+	return u
+}
+
+func countFrames(b []byte) int {
+	n := 0
+	for len(b) >= interleavedHeader {
+		n++
+		b = b[interleavedHeader+(int(b[2])<<8|int(b[3])):]
+	}
+	return n
+}
+
+func (r *Relay) startGOP() {
+	clear(r.gop)
+	r.gop = r.gop[:0]
+	r.gopBytes = 0
+	r.gopValid = true
+}
+
+func (r *Relay) remember(u unit) {
 	if !r.gopValid {
 		return
 	}
-	if len(r.gop) >= gopMaxPackets {
+	if r.gopBytes+len(u.data) > gopMaxBytes {
+		clear(r.gop)
 		r.gop = r.gop[:0]
 		r.gopValid = false
 		return
 	}
-	r.gop = append(r.gop, gopPacket{media: m, pkt: p})
+	r.gop = append(r.gop, u)
+	r.gopBytes += len(u.data)
 }
 
-// ReplayGOP queues the cached GOP to a reader that is about to start
-// playing, and holds the feed until release is called: call it once
-// gortsplib has activated the reader (the server's OnResponse to PLAY).
-// Whatever happens, the hold ends after a short limit.
-// It must be called from the session's own callback (OnPlay).
-func (r *Relay) ReplayGOP(ss *gortsplib.ServerSession) (release func()) {
-	// A reader may have set up only some tracks; writing another panics.
-	setup := map[*description.Media]bool{}
-	for _, m := range ss.SetuppedMedias() {
-		setup[m] = true
+// publish hands a new unit to every reader. Audio waits (briefly) for the
+// next video unit so that a reader gets both in one write.
+func (r *Relay) publish(u unit) {
+	if r.viaServer > 0 {
+		r.writeServed(u)
 	}
-	r.mu.Lock()
-	if r.gopValid {
-		for _, g := range r.gop {
-			if !setup[g.media] {
-				continue
-			}
-			if err := ss.WritePacketRTP(g.media, g.pkt); err != nil {
-				break
-			}
+	if len(r.readers) == 0 {
+		clear(r.heldAudio)
+		r.heldAudio = r.heldAudio[:0]
+		return
+	}
+	if u.track != 0 && len(r.heldAudio) < maxHeldAudio {
+		r.heldAudio = append(r.heldAudio, u)
+		return
+	}
+	r.batch = append(r.batch[:0], r.heldAudio...)
+	clear(r.heldAudio)
+	r.heldAudio = r.heldAudio[:0]
+	r.batch = append(r.batch, u)
+	now := time.Now()
+	for _, t := range r.tracks {
+		if t.tl.sentAny && now.Sub(t.lastSR) >= senderReportPeriod {
+			t.lastSR = now
+			r.batch = append(r.batch, r.senderReport(t))
 		}
 	}
-	var once sync.Once
-	t := time.AfterFunc(replayHoldLimit, func() { once.Do(r.mu.Unlock) })
-	return func() {
-		once.Do(func() {
-			t.Stop()
-			r.mu.Unlock()
-		})
-	}
-}
-
-// timeline maps one track's upstream timestamps to output timestamps that
-// never jump by an outage and never go backwards: each upstream segment
-// starts one frame after the last timestamp sent.
-//
-// It also keeps the track's NTP clock for RTCP sender reports. Readers such
-// as ffmpeg compute presentation times from the latest report, which pairs
-// an RTP time with an NTP time; were that NTP the wall clock, every outage
-// would shift the pairing, and timestamps would jump by the outage (or run
-// backwards after reports extrapolated through it). Deriving NTP from the
-// output timeline keeps one fixed offset between the two for the stream's
-// whole life.
-type timeline struct {
-	clockRate   uint64
-	ext         uint64    // the last output timestamp, unwrapped
-	originExt   uint64    // ext of the first packet
-	origin      time.Time // wall time of the first packet
-	defaultStep uint32
-	started     bool // a segment is running
-	sentAny     bool
-	inBase      uint32
-	outBase     uint32
-	lastIn      uint32
-	lastOut     uint32
-	step        uint32 // the last observed frame duration
-}
-
-func (t *timeline) newSegment() { t.started = false }
-
-// maxForwardJump is the largest upstream timestamp step taken as it is
-// (in clock ticks, 5 s at 90 kHz); anything larger, or any step back, is a
-// discontinuity in the upstream and starts a new segment.
-const maxForwardJump = 5 * 90000
-
-func (t *timeline) next(in uint32) uint32 {
-	if t.started {
-		d := int32(in - t.lastIn)
-		if d <= 0 || d > maxForwardJump {
-			t.started = false
-		} else if uint32(d) < t.defaultStep*4 {
-			t.step = uint32(d)
+	for d := range r.readers {
+		if !d.push(r.batch) {
+			delete(r.readers, d)
 		}
 	}
-	if !t.started {
-		t.started = true
-		t.inBase = in
-		switch {
-		case !t.sentAny:
-			t.outBase = in // the first segment keeps the upstream's own origin
-		case t.step > 0:
-			t.outBase = t.lastOut + t.step
-		default:
-			t.outBase = t.lastOut + t.defaultStep
-		}
-	}
-	out := t.outBase + (in - t.inBase)
-	if !t.sentAny {
-		t.ext, t.originExt, t.origin = uint64(out), uint64(out), time.Now()
-	} else {
-		t.ext += uint64(out - t.lastOut) // forward by construction
-	}
-	t.lastIn = in
-	t.lastOut = out
-	t.sentAny = true
-	return out
+	clear(r.batch)
 }
 
-// ntp is the reference time of the last output timestamp.
-func (t *timeline) ntp() time.Time {
-	d := t.ext - t.originExt
-	return t.origin.Add(time.Duration(d/t.clockRate)*time.Second +
-		time.Duration(d%t.clockRate*uint64(time.Second)/t.clockRate))
+// senderReport is a unit with t's RTCP sender report, for direct readers
+// (gortsplib sends its own to the readers it feeds).
+func (r *Relay) senderReport(t *track) unit {
+	dst := r.reserve(interleavedHeader + srSize)
+	start := len(dst)
+	dst = t.appendSenderReport(dst)
+	r.arena = dst
+	u := unit{track: t.index, serial: r.nextSerial, data: dst[start:len(dst):len(dst)]}
+	r.nextSerial++
+	return u
 }

@@ -1,4 +1,4 @@
-package relay
+package relay_test
 
 import (
 	"os"
@@ -12,6 +12,9 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/pion/rtp"
+
+	"github.com/nestmtx/nestmtx/internal/relay"
+	"github.com/nestmtx/nestmtx/internal/rtspserver"
 )
 
 // clipAUs splits the committed test clip into access units (x264 writes
@@ -46,60 +49,25 @@ func clipAUs(t testing.TB) (aus [][][]byte, sps, pps []byte) {
 	return aus, sps, pps
 }
 
-// handler serves one relay's stream to every reader, as the daemon does,
-// including the GOP replay gate.
-type handler struct {
-	r       *Relay
-	mu      sync.Mutex
-	pending map[*gortsplib.ServerConn]func()
-}
-
-func (h *handler) OnDescribe(*gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
-	return &base.Response{StatusCode: base.StatusOK}, h.r.Stream(), nil
-}
-func (h *handler) OnSetup(*gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
-	return &base.Response{StatusCode: base.StatusOK}, h.r.Stream(), nil
-}
-func (h *handler) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
-	release := h.r.ReplayGOP(ctx.Session)
-	h.mu.Lock()
-	h.pending[ctx.Conn] = release
-	h.mu.Unlock()
-	return &base.Response{StatusCode: base.StatusOK}, nil
-}
-func (h *handler) OnResponse(c *gortsplib.ServerConn, _ *base.Response) {
-	h.mu.Lock()
-	rel := h.pending[c]
-	delete(h.pending, c)
-	h.mu.Unlock()
-	if rel != nil {
-		rel()
-	}
-}
-
-func startRelay(t *testing.T, p Params) (*Relay, string) {
+// startRelay serves a relay at /cam through the daemon's own RTSP server,
+// so that readers take the same paths (direct over TCP, gortsplib's over
+// UDP) as they do in production.
+func startRelay(t *testing.T, p relay.Params) (*relay.Relay, string) {
 	t.Helper()
-	h := &handler{pending: map[*gortsplib.ServerConn]func(){}}
-	srv := &gortsplib.Server{Handler: h, RTSPAddress: "127.0.0.1:0", WriteQueueSize: WriteQueueSize}
-	var addr string
-	srv.Listen = func(n, a string) (netListener, error) {
-		ln, err := listen(n, a)
-		if err == nil {
-			addr = ln.Addr().String()
-		}
-		return ln, err
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	r, err := New(srv, p)
+	path := &rtspserver.FixedPath{}
+	srv, err := rtspserver.Start(rtspserver.Options{Address: "127.0.0.1:0", StartTimeout: 5 * time.Second,
+		Resolver: rtspserver.Paths{"cam": path}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.r = r
+	t.Cleanup(srv.Close)
+	r, err := relay.New(srv.Gortsplib(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path.Relay = r
 	t.Cleanup(r.Close)
-	return r, "rtsp://" + addr + "/cam"
+	return r, "rtsp://" + srv.Addr() + "/cam"
 }
 
 type received struct {
@@ -183,7 +151,7 @@ func (r *received) waitFor(t *testing.T, n int) []rtp.Packet {
 // timestamps that continue one frame after the last, and an IDR first.
 func TestSwapIsInvisible(t *testing.T) {
 	aus, sps, pps := clipAUs(t)
-	r, url := startRelay(t, Params{SPS: sps, PPS: pps})
+	r, url := startRelay(t, relay.Params{SPS: sps, PPS: pps})
 	rec := play(t, url)
 
 	// Segment 1 starts mid-GOP (frame 5): the relay waits for frame 25's IDR.
@@ -213,7 +181,7 @@ func TestSwapIsInvisible(t *testing.T) {
 	if stats.VideoFrames != 15+35 || stats.DroppedFrames != 20+22 || stats.Segments != 2 {
 		t.Fatalf("stats %+v", stats)
 	}
-	pkts := rec.waitFor(t, int(r.stream.Stats().RTPPacketsSent))
+	pkts := rec.waitFor(t, int(r.Stats().RTPPackets))
 	if !rec.idr[0] {
 		t.Fatal("the first packet a reader gets must start an IDR")
 	}
@@ -246,7 +214,7 @@ func TestSwapIsInvisible(t *testing.T) {
 // the feed keeps running concurrently.
 func TestLateJoinerGetsGOPFirst(t *testing.T) {
 	aus, sps, pps := clipAUs(t)
-	r, url := startRelay(t, Params{SPS: sps, PPS: pps})
+	r, url := startRelay(t, relay.Params{SPS: sps, PPS: pps})
 	seg := r.BeginSegment()
 	ts := uint32(0)
 	write := func(from, to int, pace time.Duration) {
@@ -284,25 +252,3 @@ func TestLateJoinerGetsGOPFirst(t *testing.T) {
 	}
 }
 
-func TestTimeline(t *testing.T) {
-	tl := timeline{defaultStep: 3600, clockRate: 90000}
-	if got := tl.next(1000); got != 1000 {
-		t.Fatalf("first segment keeps its origin: %d", got)
-	}
-	tl.next(4600)
-	tl.newSegment()
-	if got := tl.next(999999); got != 8200 {
-		t.Fatalf("new segment continues one step later: %d", got)
-	}
-	if got := tl.next(999999 - 10); got != 11800 {
-		t.Fatalf("a step back inside a segment starts a new one: %d", got)
-	}
-	if got := tl.next(999999 - 10 + 90000*60); got != 15400 {
-		t.Fatalf("a huge jump starts a new segment: %d", got)
-	}
-	// The NTP clock follows the output timeline, not the wall clock: four
-	// frame steps, however long the segments took, are 160 ms.
-	if d := tl.ntp().Sub(tl.origin); d != 160*time.Millisecond {
-		t.Fatalf("ntp advanced %s, want 160ms", d)
-	}
-}

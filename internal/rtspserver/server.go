@@ -15,8 +15,10 @@ import (
 
 	"github.com/bluenviron/gortsplib/v4"
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/bluenviron/gortsplib/v4/pkg/headers"
 	"github.com/google/uuid"
 
+	"github.com/nestmtx/nestmtx/internal/framebatch"
 	"github.com/nestmtx/nestmtx/internal/relay"
 )
 
@@ -28,19 +30,33 @@ type Reader struct {
 	Query      string
 	Session    *gortsplib.ServerSession
 
-	path Path // set once the session has SETUP a path
+	// media guards conn and channels, which let the relay write to a TCP
+	// reader directly: its connection, and the interleaved RTP channel of
+	// each set-up media in SETUP order. conn is nil for other readers.
+	media    sync.Mutex
+	conn     relay.MediaConn
+	channels []int
+
+	path     Path // set once the session has SETUP a path
+	playback relay.Playback
+}
+
+// Player describes r to its path's relay.
+func (r *Reader) Player(log *slog.Logger) relay.Player {
+	r.media.Lock()
+	defer r.media.Unlock()
+	return relay.Player{Session: r.Session, Conn: r.conn, Channels: append([]int(nil), r.channels...), Log: log}
 }
 
 // Path is what a served path must do.
 type Path interface {
-	// Describe returns the path's stream, starting its source on demand and
+	// Describe returns the path's relay, starting its source on demand and
 	// waiting, within ctx, until it is ready.
-	Describe(ctx context.Context, r *Reader) (*gortsplib.ServerStream, error)
+	Describe(ctx context.Context, r *Reader) (*relay.Relay, error)
 	// Setup is Describe that also counts r as a reader.
-	Setup(ctx context.Context, r *Reader) (*gortsplib.ServerStream, error)
-	// Play starts r playing. release must be called once gortsplib has
-	// activated the reader (see relay.ReplayGOP).
-	Play(r *Reader) (release func(), err error)
+	Setup(ctx context.Context, r *Reader) (*relay.Relay, error)
+	// Play starts r playing (see relay.Relay.Play).
+	Play(r *Reader) (relay.Playback, error)
 	// Pause stops r playing; it stays a reader.
 	Pause(r *Reader)
 	// Remove ends r.
@@ -85,9 +101,17 @@ type Server struct {
 
 	addr net.Addr
 
-	mu      sync.Mutex
-	conns   map[*gortsplib.ServerConn]string // connection id
-	pending map[*gortsplib.ServerConn]func() // replay gates to release
+	mu    sync.Mutex
+	conns map[*gortsplib.ServerConn]string // connection id
+	// pending is the request each connection is having answered whose
+	// response matters: a SETUP (for its interleaved channels) or a PLAY
+	// (whose playback starts once it is answered).
+	pending map[*gortsplib.ServerConn]pendingRequest
+}
+
+type pendingRequest struct {
+	reader *Reader
+	play   bool
 }
 
 // Start listens and serves.
@@ -96,7 +120,7 @@ func Start(o Options) (*Server, error) {
 		o.Log = slog.Default()
 	}
 	s := &Server{opts: o, log: o.Log.With("component", "rtsp"),
-		conns: map[*gortsplib.ServerConn]string{}, pending: map[*gortsplib.ServerConn]func(){}}
+		conns: map[*gortsplib.ServerConn]string{}, pending: map[*gortsplib.ServerConn]pendingRequest{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.srv = &gortsplib.Server{
 		Handler:        s,
@@ -106,10 +130,12 @@ func Start(o Options) (*Server, error) {
 		WriteTimeout:   10 * time.Second,
 		Listen: func(network, address string) (net.Listener, error) {
 			ln, err := net.Listen(network, address)
-			if err == nil {
-				s.addr = ln.Addr()
+			if err != nil {
+				return nil, err
 			}
-			return ln, err
+			s.addr = ln.Addr()
+			// One write per access unit instead of one per packet.
+			return framebatch.NewListener(ln, framebatch.Options{}), nil
 		},
 	}
 	if o.UDPRTPAddress != "" {
@@ -163,11 +189,11 @@ func (s *Server) OnConnOpen(ctx *gortsplib.ServerHandlerOnConnOpenCtx) {
 func (s *Server) OnConnClose(ctx *gortsplib.ServerHandlerOnConnCloseCtx) {
 	s.mu.Lock()
 	delete(s.conns, ctx.Conn)
-	release := s.pending[ctx.Conn]
+	p, ok := s.pending[ctx.Conn]
 	delete(s.pending, ctx.Conn)
 	s.mu.Unlock()
-	if release != nil {
-		release()
+	if ok && p.play {
+		s.stopPlayback(p.reader)
 	}
 }
 
@@ -179,8 +205,21 @@ func (s *Server) OnSessionOpen(ctx *gortsplib.ServerHandlerOnSessionOpenCtx) {
 
 // OnSessionClose implements gortsplib.ServerHandlerOnSessionClose.
 func (s *Server) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
-	if r, ok := ctx.Session.UserData().(*Reader); ok && r.path != nil {
-		r.path.Remove(r)
+	if r, ok := ctx.Session.UserData().(*Reader); ok {
+		s.stopPlayback(r)
+		if r.path != nil {
+			r.path.Remove(r)
+		}
+	}
+}
+
+func (s *Server) stopPlayback(r *Reader) {
+	s.mu.Lock()
+	pb := r.playback
+	r.playback = nil
+	s.mu.Unlock()
+	if pb != nil {
+		pb.Stop()
 	}
 }
 
@@ -193,23 +232,25 @@ func (s *Server) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Re
 	r := &Reader{ID: s.connID(ctx.Conn), Type: "rtspConn", RemoteAddr: ctx.Conn.NetConn().RemoteAddr().String(), Query: ctx.Query}
 	wctx, cancel := context.WithTimeout(s.ctx, s.opts.StartTimeout)
 	defer cancel()
-	st, err := p.Describe(wctx, r)
+	rel, err := p.Describe(wctx, r)
 	if err != nil {
 		return s.failure(ctx.Path, err), nil, nil
 	}
-	return &base.Response{StatusCode: base.StatusOK}, st, nil
+	// Both of the relay's streams describe the same tracks.
+	return &base.Response{StatusCode: base.StatusOK}, rel.Stream(true), nil
 }
 
 // OnSetup implements gortsplib.ServerHandlerOnSetup.
 func (s *Server) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
-	// Every SETUP of a session must return the same stream (gortsplib panics
-	// otherwise), even if the source restarted in between.
-	if st := ctx.Session.SetuppedStream(); st != nil {
-		return &base.Response{StatusCode: base.StatusOK}, st, nil
-	}
 	r, _ := ctx.Session.UserData().(*Reader)
 	if r == nil {
 		return &base.Response{StatusCode: base.StatusInternalServerError}, nil, nil
+	}
+	// Every SETUP of a session must return the same stream (gortsplib panics
+	// otherwise), even if the source restarted in between.
+	if st := ctx.Session.SetuppedStream(); st != nil {
+		s.expectSetupResponse(ctx.Conn, r)
+		return &base.Response{StatusCode: base.StatusOK}, st, nil
 	}
 	p, ok := s.opts.Resolver.Lookup(pathName(ctx.Path))
 	if !ok {
@@ -218,7 +259,7 @@ func (s *Server) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response
 	r.Query = ctx.Query
 	wctx, cancel := context.WithTimeout(s.ctx, s.opts.StartTimeout)
 	defer cancel()
-	st, err := p.Setup(wctx, r)
+	rel, err := p.Setup(wctx, r)
 	if err != nil {
 		// The session never set up, so gortsplib's close of it will not
 		// reach the path: forget the reader here.
@@ -226,7 +267,22 @@ func (s *Server) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response
 		return s.failure(ctx.Path, err), nil, nil
 	}
 	r.path = p
-	return &base.Response{StatusCode: base.StatusOK}, st, nil
+	// A TCP reader on our own connection is fed by the relay directly.
+	direct := false
+	if mc, ok := ctx.Conn.NetConn().(relay.MediaConn); ok && ctx.Transport == gortsplib.TransportTCP {
+		direct = true
+		r.media.Lock()
+		r.conn = mc
+		r.media.Unlock()
+	}
+	s.expectSetupResponse(ctx.Conn, r)
+	return &base.Response{StatusCode: base.StatusOK}, rel.Stream(direct), nil
+}
+
+func (s *Server) expectSetupResponse(c *gortsplib.ServerConn, r *Reader) {
+	s.mu.Lock()
+	s.pending[c] = pendingRequest{reader: r}
+	s.mu.Unlock()
 }
 
 // OnPlay implements gortsplib.ServerHandlerOnPlay.
@@ -235,34 +291,58 @@ func (s *Server) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, 
 	if r == nil || r.path == nil {
 		return &base.Response{StatusCode: base.StatusBadRequest}, nil
 	}
-	release, err := r.path.Play(r)
+	pb, err := r.path.Play(r)
 	if err != nil {
 		return s.failure(ctx.Path, err), nil
 	}
-	if release != nil {
-		s.mu.Lock()
-		s.pending[ctx.Conn] = release
-		s.mu.Unlock()
+	s.mu.Lock()
+	old := r.playback
+	r.playback = pb
+	s.pending[ctx.Conn] = pendingRequest{reader: r, play: true}
+	s.mu.Unlock()
+	if old != nil {
+		old.Stop()
 	}
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
 
 // OnResponse implements gortsplib.ServerHandlerOnResponse. gortsplib calls
-// it after the session handled the request, so after a PLAY the reader is
-// active and the relay may feed again.
-func (s *Server) OnResponse(c *gortsplib.ServerConn, _ *base.Response) {
+// it after the session handled the request and before the response is
+// written: after a SETUP the reader's interleaved channels are known, and
+// after a PLAY the reader is active and its playback may start.
+func (s *Server) OnResponse(c *gortsplib.ServerConn, res *base.Response) {
 	s.mu.Lock()
-	release := s.pending[c]
+	p, ok := s.pending[c]
 	delete(s.pending, c)
+	var pb relay.Playback
+	if ok && p.play {
+		pb = p.reader.playback
+		if res.StatusCode != base.StatusOK {
+			p.reader.playback = nil
+		}
+	}
 	s.mu.Unlock()
-	if release != nil {
-		release()
+	if ok && !p.play && res.StatusCode == base.StatusOK {
+		var th headers.Transport
+		if err := th.Unmarshal(res.Header["Transport"]); err == nil && th.InterleavedIDs != nil {
+			p.reader.media.Lock()
+			p.reader.channels = append(p.reader.channels, th.InterleavedIDs[0])
+			p.reader.media.Unlock()
+		}
+	}
+	switch {
+	case pb == nil:
+	case res.StatusCode == base.StatusOK:
+		pb.Started()
+	default:
+		pb.Stop()
 	}
 }
 
 // OnPause implements gortsplib.ServerHandlerOnPause.
 func (s *Server) OnPause(ctx *gortsplib.ServerHandlerOnPauseCtx) (*base.Response, error) {
 	if r, ok := ctx.Session.UserData().(*Reader); ok && r.path != nil {
+		s.stopPlayback(r)
 		r.path.Pause(r)
 	}
 	return &base.Response{StatusCode: base.StatusOK}, nil
@@ -300,4 +380,36 @@ func (s *Server) failure(path string, err error) *base.Response {
 	}
 	s.log.Info("request refused", "path", pathName(path), "status", int(se.Status), "reason", se.Reason)
 	return &base.Response{StatusCode: se.Status, StatusMessage: se.Reason}
+}
+
+// FixedPath serves one relay with no source lifecycle: every request is
+// answered at once. Tests and benchmarks use it to put a relay behind the
+// real server.
+type FixedPath struct {
+	Relay *relay.Relay
+	Log   *slog.Logger
+}
+
+// Describe implements Path.
+func (p *FixedPath) Describe(context.Context, *Reader) (*relay.Relay, error) { return p.Relay, nil }
+
+// Setup implements Path.
+func (p *FixedPath) Setup(context.Context, *Reader) (*relay.Relay, error) { return p.Relay, nil }
+
+// Play implements Path.
+func (p *FixedPath) Play(r *Reader) (relay.Playback, error) { return p.Relay.Play(r.Player(p.Log)) }
+
+// Pause implements Path.
+func (p *FixedPath) Pause(*Reader) {}
+
+// Remove implements Path.
+func (p *FixedPath) Remove(*Reader) {}
+
+// Paths is a fixed Resolver.
+type Paths map[string]Path
+
+// Lookup implements Resolver.
+func (ps Paths) Lookup(name string) (Path, bool) {
+	p, ok := ps[name]
+	return p, ok
 }

@@ -111,7 +111,7 @@ type waiter struct {
 }
 
 type describeResult struct {
-	stream *gortsplib.ServerStream
+	relay  *relay.Relay
 	err    error
 }
 
@@ -220,18 +220,18 @@ func stopTimer(t **time.Timer) {
 var errCameraGone = &rtspserver.StatusError{Status: base.StatusNotFound, Reason: "no such camera"}
 
 // Describe implements rtspserver.Path.
-func (c *Camera) Describe(ctx context.Context, r *rtspserver.Reader) (*gortsplib.ServerStream, error) {
+func (c *Camera) Describe(ctx context.Context, r *rtspserver.Reader) (*relay.Relay, error) {
 	return c.await(ctx, r, false)
 }
 
 // Setup implements rtspserver.Path.
-func (c *Camera) Setup(ctx context.Context, r *rtspserver.Reader) (*gortsplib.ServerStream, error) {
+func (c *Camera) Setup(ctx context.Context, r *rtspserver.Reader) (*relay.Relay, error) {
 	return c.await(ctx, r, true)
 }
 
 // await answers at once when the stream is ready, otherwise holds the
 // request until it is (starting the source when nothing is running).
-func (c *Camera) await(ctx context.Context, r *rtspserver.Reader, addReader bool) (*gortsplib.ServerStream, error) {
+func (c *Camera) await(ctx context.Context, r *rtspserver.Reader, addReader bool) (*relay.Relay, error) {
 	reply := make(chan describeResult, 1)
 	if !c.post(ctx, func() { c.onRequest(r, addReader, reply) }) {
 		if ctx.Err() != nil {
@@ -241,7 +241,7 @@ func (c *Camera) await(ctx context.Context, r *rtspserver.Reader, addReader bool
 	}
 	select {
 	case res := <-reply:
-		return res.stream, res.err
+		return res.relay, res.err
 	case <-ctx.Done():
 		c.post(context.Background(), func() { c.dropWaiter(reply) })
 		return nil, ctx.Err()
@@ -272,7 +272,7 @@ func (c *Camera) onRequest(r *rtspserver.Reader, addReader bool, reply chan desc
 		stopTimer(&c.closeTimer)
 	}
 	if c.phase == ready {
-		reply <- describeResult{stream: c.relay.Stream()}
+		reply <- describeResult{relay: c.relay}
 		c.publishState()
 		return
 	}
@@ -330,7 +330,7 @@ func (c *Camera) endDemand() {
 }
 
 // Play implements rtspserver.Path.
-func (c *Camera) Play(r *rtspserver.Reader) (func(), error) {
+func (c *Camera) Play(r *rtspserver.Reader) (relay.Playback, error) {
 	var rel *relay.Relay
 	ok := c.call(func() {
 		if _, known := c.readers[r]; !known || c.relay == nil {
@@ -348,7 +348,7 @@ func (c *Camera) Play(r *rtspserver.Reader) (func(), error) {
 	}
 	// The replay runs here, on the reader's session goroutine, as gortsplib
 	// requires; the camera goroutine is not held up by it.
-	return rel.ReplayGOP(r.Session), nil
+	return rel.Play(r.Player(c.log))
 }
 
 // Pause implements rtspserver.Path.
@@ -651,7 +651,7 @@ func (c *Camera) onReady(p relay.Params) {
 	}
 	c.emit(events.CameraReady, map[string]any{"path": c.cfg.Path, "source_type": "rtspsSource",
 		"source_id": "", "tracks": p.Tracks()})
-	c.answerWaiters(describeResult{stream: c.relay.Stream()})
+	c.answerWaiters(describeResult{relay: c.relay})
 	// Clients answered here have only DESCRIBEd; their SETUP is on its way.
 	// A close-after shorter than that round trip would stop the stream under
 	// them and cost a second Generate.

@@ -1,0 +1,268 @@
+package framebatch
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// pair returns a batching conn and the peer's end, over real loopback TCP.
+func pair(t *testing.T, o Options) (*Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	bl := NewListener(ln, o)
+	peerCh := make(chan net.Conn, 1)
+	go func() {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Error(err)
+		}
+		peerCh <- c
+	}()
+	c, err := bl.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := <-peerCh
+	t.Cleanup(func() { c.Close(); peer.Close() })
+	return c.(*Conn), peer
+}
+
+// frame builds an interleaved RTP packet of n payload bytes.
+func frame(channel byte, marker bool, seq uint16, n int) []byte {
+	rtp := make([]byte, 12+n)
+	rtp[0] = 0x80
+	rtp[1] = 96
+	if marker {
+		rtp[1] |= 0x80
+	}
+	rtp[2], rtp[3] = byte(seq>>8), byte(seq)
+	for i := 12; i < len(rtp); i++ {
+		rtp[i] = byte(seq)
+	}
+	return append([]byte{'$', channel, byte(len(rtp) >> 8), byte(len(rtp))}, rtp...)
+}
+
+func rtcpSR(channel byte) []byte {
+	sr := make([]byte, 28)
+	sr[0], sr[1], sr[3] = 0x80, 200, 6
+	return append([]byte{'$', channel, 0, byte(len(sr))}, sr...)
+}
+
+func readN(t *testing.T, c net.Conn, n int) []byte {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, n)
+	if _, err := io.ReadFull(c, b); err != nil {
+		t.Fatalf("reading %d bytes: %v", n, err)
+	}
+	return b
+}
+
+// expectNothing asserts that the peer receives nothing within d.
+func expectNothing(t *testing.T, c net.Conn, d time.Duration) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(d))
+	var b [1]byte
+	if n, err := c.Read(b[:]); n > 0 || !errors.Is(err, errTimeout(err)) {
+		t.Fatalf("peer received data (%d bytes, %v) before the access unit ended", n, err)
+	}
+}
+
+func errTimeout(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return err
+	}
+	return errors.New("not a timeout")
+}
+
+func TestAccessUnitLeavesInOneWrite(t *testing.T) {
+	c, peer := pair(t, Options{MaxDelay: time.Hour})
+	var sent []byte
+	for i := 0; i < 5; i++ {
+		f := frame(0, false, uint16(i), 1000)
+		if _, err := c.Write(f); err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, f...)
+	}
+	sr := rtcpSR(1)
+	c.Write(sr)
+	sent = append(sent, sr...)
+	expectNothing(t, peer, 50*time.Millisecond)
+
+	last := frame(0, true, 5, 300)
+	c.Write(last)
+	sent = append(sent, last...)
+	if got := readN(t, peer, len(sent)); !bytes.Equal(got, sent) {
+		t.Fatal("the peer received different bytes than were written")
+	}
+	if s := c.Stats(); s.Writes != 7 || s.Flushes != 1 {
+		t.Fatalf("stats %+v, want 7 writes in 1 flush", s)
+	}
+}
+
+func TestResponseFlushesHeldPacketsFirst(t *testing.T) {
+	c, peer := pair(t, Options{MaxDelay: time.Hour})
+	f := frame(0, false, 1, 500)
+	c.Write(f)
+	resp := []byte("RTSP/1.0 200 OK\r\nCSeq: 3\r\n\r\n")
+	if n, err := c.Write(resp); err != nil || n != len(resp) {
+		t.Fatalf("write response: %d, %v", n, err)
+	}
+	want := append(append([]byte{}, f...), resp...)
+	if got := readN(t, peer, len(want)); !bytes.Equal(got, want) {
+		t.Fatalf("order on the wire broken:\n got %q\nwant %q", got[:40], want[:40])
+	}
+}
+
+func TestPendingBoundFlushes(t *testing.T) {
+	c, peer := pair(t, Options{MaxPending: 4000, MaxDelay: time.Hour})
+	var sent []byte
+	for i := 0; i < 4; i++ { // 4 × 1016 bytes crosses 4000 at the 4th
+		f := frame(0, false, uint16(i), 1000)
+		c.Write(f)
+		sent = append(sent, f...)
+	}
+	if got := readN(t, peer, len(sent)); !bytes.Equal(got, sent) {
+		t.Fatal("bytes differ")
+	}
+}
+
+func TestTimerFlushesUnmarkedPackets(t *testing.T) {
+	c, peer := pair(t, Options{MaxDelay: 20 * time.Millisecond})
+	f := frame(0, false, 1, 200)
+	start := time.Now()
+	c.Write(f)
+	got := readN(t, peer, len(f)) // waits for the timer's flush
+	if !bytes.Equal(got, f) {
+		t.Fatal("bytes differ")
+	}
+	if el := time.Since(start); el < 15*time.Millisecond {
+		t.Fatalf("flushed after %v, before MaxDelay", el)
+	}
+}
+
+func TestNonFrameWritesPassThrough(t *testing.T) {
+	c, peer := pair(t, Options{MaxDelay: time.Hour})
+	// A '$' whose length field disagrees with the write is not held.
+	odd := []byte{'$', 0, 0, 50, 1, 2, 3}
+	c.Write(odd)
+	if got := readN(t, peer, len(odd)); !bytes.Equal(got, odd) {
+		t.Fatal("bytes differ")
+	}
+	big := bytes.Repeat([]byte("x"), 3*DefaultMaxPending)
+	c.Write(frame(0, false, 1, 100))
+	c.Write(big)
+	if got := readN(t, peer, 116+len(big)); !bytes.Equal(got[116:], big) {
+		t.Fatal("large write corrupted")
+	}
+}
+
+func TestWriteErrorIsSticky(t *testing.T) {
+	c, peer := pair(t, Options{MaxDelay: time.Hour})
+	peer.(*net.TCPConn).SetLinger(0)
+	peer.Close()
+	var err error
+	for i := 0; i < 1000 && err == nil; i++ {
+		_, err = c.Write(frame(0, true, uint16(i), 1000))
+		time.Sleep(time.Millisecond) // lets the RST arrive; not a wait for an event
+	}
+	if err == nil {
+		t.Fatal("writes to a reset peer never failed")
+	}
+	if _, err2 := c.Write(frame(0, true, 1, 10)); err2 == nil {
+		t.Fatal("a write after a failure succeeded")
+	}
+}
+
+// TestCloseUnblocksStalledWrite: a reader that stops reading fills the
+// socket; Close must end the blocked write at once, not after the deadline.
+func TestCloseUnblocksStalledWrite(t *testing.T) {
+	c, _ := pair(t, Options{})
+	c.SetWriteDeadline(time.Now().Add(time.Minute))
+	done := make(chan error, 1)
+	var written atomic.Int64
+	go func() {
+		f := frame(0, true, 1, 60000)
+		for {
+			if _, err := c.Write(f); err != nil {
+				done <- err
+				return
+			}
+			written.Add(1)
+		}
+	}()
+	// Wait until the writer is blocked: the peer never reads, so the
+	// socket buffers fill and a write stops returning.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		before := written.Load()
+		time.Sleep(200 * time.Millisecond)
+		if written.Load() == before && before > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the writer never blocked")
+		}
+	}
+	start := time.Now()
+	c.Close()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a write blocked on a stalled reader outlived Close")
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Fatalf("Close took %v to end the write", el)
+	}
+}
+
+func TestDeadlineAppliesAtFlush(t *testing.T) {
+	c, _ := pair(t, Options{MaxDelay: time.Hour})
+	c.SetWriteDeadline(time.Now().Add(-time.Second)) // already past
+	c.Write(frame(0, false, 1, 10))                  // held: no error yet
+	if _, err := c.Write(frame(0, true, 2, 10)); err == nil {
+		t.Fatal("a flush past its deadline succeeded")
+	}
+}
+
+func BenchmarkWriteAccessUnit(b *testing.B) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			io.Copy(io.Discard, c)
+		}
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := Wrap(raw, Options{})
+	defer c.Close()
+	frames := make([][]byte, 12)
+	for i := range frames {
+		frames[i] = frame(0, i == len(frames)-1, uint16(i), 1400)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(12 * len(frames[0])))
+	for b.Loop() {
+		for _, f := range frames {
+			c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Write(f); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}

@@ -1,0 +1,191 @@
+package relay
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4"
+)
+
+// The direct path: a reader over TCP gets the relay's units as they are,
+// by its own writer goroutine, in one writev(2) per wake-up. Compared with
+// gortsplib's writer (a closure, a copy and a write call per packet per
+// reader), it costs one wake-up and one system call per reader per video
+// frame, and no copy at all for readers on the default channels.
+
+const (
+	// maxQueuedBytes is how far a reader may fall behind before it is
+	// dropped: a whole cached GOP (the late-join replay) plus a margin.
+	maxQueuedBytes = gopMaxBytes + 4<<20
+	// writeTimeout drops a reader whose socket accepts nothing for this
+	// long, as gortsplib's WriteTimeout does.
+	writeTimeout = 10 * time.Second
+)
+
+// MediaConn is a reader's connection as the direct path needs it:
+// framebatch.Conn, which serialises these writes with gortsplib's.
+type MediaConn interface {
+	// WriteBuffers writes whole interleaved frames.
+	WriteBuffers(*net.Buffers) error
+	// AfterResponse is closed once the response being prepared is written.
+	AfterResponse() <-chan struct{}
+	SetWriteDeadline(time.Time) error
+}
+
+// directReader is one reader fed by the direct path.
+type directReader struct {
+	ss *gortsplib.ServerSession
+	// channels are the reader's interleaved RTP channels per track, -1 for
+	// a track it did not set up; remap is set when they are not the
+	// defaults the units carry.
+	channels []int
+	remap    bool
+	from     uint64 // serial of the first live unit it gets
+
+	conn MediaConn
+	gate <-chan struct{}
+
+	mu     sync.Mutex
+	queue  []unit
+	queued int
+	dead   bool
+
+	wake chan struct{}
+	done chan struct{}
+	once sync.Once
+	// failed is set when the reader was dropped for being too slow or
+	// for a write error, for tests and logs.
+	failed atomic.Pointer[error]
+}
+
+// push queues units for the reader; it reports false once the reader is
+// gone, so the relay forgets it.
+func (d *directReader) push(units []unit) bool {
+	d.mu.Lock()
+	if d.dead {
+		d.mu.Unlock()
+		return false
+	}
+	added := false
+	for _, u := range units {
+		if u.serial < d.from || d.channels[u.track] < 0 {
+			continue
+		}
+		d.queue = append(d.queue, u)
+		d.queued += len(u.data)
+		added = true
+	}
+	if d.queued > maxQueuedBytes {
+		d.mu.Unlock()
+		d.fail(errors.New("reader too slow: its queue exceeded the limit"))
+		return false
+	}
+	d.mu.Unlock()
+	if added {
+		select {
+		case d.wake <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// run writes the queue to the socket until the reader stops.
+func (d *directReader) run(log *slog.Logger) {
+	select {
+	case <-d.gate:
+	case <-d.done:
+		return
+	case <-time.After(replayHoldLimit):
+		d.fail(errors.New("the PLAY response was never written"))
+		return
+	}
+	var (
+		batch   []unit
+		bufs    net.Buffers
+		scratch []byte
+		lastDL  time.Time
+	)
+	for {
+		select {
+		case <-d.wake:
+		case <-d.done:
+			return
+		}
+		d.mu.Lock()
+		batch, d.queue = d.queue, batch[:0]
+		d.queued = 0
+		d.mu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
+		bufs = bufs[:0]
+		if d.remap {
+			scratch = scratch[:0]
+			for _, u := range batch {
+				scratch = d.appendRemapped(scratch, u)
+			}
+			bufs = append(bufs, scratch)
+		} else {
+			for _, u := range batch {
+				bufs = append(bufs, u.data)
+			}
+		}
+		// The deadline moves once a second, not per write: a timer update
+		// per write is measurable at 50 readers.
+		if now := time.Now(); now.Sub(lastDL) >= time.Second {
+			lastDL = now
+			d.conn.SetWriteDeadline(now.Add(writeTimeout)) //nolint:errcheck // applied at the write
+		}
+		w := bufs
+		err := d.conn.WriteBuffers(&w)
+		clear(batch) // the arena chunks may go as soon as nobody needs them
+		if err != nil {
+			d.fail(err)
+			log.Debug("direct reader write failed", "error", err)
+			return
+		}
+	}
+}
+
+// appendRemapped copies a unit, rewriting its channels to the reader's.
+func (d *directReader) appendRemapped(dst []byte, u unit) []byte {
+	start := len(dst)
+	dst = append(dst, u.data...)
+	b := dst[start:]
+	for len(b) >= interleavedHeader {
+		b[1] = byte(d.channels[u.track]) + b[1]&1
+		b = b[interleavedHeader+(int(b[2])<<8|int(b[3])):]
+	}
+	return dst
+}
+
+// fail drops a reader that cannot keep up or whose socket failed: its
+// session is closed, as gortsplib does when its own write queue overflows.
+func (d *directReader) fail(err error) {
+	d.failed.CompareAndSwap(nil, &err)
+	d.mu.Lock()
+	already := d.dead
+	d.dead = true
+	d.mu.Unlock()
+	d.stop()
+	if !already {
+		go d.ss.Close()
+	}
+}
+
+// stop ends the writer; the relay forgets the reader at its next push.
+func (d *directReader) stop() {
+	d.once.Do(func() {
+		d.mu.Lock()
+		d.dead = true
+		clear(d.queue)
+		d.queue = nil
+		d.mu.Unlock()
+		close(d.done)
+	})
+}

@@ -1,7 +1,0 @@
-package relay
-
-import "net"
-
-type netListener = net.Listener
-
-var listen = net.Listen

@@ -1,0 +1,189 @@
+package relay
+
+import (
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/description"
+	"github.com/pion/rtp"
+)
+
+// Player is a reader about to play.
+type Player struct {
+	Session *gortsplib.ServerSession
+	// Conn is the reader's connection when the direct path can write to
+	// it (TCP through the server's framebatch listener), else nil.
+	Conn MediaConn
+	// Channels are the interleaved RTP channels of the session's set-up
+	// medias, in the order of Session.SetuppedMedias (TCP only).
+	Channels []int
+	Log      *slog.Logger
+}
+
+// Playback is a reader's feed. Call Started once the server has answered
+// its PLAY (gortsplib's OnResponse), and Stop when it pauses or leaves;
+// both are safe to call more than once.
+type Playback interface {
+	Started()
+	Stop()
+}
+
+// Play starts feeding a reader that set up Stream(direct) with direct
+// true when p qualifies for the direct path: the cached GOP first, then
+// the live units, with no gap. It must be called from the session's own
+// callback (OnPlay).
+func (r *Relay) Play(p Player) (Playback, error) {
+	medias := p.Session.SetuppedMedias()
+	if p.Session.SetuppedStream() != r.direct {
+		return r.playServed(p.Session), nil
+	}
+	if p.Conn == nil || len(p.Channels) != len(medias) {
+		return nil, fmt.Errorf("relay: the reader set up %d medias but %d interleaved channels are known", len(medias), len(p.Channels))
+	}
+	return r.playDirect(p, medias), nil
+}
+
+func (r *Relay) playDirect(p Player, medias []*description.Media) Playback {
+	d := &directReader{ss: p.Session, conn: p.Conn, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	d.channels = make([]int, len(r.tracks))
+	for i, t := range r.tracks {
+		d.channels[i] = -1
+		for j, m := range medias {
+			if m == t.media {
+				d.channels[i] = p.Channels[j]
+				d.remap = d.remap || p.Channels[j] != 2*t.index
+			}
+		}
+	}
+	log := p.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	return &directPlayback{r: r, d: d, log: log}
+}
+
+type directPlayback struct {
+	r    *Relay
+	d    *directReader
+	log  *slog.Logger
+	once sync.Once
+}
+
+// Started joins the reader: sender reports, the cached GOP and from then
+// on the live units are queued under the relay's lock, so none is missed
+// or repeated; its writer waits until the PLAY response is on the wire.
+func (pb *directPlayback) Started() {
+	pb.once.Do(func() {
+		r, d := pb.r, pb.d
+		d.gate = d.conn.AfterResponse()
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			d.stop()
+			return
+		}
+		var join []unit
+		for _, t := range r.tracks {
+			if t.tl.sentAny {
+				join = append(join, r.senderReport(t))
+			}
+		}
+		if r.gopValid {
+			join = append(join, r.gop...)
+		}
+		d.mu.Lock()
+		for _, u := range join {
+			if d.channels[u.track] >= 0 {
+				d.queue = append(d.queue, u)
+				d.queued += len(u.data)
+			}
+		}
+		d.mu.Unlock()
+		d.wake <- struct{}{}
+		d.from = r.nextSerial // units held for the next batch are in the GOP already
+		r.readers[d] = struct{}{}
+		r.mu.Unlock()
+		go d.run(pb.log)
+	})
+}
+
+func (pb *directPlayback) Stop() {
+	pb.once.Do(func() {}) // a Stop before Started never starts
+	pb.d.stop()
+}
+
+// playServed is the gortsplib path: the GOP is queued to the session now
+// and the feed is held until Started (see the mu comment in Relay).
+func (r *Relay) playServed(ss *gortsplib.ServerSession) Playback {
+	// A reader may have set up only some tracks; writing another panics.
+	setup := map[*description.Media]bool{}
+	for _, m := range ss.SetuppedMedias() {
+		setup[m] = true
+	}
+	r.mu.Lock()
+	r.viaServer++
+	if r.gopValid {
+		var pkt rtp.Packet
+	replay:
+		for _, u := range r.gop {
+			m := r.tracks[u.track].media
+			if !setup[m] || u.data[1]&1 != 0 {
+				continue // not set up, or a sender report
+			}
+			for b := u.data; len(b) >= interleavedHeader; {
+				n := int(b[2])<<8 | int(b[3])
+				if err := pkt.Unmarshal(b[interleavedHeader : interleavedHeader+n]); err != nil {
+					break replay
+				}
+				if err := ss.WritePacketRTP(m, &pkt); err != nil {
+					break replay
+				}
+				b = b[interleavedHeader+n:]
+			}
+		}
+	}
+	pb := &servedPlayback{r: r}
+	pb.hold = time.AfterFunc(replayHoldLimit, pb.release)
+	return pb
+}
+
+type servedPlayback struct {
+	r        *Relay
+	hold     *time.Timer
+	released sync.Once
+	stopped  sync.Once
+}
+
+func (pb *servedPlayback) release() { pb.released.Do(pb.r.mu.Unlock) }
+
+func (pb *servedPlayback) Started() {
+	pb.hold.Stop()
+	pb.release()
+}
+
+func (pb *servedPlayback) Stop() {
+	pb.Started()
+	pb.stopped.Do(func() {
+		pb.r.mu.Lock()
+		pb.r.viaServer--
+		pb.r.mu.Unlock()
+	})
+}
+
+// writeServed hands a unit's packets to gortsplib, which copies and sends
+// them to its readers with its own RTCP sender reports.
+func (r *Relay) writeServed(u unit) {
+	t := r.tracks[u.track]
+	ntp := t.tl.ntp()
+	var pkt rtp.Packet
+	for b := u.data; len(b) >= interleavedHeader; {
+		n := int(b[2])<<8 | int(b[3])
+		if err := pkt.Unmarshal(b[interleavedHeader : interleavedHeader+n]); err == nil {
+			r.served.WritePacketRTPWithNTP(t.media, &pkt, ntp) //nolint:errcheck // per-reader errors go to OnStreamWriteError
+		}
+		b = b[interleavedHeader+n:]
+	}
+}
