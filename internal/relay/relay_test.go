@@ -251,4 +251,3 @@ func TestLateJoinerGetsGOPFirst(t *testing.T) {
 		}
 	}
 }
-

@@ -111,8 +111,8 @@ type waiter struct {
 }
 
 type describeResult struct {
-	relay  *relay.Relay
-	err    error
+	relay *relay.Relay
+	err   error
 }
 
 // New creates a camera's supervisor; Run starts it.
