@@ -124,6 +124,13 @@ func Dial(ctx context.Context, rawURL string, o Options) (*Upstream, error) {
 	} else {
 		up.audio = nil
 	}
+	// Over RTSPS the TCP connection is already TLS. Google's SDP offers
+	// plain RTP/AVP; a server that offers RTP/SAVP (gortsplib's, such as
+	// our simulator) would have every packet encrypted a second time with
+	// SRTP, which costs CPU and protects nothing more.
+	for _, m := range medias {
+		m.Secure = false
+	}
 	if err := up.client.SetupAll(desc.BaseURL, medias); err != nil {
 		up.Close()
 		return nil, fmt.Errorf("upstream SETUP: %w", redact(err))
