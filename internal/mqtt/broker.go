@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -108,12 +109,31 @@ func (b *Broker) Addr() net.Addr { return b.publicAddr }
 // internalURL is where the daemon's own client connects.
 func (b *Broker) internalURL() string { return "mqtt://" + b.internalAddr.String() }
 
-// Close stops the broker and disconnects every client.
+// Close stops the broker and disconnects every client. Deliveries still on
+// their way (the retained "offline" published just before, above all) get
+// a short grace: mochi drops a client's queued packets when it disconnects
+// it, so Close first waits, up to closeGrace, for every QoS 1/2 delivery
+// to be acknowledged.
 func (b *Broker) Close() error {
 	if !b.publicOpen {
 		b.public.Close()
 	}
+	deadline := time.Now().Add(closeGrace)
+	for time.Now().Before(deadline) && b.deliveriesPending() {
+		time.Sleep(5 * time.Millisecond)
+	}
 	return b.server.Close()
+}
+
+const closeGrace = time.Second
+
+func (b *Broker) deliveriesPending() bool {
+	for _, cl := range b.server.Clients.GetAll() {
+		if !cl.Closed() && cl.State.Inflight.Len() > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func randomHex(n int) string {
