@@ -92,6 +92,7 @@ type Conn struct {
 	setDeadline  time.Time
 	timer        *time.Timer
 	timerArmed   bool
+	vec          vectorWriter // WriteBuffers' writev, without allocating
 	// respGate, when set, is closed once the next RTSP message (anything
 	// not an interleaved frame) has been written: see AfterResponse.
 	respGate chan struct{}
@@ -193,8 +194,8 @@ func (c *Conn) openGateLocked() {
 // WriteBuffers writes whole interleaved frames, after whatever is held,
 // with one writev(2) where the socket supports it. The relay's direct path
 // uses it to hand a reader several access units at once without copying
-// them. It consumes bufs.
-func (c *Conn) WriteBuffers(bufs *net.Buffers) error {
+// them. The elements of bufs may be modified.
+func (c *Conn) WriteBuffers(bufs net.Buffers) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.writes.Add(1)
@@ -206,7 +207,7 @@ func (c *Conn) WriteBuffers(bufs *net.Buffers) error {
 	}
 	c.applyDeadlineLocked()
 	c.flushes.Add(1)
-	if _, err := bufs.WriteTo(c.Conn); err != nil {
+	if err := c.vec.write(c.Conn, bufs); err != nil {
 		c.err = err
 		c.openGateLocked()
 		return err

@@ -266,3 +266,99 @@ func BenchmarkWriteAccessUnit(b *testing.B) {
 		}
 	}
 }
+
+// TestWriteBuffersWholeAndOrdered: more buffers than one writev takes, to a
+// reader slow enough that the socket fills (partial writes, EAGAIN), after
+// held packets: the peer gets exactly the bytes, in order.
+func TestWriteBuffersWholeAndOrdered(t *testing.T) {
+	c, peer := pair(t, Options{MaxDelay: time.Hour})
+	held := frame(0, false, 1, 300)
+	c.Write(held)
+	want := append([]byte{}, held...)
+	var bufs net.Buffers
+	for i := 0; i < 3*maxIovecsForTest; i++ {
+		f := frame(0, i%7 == 0, uint16(i), 100+i%1300)
+		bufs = append(bufs, f)
+		want = append(want, f...)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		var all []byte
+		buf := make([]byte, 4096)
+		peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for len(all) < len(want) {
+			n, err := peer.Read(buf)
+			all = append(all, buf[:n]...)
+			if err != nil {
+				break
+			}
+			if len(all) < 64<<10 {
+				time.Sleep(time.Millisecond) // a slow reader at first, so the socket fills
+			}
+		}
+		got <- all
+	}()
+	if err := c.WriteBuffers(bufs); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Fatalf("peer got %d bytes, want %d, or different ones", len(b), len(want))
+	}
+}
+
+const maxIovecsForTest = 512
+
+func TestWriteBuffersDoesNotAllocate(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			io.Copy(io.Discard, c)
+		}
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := Wrap(raw, Options{})
+	defer c.Close()
+	bufs := net.Buffers{frame(0, false, 1, 1400), frame(0, true, 2, 800), frame(2, true, 1, 300)}
+	scratch := make(net.Buffers, len(bufs))
+	allocs := testing.AllocsPerRun(200, func() {
+		copy(scratch, bufs)
+		if err := c.WriteBuffers(scratch); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("WriteBuffers allocates %.1f times per call", allocs)
+	}
+}
+
+// TestAfterResponseGate: the gate opens when the next RTSP message is on
+// the wire, not on interleaved frames.
+func TestAfterResponseGate(t *testing.T) {
+	c, peer := pair(t, Options{MaxDelay: time.Hour})
+	gate := c.AfterResponse()
+	c.Write(frame(0, true, 1, 100))
+	select {
+	case <-gate:
+		t.Fatal("the gate opened on a media frame")
+	default:
+	}
+	resp := []byte("RTSP/1.0 200 OK\r\nCSeq: 4\r\n\r\n")
+	c.Write(resp)
+	select {
+	case <-gate:
+	default:
+		t.Fatal("the gate stayed shut after the response")
+	}
+	readN(t, peer, 116+len(resp))
+	// A failed connection opens a gate at once.
+	c.Close()
+	select {
+	case <-c.AfterResponse():
+	case <-time.After(time.Second):
+		t.Fatal("a gate on a closed connection never opened")
+	}
+}

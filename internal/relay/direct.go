@@ -30,7 +30,7 @@ const (
 // framebatch.Conn, which serialises these writes with gortsplib's.
 type MediaConn interface {
 	// WriteBuffers writes whole interleaved frames.
-	WriteBuffers(*net.Buffers) error
+	WriteBuffers(net.Buffers) error
 	// AfterResponse is closed once the response being prepared is written.
 	AfterResponse() <-chan struct{}
 	SetWriteDeadline(time.Time) error
@@ -141,9 +141,10 @@ func (d *directReader) run(log *slog.Logger) {
 			lastDL = now
 			d.conn.SetWriteDeadline(now.Add(writeTimeout)) //nolint:errcheck // applied at the write
 		}
-		w := bufs
-		err := d.conn.WriteBuffers(&w)
-		clear(batch) // the arena chunks may go as soon as nobody needs them
+		err := d.conn.WriteBuffers(bufs)
+		// Let the arena chunks go as soon as nobody needs them.
+		clear(batch)
+		clear(bufs)
 		if err != nil {
 			d.fail(err)
 			log.Debug("direct reader write failed", "error", err)

@@ -1,0 +1,13 @@
+//go:build !linux
+
+package framebatch
+
+import "net"
+
+// vectorWriter uses net.Buffers where the raw writev path is not built.
+type vectorWriter struct{}
+
+func (vectorWriter) write(c net.Conn, bufs net.Buffers) error {
+	_, err := bufs.WriteTo(c)
+	return err
+}
