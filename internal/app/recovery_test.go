@@ -308,3 +308,55 @@ func TestFailedSetupLeavesNoReader(t *testing.T) {
 		return false
 	})
 }
+
+// TestRecoveryGoogleTimeout: Google accepts the Generate but never answers
+// within the client's 10 s HTTP timeout. The attempt is abandoned with a
+// reason in the camera's state, the start backs off and retries, and the
+// reader, held all along, gets the stream once Google answers again.
+func TestRecoveryGoogleTimeout(t *testing.T) {
+	t.Parallel()
+	e := startE2E(t, nestsim.Options{}, func(c *config.Config) { c.OnDemandStartTimeout = 40 * time.Second })
+	e.authorize()
+	e.sync(map[string]string{"Front Door": "front-door"})
+	cam := e.cams["Front Door"]
+	states := e.mqtt.Subscribe(fmt.Sprintf("nestmtx/state/camera/%d", cam))
+	e.sim.Faults().SlowResponses(time.Minute)
+	start := time.Now()
+	type opened struct {
+		r   *reader
+		err error
+	}
+	got := make(chan opened, 1)
+	go func() {
+		r, err := openReader(e.rtspURL("front-door"), 45*time.Second)
+		got <- opened{r, err}
+	}()
+	// Wait for the state to report the abandoned attempt.
+	deadline := time.After(30 * time.Second)
+	for {
+		var st struct {
+			LastError *string `json:"last_error"`
+		}
+		select {
+		case p := <-states:
+			_ = json.Unmarshal(p.Payload, &st)
+		case <-deadline:
+			t.Fatal("no state reported the timed-out Generate")
+		}
+		if st.LastError != nil && strings.Contains(*st.LastError, "Timeout") {
+			t.Logf("after %s: last_error %q", time.Since(start).Round(time.Millisecond), *st.LastError)
+			break
+		}
+	}
+	if took := time.Since(start); took < 9*time.Second {
+		t.Fatalf("the Generate was given up after %s, before the 10 s HTTP timeout", took)
+	}
+	e.sim.Faults().SlowResponses(0)
+	o := <-got
+	if o.err != nil {
+		t.Fatalf("the held reader was refused: %v", o.err)
+	}
+	t.Cleanup(o.r.c.Close)
+	o.r.flowing(t, 0)
+	t.Logf("stream flowing %s after the first DESCRIBE", time.Since(start).Round(time.Millisecond))
+}

@@ -96,6 +96,7 @@ type Camera struct {
 	retiring  []nest.RTSPStream
 	gen       int // source generation: stale reports are ignored
 	cancelSrc context.CancelFunc
+	srcCtx    context.Context // the current generation's; nil between generations
 	lastError string
 	attempts  int // consecutive failed starts, for backoff
 
@@ -440,7 +441,7 @@ func (c *Camera) startSource() {
 	c.gen++
 	gen := c.gen
 	ctx, cancel := context.WithCancel(context.Background())
-	c.cancelSrc = cancel
+	c.srcCtx, c.cancelSrc = ctx, cancel
 	g := c.google
 	device := c.cfg.Device
 	retire := c.retiring
@@ -453,7 +454,7 @@ func (c *Camera) startSource() {
 func (c *Camera) stopSource() {
 	if c.cancelSrc != nil {
 		c.cancelSrc()
-		c.cancelSrc = nil
+		c.srcCtx, c.cancelSrc = nil, nil
 		// Its reports (a cancelled Generate, say) are stale from now on.
 		c.gen++
 	}
@@ -828,8 +829,15 @@ func (c *Camera) extend() {
 		return
 	}
 	s, g, gen := *c.session, c.google, c.gen
+	// The extension belongs to this generation: one still queued behind
+	// the quota when the generation ends (a regeneration, unDemand) is
+	// dropped rather than spent on a session nobody reads.
+	genCtx := c.srcCtx
+	if genCtx == nil {
+		genCtx = context.Background()
+	}
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(genCtx, 30*time.Second)
 		defer cancel()
 		next, err := g.ExtendRtspStream(ctx, s)
 		posted := c.post(context.Background(), func() {
