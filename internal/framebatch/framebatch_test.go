@@ -237,20 +237,7 @@ func TestDeadlineAppliesAtFlush(t *testing.T) {
 }
 
 func BenchmarkWriteAccessUnit(b *testing.B) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			io.Copy(io.Discard, c)
-		}
-	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	c := Wrap(raw, Options{})
-	defer c.Close()
+	c := discardConn(b)
 	frames := make([][]byte, 12)
 	for i := range frames {
 		frames[i] = frame(0, i == len(frames)-1, uint16(i), 1400)
@@ -309,19 +296,7 @@ func TestWriteBuffersWholeAndOrdered(t *testing.T) {
 const maxIovecsForTest = 512
 
 func TestWriteBuffersDoesNotAllocate(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer ln.Close()
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			io.Copy(io.Discard, c)
-		}
-	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := Wrap(raw, Options{})
-	defer c.Close()
+	c := discardConn(t)
 	bufs := net.Buffers{frame(0, false, 1, 1400), frame(0, true, 2, 800), frame(2, true, 1, 300)}
 	scratch := make(net.Buffers, len(bufs))
 	allocs := testing.AllocsPerRun(200, func() {
@@ -361,4 +336,26 @@ func TestAfterResponseGate(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatal("a gate on a closed connection never opened")
 	}
+}
+
+// discardConn is a batching conn to a peer that reads and drops everything.
+func discardConn(tb testing.TB) *Conn {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			io.Copy(io.Discard, c)
+		}
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := Wrap(raw, Options{})
+	tb.Cleanup(func() { c.Close() })
+	return c
 }
