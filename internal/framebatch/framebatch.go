@@ -20,6 +20,13 @@
 // is written. gortsplib asks for a new deadline before each packet; the
 // underlying socket's deadline is only moved when it would change by more
 // than deadlineSlack, which saves a runtime timer update per packet.
+//
+// The relay's direct path (internal/relay) writes to the same connections
+// with WriteBuffers: several whole access units, already interleaved, in
+// one writev(2), serialised with gortsplib's own writes by the same lock.
+// AfterResponse lets it start only once the PLAY response is on the wire.
+// With the direct path, gortsplib itself writes RTP only to readers it
+// serves (UDP), so the batching above mostly covers RTCP and a fallback.
 package framebatch
 
 import (
