@@ -1,32 +1,19 @@
-// Package framebatch wraps the RTSP server's TCP connections so that the
-// RTP packets of one access unit leave in one write(2) instead of one each.
+// Package framebatch wraps the RTSP server's TCP connections so that two
+// writers can share them: gortsplib, which writes its RTSP responses, and
+// the relay's direct path (internal/relay), which writes each reader's
+// media as batches of whole interleaved access units, one writev(2) per
+// batch instead of gortsplib's one write(2) per packet.
 //
-// Why: gortsplib writes every interleaved RTP packet to its reader's socket
-// with its own write call. At 1080p30 and 4 Mbit/s that is about 430 calls
-// a second per reader, and with 50 readers the system calls alone cost more
-// than the rest of the relay together (measured with
-// scripts/bench-relay.sh). gortsplib has no batch API, but it lets the
-// server supply its listener, so the batching lives here, under it.
+// Why: at 1080p30 and 4 Mbit/s gortsplib makes about 430 write calls a
+// second per reader; with 50 readers the system calls cost more than the
+// rest of the relay together (measured with scripts/bench-relay.sh).
+// gortsplib has no batch API, but it lets the server supply its listener,
+// so the shared connection lives here, under it.
 //
-// The policy: an interleaved RTP packet is held until the packet that ends
-// its access unit (the RTP marker bit) arrives, then everything held leaves
-// in one write. Anything else (an RTSP response, a frame that does not
-// parse) flushes at once, after what is held, so the byte order on the wire
-// is exactly the order of the Write calls. Two bounds keep a stream without
-// markers honest: a flush once MaxPending bytes are held, and a timer that
-// flushes whatever has waited MaxDelay.
-//
-// Write deadlines are applied at flush time, since that is when the socket
-// is written. gortsplib asks for a new deadline before each packet; the
-// underlying socket's deadline is only moved when it would change by more
-// than deadlineSlack, which saves a runtime timer update per packet.
-//
-// The relay's direct path (internal/relay) writes to the same connections
-// with WriteBuffers: several whole access units, already interleaved, in
-// one writev(2), serialised with gortsplib's own writes by the same lock.
-// AfterResponse lets it start only once the PLAY response is on the wire.
-// With the direct path, gortsplib itself writes RTP only to readers it
-// serves (UDP), so the batching above mostly covers RTCP and a fallback.
+// One lock orders every write, so bytes never interleave mid-frame, and
+// AfterResponse lets the media writer start only once the PLAY response is
+// on the wire. Close does not take the lock: a write blocked on a stalled
+// reader must end at once, since gortsplib relies on that to end a session.
 package framebatch
 
 import (
@@ -36,42 +23,14 @@ import (
 	"time"
 )
 
-const (
-	// DefaultMaxPending holds about eleven 1400-byte packets: a typical
-	// 4 Mbit/s P-frame leaves in one write, an I-frame in a handful.
-	DefaultMaxPending = 16 << 10
-	// DefaultMaxDelay bounds the latency a packet without a marker after it
-	// can gain. Streams from our relay always end an access unit with one.
-	DefaultMaxDelay = 10 * time.Millisecond
-
-	deadlineSlack = time.Second
-)
-
-// Options tune the batching. Zero values take the defaults.
-type Options struct {
-	MaxPending int
-	MaxDelay   time.Duration
-}
-
-func (o Options) withDefaults() Options {
-	if o.MaxPending <= 0 {
-		o.MaxPending = DefaultMaxPending
-	}
-	if o.MaxDelay <= 0 {
-		o.MaxDelay = DefaultMaxDelay
-	}
-	return o
-}
-
 // Listener accepts connections wrapped in Conn.
 type Listener struct {
 	net.Listener
-	opts Options
 }
 
 // NewListener wraps ln.
-func NewListener(ln net.Listener, o Options) *Listener {
-	return &Listener{Listener: ln, opts: o.withDefaults()}
+func NewListener(ln net.Listener) *Listener {
+	return &Listener{Listener: ln}
 }
 
 // Accept implements net.Listener.
@@ -80,57 +39,41 @@ func (l *Listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newConn(c, l.opts), nil
+	return Wrap(c), nil
 }
 
-// Conn is a net.Conn whose writes are batched per access unit.
+// Conn is a net.Conn shared by gortsplib's writes and WriteBuffers.
 type Conn struct {
 	net.Conn
-	opts Options
 
-	mu      sync.Mutex
-	pending []byte
-	// err is the first write error; every later Write returns it, as a
+	mu sync.Mutex
+	// err is the first write error; every later write returns it, as a
 	// failed socket would.
 	err error
-	// wantDeadline is the last deadline asked for; setDeadline the one the
-	// socket has.
-	wantDeadline time.Time
-	setDeadline  time.Time
-	timer        *time.Timer
-	timerArmed   bool
-	vec          vectorWriter // WriteBuffers' writev, without allocating
+	vec vectorWriter // WriteBuffers' writev, without allocating
 	// respGate, when set, is closed once the next RTSP message (anything
 	// not an interleaved frame) has been written: see AfterResponse.
 	respGate chan struct{}
 	// Counters are atomic so that reading them never waits on a write
 	// blocked under mu.
-	writes, flushes atomic.Uint64
+	writes, syscalls atomic.Uint64
 }
 
-// Stats count what the batching did, for tests and benchmarks.
+// Stats count the writes, for tests and benchmarks.
 type Stats struct {
-	Writes  uint64 // Write calls
-	Flushes uint64 // writes to the socket
+	Writes   uint64 // Write and WriteBuffers calls
+	Syscalls uint64 // of those, the ones that reached the socket
 }
 
-func newConn(c net.Conn, o Options) *Conn {
-	bc := &Conn{Conn: c, opts: o}
-	bc.timer = time.AfterFunc(time.Hour, bc.flushOnTimer)
-	bc.timer.Stop()
-	return bc
-}
-
-// Wrap wraps one connection, for callers that accept their own.
-func Wrap(c net.Conn, o Options) *Conn { return newConn(c, o.withDefaults()) }
+// Wrap wraps one connection.
+func Wrap(c net.Conn) *Conn { return &Conn{Conn: c} }
 
 // Stats returns the counters so far.
 func (c *Conn) Stats() Stats {
-	return Stats{Writes: c.writes.Load(), Flushes: c.flushes.Load()}
+	return Stats{Writes: c.writes.Load(), Syscalls: c.syscalls.Load()}
 }
 
-// Write implements net.Conn. A held packet reports success; a failure to
-// send it later is returned by the next Write.
+// Write implements net.Conn.
 func (c *Conn) Write(b []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -138,37 +81,33 @@ func (c *Conn) Write(b []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
-	hold, endsUnit := classify(b)
-	if !hold {
-		// Not an interleaved packet: whatever is held goes first, then b,
-		// in one write when both fit the buffer.
-		defer c.openGateLocked()
-		if len(c.pending)+len(b) <= cap(c.pending) {
-			c.pending = append(c.pending, b...)
-			return len(b), c.flushLocked()
-		}
-		if err := c.flushLocked(); err != nil {
-			return 0, err
-		}
-		return c.writeLocked(b)
+	c.syscalls.Add(1)
+	n, err := c.Conn.Write(b)
+	if err != nil {
+		c.fail(err)
+	} else if len(b) > 0 && b[0] != '$' {
+		c.openGate()
 	}
-	if c.pending == nil {
-		c.pending = make([]byte, 0, c.opts.MaxPending+len(b))
+	return n, err
+}
+
+// WriteBuffers writes whole interleaved frames with one writev(2) where
+// the socket supports it. The relay's direct path uses it to hand a reader
+// several access units at once without copying them. The elements of bufs
+// may be modified.
+func (c *Conn) WriteBuffers(bufs net.Buffers) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.writes.Add(1)
+	if c.err != nil {
+		return c.err
 	}
-	if len(c.pending)+len(b) > cap(c.pending) {
-		if err := c.flushLocked(); err != nil {
-			return 0, err
-		}
+	c.syscalls.Add(1)
+	if err := c.vec.write(c.Conn, bufs); err != nil {
+		c.fail(err)
+		return err
 	}
-	c.pending = append(c.pending, b...)
-	if endsUnit || len(c.pending) >= c.opts.MaxPending {
-		return len(b), c.flushLocked()
-	}
-	if !c.timerArmed {
-		c.timerArmed = true
-		c.timer.Reset(c.opts.MaxDelay)
-	}
-	return len(b), nil
+	return nil
 }
 
 // AfterResponse returns a channel closed once the next RTSP message written
@@ -184,143 +123,35 @@ func (c *Conn) AfterResponse() <-chan struct{} {
 		close(ch)
 		return ch
 	}
-	if c.respGate != nil {
-		close(c.respGate)
-	}
+	c.openGate()
 	c.respGate = ch
 	return ch
 }
 
-func (c *Conn) openGateLocked() {
+func (c *Conn) openGate() {
 	if c.respGate != nil {
 		close(c.respGate)
 		c.respGate = nil
 	}
 }
 
-// WriteBuffers writes whole interleaved frames, after whatever is held,
-// with one writev(2) where the socket supports it. The relay's direct path
-// uses it to hand a reader several access units at once without copying
-// them. The elements of bufs may be modified.
-func (c *Conn) WriteBuffers(bufs net.Buffers) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.writes.Add(1)
-	if c.err != nil {
-		return c.err
-	}
-	if err := c.flushLocked(); err != nil {
-		return err
-	}
-	c.applyDeadlineLocked()
-	c.flushes.Add(1)
-	if err := c.vec.write(c.Conn, bufs); err != nil {
-		c.err = err
-		c.openGateLocked()
-		return err
-	}
-	return nil
-}
-
-// classify tells whether b is one whole interleaved frame ('$', channel,
-// 16-bit length, payload) worth holding, and whether it ends an access
-// unit: an RTP packet with the marker bit. RTCP rides with the next flush.
-func classify(b []byte) (hold, endsUnit bool) {
-	if len(b) < 4 || b[0] != '$' || int(b[2])<<8|int(b[3]) != len(b)-4 {
-		return false, false
-	}
-	p := b[4:]
-	if len(p) < 2 || p[0]>>6 != 2 {
-		return false, false // not RTP or RTCP version 2
-	}
-	// RTCP packet types 192-223 sit where RTP has marker + payload type;
-	// RFC 5761 keeps RTP payload types out of that range.
-	if p[1] >= 192 && p[1] <= 223 {
-		return true, false
-	}
-	return true, p[1]&0x80 != 0
-}
-
-func (c *Conn) flushOnTimer() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.timerArmed = false
+func (c *Conn) fail(err error) {
 	if c.err == nil {
-		c.flushLocked() //nolint:errcheck // kept in c.err for the next Write
-	}
-}
-
-func (c *Conn) flushLocked() error {
-	if c.timerArmed {
-		c.timerArmed = false
-		c.timer.Stop()
-	}
-	if len(c.pending) == 0 {
-		return nil
-	}
-	_, err := c.writeLocked(c.pending)
-	c.pending = c.pending[:0]
-	return err
-}
-
-func (c *Conn) writeLocked(b []byte) (int, error) {
-	c.applyDeadlineLocked()
-	c.flushes.Add(1)
-	n, err := c.Conn.Write(b)
-	if err != nil {
 		c.err = err
-		c.openGateLocked()
 	}
-	return n, err
+	c.openGate()
 }
 
-func (c *Conn) applyDeadlineLocked() {
-	want := c.wantDeadline
-	if want.Equal(c.setDeadline) {
-		return
-	}
-	// Move the socket's deadline when the new one is earlier, clears it,
-	// or lies more than deadlineSlack later: a writer that refreshes a
-	// 10 s deadline per packet then costs one update a second.
-	if want.IsZero() || c.setDeadline.IsZero() || want.Before(c.setDeadline) ||
-		want.Sub(c.setDeadline) > deadlineSlack {
-		c.Conn.SetWriteDeadline(want) //nolint:errcheck // the write reports a dead socket
-		c.setDeadline = want
-	}
-}
-
-// SetWriteDeadline implements net.Conn; it takes effect at the next write
-// to the socket.
-func (c *Conn) SetWriteDeadline(t time.Time) error {
-	c.mu.Lock()
-	c.wantDeadline = t
-	c.mu.Unlock()
-	return nil
-}
-
-// SetDeadline implements net.Conn.
-func (c *Conn) SetDeadline(t time.Time) error {
-	if err := c.SetWriteDeadline(t); err != nil {
-		return err
-	}
-	return c.Conn.SetReadDeadline(t)
-}
+// SetWriteDeadline implements net.Conn. It is passed through at once: a
+// writer blocked on a full socket sees it.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(t) }
 
 // Close closes the socket first, without the lock, so that a write blocked
-// on a stalled reader returns at once (gortsplib relies on that to end a
-// session), then drops what is held.
+// on a stalled reader returns at once, then fails every later write.
 func (c *Conn) Close() error {
 	err := c.Conn.Close()
 	c.mu.Lock()
-	if c.timerArmed {
-		c.timerArmed = false
-		c.timer.Stop()
-	}
-	c.pending = nil
-	if c.err == nil {
-		c.err = net.ErrClosed
-	}
-	c.openGateLocked()
+	c.fail(net.ErrClosed)
 	c.mu.Unlock()
 	return err
 }

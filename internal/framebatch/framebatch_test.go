@@ -11,14 +11,14 @@ import (
 )
 
 // pair returns a batching conn and the peer's end, over real loopback TCP.
-func pair(t *testing.T, o Options) (*Conn, net.Conn) {
+func pair(t *testing.T) (*Conn, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	bl := NewListener(ln, o)
+	bl := NewListener(ln)
 	peerCh := make(chan net.Conn, 1)
 	go func() {
 		c, err := net.Dial("tcp", ln.Addr().String())
@@ -51,12 +51,6 @@ func frame(channel byte, marker bool, seq uint16, n int) []byte {
 	return append([]byte{'$', channel, byte(len(rtp) >> 8), byte(len(rtp))}, rtp...)
 }
 
-func rtcpSR(channel byte) []byte {
-	sr := make([]byte, 28)
-	sr[0], sr[1], sr[3] = 0x80, 200, 6
-	return append([]byte{'$', channel, 0, byte(len(sr))}, sr...)
-}
-
 func readN(t *testing.T, c net.Conn, n int) []byte {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -67,109 +61,8 @@ func readN(t *testing.T, c net.Conn, n int) []byte {
 	return b
 }
 
-// expectNothing asserts that the peer receives nothing within d.
-func expectNothing(t *testing.T, c net.Conn, d time.Duration) {
-	t.Helper()
-	c.SetReadDeadline(time.Now().Add(d))
-	var b [1]byte
-	if n, err := c.Read(b[:]); n > 0 || !errors.Is(err, errTimeout(err)) {
-		t.Fatalf("peer received data (%d bytes, %v) before the access unit ended", n, err)
-	}
-}
-
-func errTimeout(err error) error {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return err
-	}
-	return errors.New("not a timeout")
-}
-
-func TestAccessUnitLeavesInOneWrite(t *testing.T) {
-	c, peer := pair(t, Options{MaxDelay: time.Hour})
-	var sent []byte
-	for i := 0; i < 5; i++ {
-		f := frame(0, false, uint16(i), 1000)
-		if _, err := c.Write(f); err != nil {
-			t.Fatal(err)
-		}
-		sent = append(sent, f...)
-	}
-	sr := rtcpSR(1)
-	c.Write(sr)
-	sent = append(sent, sr...)
-	expectNothing(t, peer, 50*time.Millisecond)
-
-	last := frame(0, true, 5, 300)
-	c.Write(last)
-	sent = append(sent, last...)
-	if got := readN(t, peer, len(sent)); !bytes.Equal(got, sent) {
-		t.Fatal("the peer received different bytes than were written")
-	}
-	if s := c.Stats(); s.Writes != 7 || s.Flushes != 1 {
-		t.Fatalf("stats %+v, want 7 writes in 1 flush", s)
-	}
-}
-
-func TestResponseFlushesHeldPacketsFirst(t *testing.T) {
-	c, peer := pair(t, Options{MaxDelay: time.Hour})
-	f := frame(0, false, 1, 500)
-	c.Write(f)
-	resp := []byte("RTSP/1.0 200 OK\r\nCSeq: 3\r\n\r\n")
-	if n, err := c.Write(resp); err != nil || n != len(resp) {
-		t.Fatalf("write response: %d, %v", n, err)
-	}
-	want := append(append([]byte{}, f...), resp...)
-	if got := readN(t, peer, len(want)); !bytes.Equal(got, want) {
-		t.Fatalf("order on the wire broken:\n got %q\nwant %q", got[:40], want[:40])
-	}
-}
-
-func TestPendingBoundFlushes(t *testing.T) {
-	c, peer := pair(t, Options{MaxPending: 4000, MaxDelay: time.Hour})
-	var sent []byte
-	for i := 0; i < 4; i++ { // 4 × 1016 bytes crosses 4000 at the 4th
-		f := frame(0, false, uint16(i), 1000)
-		c.Write(f)
-		sent = append(sent, f...)
-	}
-	if got := readN(t, peer, len(sent)); !bytes.Equal(got, sent) {
-		t.Fatal("bytes differ")
-	}
-}
-
-func TestTimerFlushesUnmarkedPackets(t *testing.T) {
-	c, peer := pair(t, Options{MaxDelay: 20 * time.Millisecond})
-	f := frame(0, false, 1, 200)
-	start := time.Now()
-	c.Write(f)
-	got := readN(t, peer, len(f)) // waits for the timer's flush
-	if !bytes.Equal(got, f) {
-		t.Fatal("bytes differ")
-	}
-	if el := time.Since(start); el < 15*time.Millisecond {
-		t.Fatalf("flushed after %v, before MaxDelay", el)
-	}
-}
-
-func TestNonFrameWritesPassThrough(t *testing.T) {
-	c, peer := pair(t, Options{MaxDelay: time.Hour})
-	// A '$' whose length field disagrees with the write is not held.
-	odd := []byte{'$', 0, 0, 50, 1, 2, 3}
-	c.Write(odd)
-	if got := readN(t, peer, len(odd)); !bytes.Equal(got, odd) {
-		t.Fatal("bytes differ")
-	}
-	big := bytes.Repeat([]byte("x"), 3*DefaultMaxPending)
-	c.Write(frame(0, false, 1, 100))
-	c.Write(big)
-	if got := readN(t, peer, 116+len(big)); !bytes.Equal(got[116:], big) {
-		t.Fatal("large write corrupted")
-	}
-}
-
 func TestWriteErrorIsSticky(t *testing.T) {
-	c, peer := pair(t, Options{MaxDelay: time.Hour})
+	c, peer := pair(t)
 	peer.(*net.TCPConn).SetLinger(0)
 	peer.Close()
 	var err error
@@ -188,7 +81,7 @@ func TestWriteErrorIsSticky(t *testing.T) {
 // TestCloseUnblocksStalledWrite: a reader that stops reading fills the
 // socket; Close must end the blocked write at once, not after the deadline.
 func TestCloseUnblocksStalledWrite(t *testing.T) {
-	c, _ := pair(t, Options{})
+	c, _ := pair(t)
 	c.SetWriteDeadline(time.Now().Add(time.Minute))
 	done := make(chan error, 1)
 	var written atomic.Int64
@@ -227,41 +120,33 @@ func TestCloseUnblocksStalledWrite(t *testing.T) {
 	}
 }
 
-func TestDeadlineAppliesAtFlush(t *testing.T) {
-	c, _ := pair(t, Options{MaxDelay: time.Hour})
-	c.SetWriteDeadline(time.Now().Add(-time.Second)) // already past
-	c.Write(frame(0, false, 1, 10))                  // held: no error yet
-	if _, err := c.Write(frame(0, true, 2, 10)); err == nil {
-		t.Fatal("a flush past its deadline succeeded")
-	}
-}
-
+// BenchmarkWriteAccessUnit is one 12-packet access unit to one reader, as
+// the direct path writes it.
 func BenchmarkWriteAccessUnit(b *testing.B) {
 	c := discardConn(b)
-	frames := make([][]byte, 12)
+	frames := make(net.Buffers, 12)
 	for i := range frames {
 		frames[i] = frame(0, i == len(frames)-1, uint16(i), 1400)
 	}
+	bufs := make(net.Buffers, len(frames))
 	b.ReportAllocs()
 	b.SetBytes(int64(12 * len(frames[0])))
 	for b.Loop() {
-		for _, f := range frames {
-			c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-			if _, err := c.Write(f); err != nil {
-				b.Fatal(err)
-			}
+		copy(bufs, frames)
+		if err := c.WriteBuffers(bufs); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
 
 // TestWriteBuffersWholeAndOrdered: more buffers than one writev takes, to a
 // reader slow enough that the socket fills (partial writes, EAGAIN), after
-// held packets: the peer gets exactly the bytes, in order.
+// a plain write: the peer gets exactly the bytes, in order.
 func TestWriteBuffersWholeAndOrdered(t *testing.T) {
-	c, peer := pair(t, Options{MaxDelay: time.Hour})
-	held := frame(0, false, 1, 300)
-	c.Write(held)
-	want := append([]byte{}, held...)
+	c, peer := pair(t)
+	first := frame(0, false, 1, 300)
+	c.Write(first)
+	want := append([]byte{}, first...)
 	var bufs net.Buffers
 	for i := 0; i < 3*maxIovecsForTest; i++ {
 		f := frame(0, i%7 == 0, uint16(i), 100+i%1300)
@@ -313,7 +198,7 @@ func TestWriteBuffersDoesNotAllocate(t *testing.T) {
 // TestAfterResponseGate: the gate opens when the next RTSP message is on
 // the wire, not on interleaved frames.
 func TestAfterResponseGate(t *testing.T) {
-	c, peer := pair(t, Options{MaxDelay: time.Hour})
+	c, peer := pair(t)
 	gate := c.AfterResponse()
 	c.Write(frame(0, true, 1, 100))
 	select {
@@ -355,7 +240,30 @@ func discardConn(tb testing.TB) *Conn {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c := Wrap(raw, Options{})
+	c := Wrap(raw)
 	tb.Cleanup(func() { c.Close() })
 	return c
+}
+
+// TestDeadlineReachesWriteBuffers: the raw writev path honours the write
+// deadline, as the relay relies on to drop a reader that stopped reading.
+func TestDeadlineReachesWriteBuffers(t *testing.T) {
+	c, _ := pair(t) // the peer never reads
+	big := make(net.Buffers, 64)
+	for i := range big {
+		big[i] = frame(0, true, uint16(i), 60000)
+	}
+	c.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+	start := time.Now()
+	var err error
+	for err == nil && time.Since(start) < 10*time.Second {
+		err = c.WriteBuffers(append(net.Buffers(nil), big...))
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("got %v, want a timeout", err)
+	}
+	if el := time.Since(start); el > 3*time.Second {
+		t.Fatalf("the deadline fired after %s", el)
+	}
 }

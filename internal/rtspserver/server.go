@@ -134,8 +134,8 @@ func Start(o Options) (*Server, error) {
 				return nil, err
 			}
 			s.addr = ln.Addr()
-			// One write per access unit instead of one per packet.
-			return framebatch.NewListener(ln, framebatch.Options{}), nil
+			// Shared by gortsplib and the relay's direct writers.
+			return framebatch.NewListener(ln), nil
 		},
 	}
 	if o.UDPRTPAddress != "" {
