@@ -39,6 +39,8 @@ type MediaConn interface {
 // directReader is one reader fed by the direct path.
 type directReader struct {
 	ss *gortsplib.ServerSession
+	// dropped counts, on the relay, the readers fail drops.
+	dropped *atomic.Uint64
 	// channels are the reader's interleaved RTP channels per track, -1 for
 	// a track it did not set up; remap is set when they are not the
 	// defaults the units carry.
@@ -175,6 +177,7 @@ func (d *directReader) fail(err error) {
 	d.mu.Unlock()
 	d.stop()
 	if !already {
+		d.dropped.Add(1)
 		go d.ss.Close()
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"bytes"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4"
@@ -112,6 +113,7 @@ type Relay struct {
 	nextSerial uint64
 	closed     bool
 	stats      Stats
+	dropped    atomic.Uint64 // direct readers dropped (too slow, write error)
 }
 
 // Stats counts what the relay forwarded.
@@ -121,7 +123,10 @@ type Stats struct {
 	DroppedFrames uint64 // before the first IDR of a segment
 	Segments      uint64 // upstreams attached
 	RTPPackets    uint64 // packets built
-	LastFrame     time.Time
+	// ReadersDropped counts the readers cut off for falling too far
+	// behind or for a failed write (their connection is closed).
+	ReadersDropped uint64
+	LastFrame      time.Time
 }
 
 // New creates the output streams on srv (which must be started) for an
@@ -193,7 +198,9 @@ func (r *Relay) Close() {
 func (r *Relay) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.stats
+	st := r.stats
+	st.ReadersDropped = r.dropped.Load()
+	return st
 }
 
 // Segment is one upstream's right to feed the relay. Beginning a new

@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"sync"
@@ -9,8 +10,10 @@ import (
 
 	"github.com/bluenviron/gortsplib/v4"
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 	"github.com/pion/rtp"
 
 	"github.com/nestmtx/nestmtx/internal/relay"
@@ -248,6 +251,126 @@ func TestLateJoinerGetsGOPFirst(t *testing.T) {
 	for i := 1; i < len(pkts); i++ {
 		if pkts[i].SequenceNumber != pkts[i-1].SequenceNumber+1 {
 			t.Fatalf("gap between packet %d and %d: %d -> %d", i-1, i, pkts[i-1].SequenceNumber, pkts[i].SequenceNumber)
+		}
+	}
+}
+
+var testAudio = &mpeg4audio.AudioSpecificConfig{Type: mpeg4audio.ObjectTypeAACLC, SampleRate: 48000, ChannelCount: 1}
+
+// TestAudioOnlyReaderGetsRemappedChannels: a reader that sets up only the
+// audio track gets it on interleaved channels 0-1 instead of the 2-3 the
+// shared units carry: the direct path rewrites them for it, and the
+// packets are valid RFC 3640 AAC with continuous sequence numbers.
+func TestAudioOnlyReaderGetsRemappedChannels(t *testing.T) {
+	aus, sps, pps := clipAUs(t)
+	r, url := startRelay(t, relay.Params{SPS: sps, PPS: pps, Audio: testAudio})
+	c := &gortsplib.Client{}
+	u, _ := base.ParseURL(url)
+	if err := c.Start(u.Scheme, u.Host); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	desc, _, err := c.Describe(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var af *format.MPEG4Audio
+	medi := desc.FindFormat(&af)
+	if medi == nil {
+		t.Fatal("no AAC in the SDP")
+	}
+	if _, err := c.Setup(desc.BaseURL, medi, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *rtp.Packet, 1000)
+	c.OnPacketRTP(medi, af, func(p *rtp.Packet) { got <- p })
+	if _, err := c.Play(nil); err != nil {
+		t.Fatal(err)
+	}
+	seg := r.BeginSegment()
+	frame := bytes.Repeat([]byte{0x21}, 200)
+	for i, au := range aus[:30] {
+		if err := seg.WriteVideo(uint32(i)*3600, au); err != nil {
+			t.Fatal(err)
+		}
+		if err := seg.WriteAudio(uint32(i)*1024, frame); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Audio rides with the next video frame (to share its write), so one
+	// more frame lets the last audio go.
+	if err := seg.WriteVideo(30*3600, aus[30]); err != nil {
+		t.Fatal(err)
+	}
+	var prev *rtp.Packet
+	for i := 0; i < 30; i++ {
+		var p *rtp.Packet
+		select {
+		case p = <-got:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("audio packet %d never arrived", i)
+		}
+		if len(p.Payload) != 4+len(frame) || p.Payload[1] != 16 || int(p.Payload[2])<<5|int(p.Payload[3])>>3 != len(frame) || !p.Marker {
+			t.Fatalf("packet %d is not one AAC access unit with its AU-header: % x", i, p.Payload[:4])
+		}
+		if prev != nil && (p.SequenceNumber != prev.SequenceNumber+1 || p.Timestamp-prev.Timestamp != 1024) {
+			t.Fatalf("packet %d: seq %d ts %d after seq %d ts %d", i, p.SequenceNumber, p.Timestamp, prev.SequenceNumber, prev.Timestamp)
+		}
+		prev = p
+	}
+}
+
+// TestSlowReaderIsDroppedAlone: a reader that stops reading is cut off once
+// its backlog passes the limit, while another reader of the same camera
+// gets every frame.
+func TestSlowReaderIsDroppedAlone(t *testing.T) {
+	_, sps, pps := clipAUs(t)
+	r, url := startRelay(t, relay.Params{SPS: sps, PPS: pps})
+	good := play(t, url)
+
+	stuck := &gortsplib.Client{}
+	u, _ := base.ParseURL(url)
+	if err := stuck.Start(u.Scheme, u.Host); err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	desc, _, err := stuck.Describe(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stuck.SetupAll(desc.BaseURL, desc.Medias); err != nil {
+		t.Fatal(err)
+	}
+	block := make(chan struct{})
+	defer close(block)
+	stuck.OnPacketRTPAny(func(*description.Media, format.Format, *rtp.Packet) { <-block })
+	if _, err := stuck.Play(nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// 100 kB IDR frames at 200 a second: 20 MB/s, which the stuck reader's
+	// socket buffers and backlog limit cannot absorb for long.
+	idr := append([]byte{0x65}, bytes.Repeat([]byte{0x55}, 100_000)...)
+	seg := r.BeginSegment()
+	frames := 0
+	for r.Stats().ReadersDropped == 0 {
+		if frames == 2000 {
+			t.Fatal("the stuck reader was never dropped")
+		}
+		if err := seg.WriteVideo(uint32(frames)*3600, [][]byte{idr}); err != nil {
+			t.Fatal(err)
+		}
+		frames++
+		time.Sleep(5 * time.Millisecond) // the camera's pace, so the good reader keeps up
+	}
+	t.Logf("dropped after %d frames (%.1f MB)", frames, float64(frames*len(idr))/1e6)
+	// The good reader got every frame: each is SPS, PPS and the IDR's
+	// FU-A fragments, with continuous sequence numbers.
+	perFrame := int(r.Stats().RTPPackets) / frames
+	pkts := good.waitFor(t, frames*perFrame)
+	for i := 1; i < len(pkts); i++ {
+		if pkts[i].SequenceNumber != pkts[i-1].SequenceNumber+1 {
+			t.Fatalf("the good reader lost packets at %d", i)
 		}
 	}
 }

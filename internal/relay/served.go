@@ -47,7 +47,7 @@ func (r *Relay) Play(p Player) (Playback, error) {
 }
 
 func (r *Relay) playDirect(p Player, medias []*description.Media) Playback {
-	d := &directReader{ss: p.Session, conn: p.Conn, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	d := &directReader{ss: p.Session, dropped: &r.dropped, conn: p.Conn, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	d.channels = make([]int, len(r.tracks))
 	for i, t := range r.tracks {
 		d.channels[i] = -1
