@@ -121,7 +121,7 @@ func readBenchClip() (*benchClip, error) {
 	if err := nalus.Unmarshal(vraw); err != nil {
 		return nil, err
 	}
-	c.video = splitAUs(nalus)
+	c.video = nestsim.SplitAccessUnits(nalus)
 	for _, au := range c.video {
 		for _, n := range au {
 			switch h264.NALUType(n[0] & 0x1f) {
@@ -172,45 +172,6 @@ func readBenchClip() (*benchClip, error) {
 	c.name = fmt.Sprintf("%dx%d@%d %.2f Mbit/s video, %s", sps.Width(), sps.Height(), c.fps,
 		float64(bytes)*8*float64(c.fps)/float64(len(c.video))/1e6, dir)
 	return c, nil
-}
-
-// splitAUs groups NAL units into access units (H.264 7.4.1.2.3), as nestsim does.
-func splitAUs(nalus [][]byte) [][][]byte {
-	var aus [][][]byte
-	var cur [][]byte
-	vcl := false
-	flush := func() {
-		if len(cur) > 0 && vcl {
-			aus = append(aus, cur)
-		}
-		cur, vcl = nil, false
-	}
-	for _, n := range nalus {
-		if len(n) == 0 {
-			continue
-		}
-		switch typ := h264.NALUType(n[0] & 0x1f); typ {
-		case h264.NALUTypeAccessUnitDelimiter, h264.NALUTypeFillerData:
-			if typ == h264.NALUTypeAccessUnitDelimiter && vcl {
-				flush()
-			}
-		case h264.NALUTypeNonIDR, h264.NALUTypeIDR:
-			if vcl && len(n) > 1 && n[1]&0x80 != 0 {
-				flush()
-			}
-			cur = append(cur, n)
-			vcl = true
-		case h264.NALUTypeSEI, h264.NALUTypeSPS, h264.NALUTypePPS:
-			if vcl {
-				flush()
-			}
-			cur = append(cur, n)
-		default:
-			cur = append(cur, n)
-		}
-	}
-	flush()
-	return aus
 }
 
 // ---- The server side: what the daemon runs ----

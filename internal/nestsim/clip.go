@@ -74,7 +74,7 @@ func (c *Clip) loadVideo(data []byte) error {
 	if err := nalus.Unmarshal(data); err != nil {
 		return err
 	}
-	aus := splitAccessUnits(nalus)
+	aus := SplitAccessUnits(nalus)
 	if len(aus) == 0 {
 		return errors.New("no access units")
 	}
@@ -133,10 +133,10 @@ func (c *Clip) loadVideo(data []byte) error {
 	return nil
 }
 
-// splitAccessUnits groups NAL units into access units using the rules of
+// SplitAccessUnits groups NAL units into access units using the rules of
 // H.264 7.4.1.2.3, since an elementary stream from ffmpeg carries no
 // access unit delimiters.
-func splitAccessUnits(nalus [][]byte) [][][]byte {
+func SplitAccessUnits(nalus [][]byte) [][][]byte {
 	var aus [][][]byte
 	var cur [][]byte
 	hasVCL := false
