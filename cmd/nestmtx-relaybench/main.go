@@ -301,27 +301,7 @@ func (a *apiClient) authorize(ctx context.Context, o options) error {
 		"payload": map[string]any{"redirect_uri": redirect}}, &authURL); err != nil {
 		return err
 	}
-	noFollow := &http.Client{Timeout: 15 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noFollow.Get(authURL)
-	if err != nil {
-		return fmt.Errorf("consent page: %w", err)
-	}
-	resp.Body.Close()
-	loc := resp.Header.Get("Location")
-	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, redirect+"?") {
-		return fmt.Errorf("consent page answered %d with Location %q", resp.StatusCode, loc)
-	}
-	resp, err = noFollow.Get(loc)
-	if err != nil {
-		return fmt.Errorf("OAuth callback: %w", err)
-	}
-	page, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("OAuth callback answered %d: %s", resp.StatusCode, page)
-	}
-	return nil
+	return testkit.ConsentAsBrowser(authURL, redirect)
 }
 
 // ---- Readers ----

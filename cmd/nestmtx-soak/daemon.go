@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -233,26 +232,8 @@ func (h *harness) setup(ctx context.Context) error {
 		"payload": map[string]any{"redirect_uri": redirect}}, &authURL); err != nil {
 		return err
 	}
-	// The "browser": the consent page redirects to the daemon's callback.
-	noFollow := &http.Client{Timeout: 15 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noFollow.Get(authURL)
-	if err != nil {
+	if err := testkit.ConsentAsBrowser(authURL, redirect); err != nil {
 		return err
-	}
-	resp.Body.Close()
-	loc := resp.Header.Get("Location")
-	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, redirect+"?") {
-		return fmt.Errorf("consent answered %d with Location %q", resp.StatusCode, loc)
-	}
-	resp, err = noFollow.Get(loc)
-	if err != nil {
-		return err
-	}
-	page, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !bytes.Contains(page, []byte("Authorized")) {
-		return fmt.Errorf("callback answered %d: %s", resp.StatusCode, page)
 	}
 
 	type camera struct {

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -267,26 +266,8 @@ func TestSimulateDrivesDaemon(t *testing.T) {
 		t.Fatalf("authorization URL %q is not the simulator's consent page", authURL)
 	}
 
-	// The "browser": the consent page redirects to the daemon's callback.
-	noFollow := &http.Client{Timeout: 10 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noFollow.Get(authURL)
-	if err != nil {
+	if err := testkit.ConsentAsBrowser(authURL, redirect); err != nil {
 		t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc := resp.Header.Get("Location")
-	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, redirect+"?") {
-		t.Fatalf("consent answered %d with Location %q", resp.StatusCode, loc)
-	}
-	resp, err = noFollow.Get(loc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	page, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !bytes.Contains(page, []byte("Authorized")) {
-		t.Fatalf("callback answered %d: %s", resp.StatusCode, page)
 	}
 	ev := testkit.Next(t, authenticated, 20*time.Second)
 	if want := fmt.Sprintf("nestmtx/events/credentials/%d/authenticated", cred.ID); ev.Topic != want {

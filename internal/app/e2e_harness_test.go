@@ -4,10 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/url"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -96,24 +93,8 @@ func (e *e2e) consent(credID uint64, event string) {
 		"payload", map[string]any{"redirect_uri": redirect}), &authURL); err != nil {
 		e.t.Fatal(err)
 	}
-	// The "browser": Google's consent page redirects to our callback.
-	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noFollow.Get(authURL)
-	if err != nil {
+	if err := testkit.ConsentAsBrowser(authURL, redirect); err != nil {
 		e.t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil || !strings.HasPrefix(loc.String(), redirect) {
-		e.t.Fatalf("consent redirect %q (%d)", resp.Header.Get("Location"), resp.StatusCode)
-	}
-	resp, err = http.Get(loc.String())
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		e.t.Fatalf("callback answered %d", resp.StatusCode)
 	}
 	e.waitEvent("credentials", cred.ID, event)
 }
