@@ -200,6 +200,19 @@ func commandPriority(command string) int {
 	return 1
 }
 
+// reserveFor is how many of the credential's slots a command of priority
+// prio must leave free. A Stop only saves Google a session that will
+// expire anyway, so it never takes the last fifth of the quota: that stays
+// for the extensions and starts that keep cameras up. (In an hour's soak
+// with one-minute sessions, a Stop taking the last slot made an extension
+// wait past its session's expiry.)
+func (l *Limiter) reserveFor(prio int) int {
+	if prio == commandPriority(CmdStopRtspStream) {
+		return l.limits.PerCredential / 5
+	}
+	return 0
+}
+
 // grantLocked hands free slots to waiters by priority, then arrival order.
 func (l *Limiter) grantLocked(now time.Time) {
 	l.pruneLocked(now)
@@ -224,7 +237,7 @@ func (l *Limiter) grantPriorityLocked(now time.Time, prio int) {
 		if w.granted || w.prio != prio {
 			continue
 		}
-		credOK := l.limits.PerCredential <= 0 || len(l.all) < l.limits.PerCredential
+		credOK := l.limits.PerCredential <= 0 || len(l.all) < l.limits.PerCredential-l.reserveFor(w.prio)
 		keyOK := l.limits.PerDeviceCommand <= 0 || len(l.perKey[w.key]) < l.limits.PerDeviceCommand
 		if credOK && keyOK {
 			l.all = append(l.all, now)

@@ -223,3 +223,31 @@ func TestLimiterPriorities(t *testing.T) {
 		}
 	}
 }
+
+// TestLimiterStopLeavesReserve: with 8 of 10 slots taken a Stop waits,
+// while an extension (or a start) still goes at once.
+func TestLimiterStopLeavesReserve(t *testing.T) {
+	clk := newFakeClock()
+	l := NewLimiterWithClock(DefaultLimits(), clk.Now, clk.Sleep)
+	ctx := context.Background()
+	for i := range 8 {
+		if err := l.Wait(ctx, fmt.Sprintf("enterprises/p/devices/d%d", i), CmdGenerateRtspStream); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stopped := make(chan string, 1)
+	go func() {
+		if err := l.Wait(ctx, "enterprises/p/devices/d0", CmdStopRtspStream); err == nil {
+			stopped <- CmdStopRtspStream
+		}
+	}()
+	clk.waitSleepers(t, 1)
+	none(t, stopped, "a Stop taking the reserve")
+	if err := l.Wait(ctx, "enterprises/p/devices/d1", CmdExtendRtspStream); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(DefaultLimits().Window)
+	if got := recv(t, stopped); got != CmdStopRtspStream {
+		t.Fatalf("granted %s", got)
+	}
+}

@@ -492,7 +492,13 @@ func (c *Camera) stopSessionWith(g Google, s nest.RTSPStream) {
 		return
 	}
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		// A Stop still queued behind the quota when the session expires
+		// is pointless: give up then.
+		deadline := time.Now().Add(timeout)
+		if s.ExpiresAt.Before(deadline) {
+			deadline = s.ExpiresAt
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		defer cancel()
 		if err := g.StopRtspStream(ctx, s); err != nil {
 			log.Debug("stopping the Google stream session", "error", err)
