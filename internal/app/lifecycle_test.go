@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"sort"
 	"sync"
 	"testing"
@@ -301,7 +300,7 @@ func TestMissingDeviceIsNotServed(t *testing.T) {
 // TestReadOverUDP serves a reader that asks for UDP transport.
 func TestReadOverUDP(t *testing.T) {
 	t.Parallel()
-	udp := freeEvenUDPPort(t)
+	udp := testkit.FreeUDPPair(t)
 	e := startE2E(t, nestsim.Options{}, func(c *config.Config) { c.RTSPUDPAddress = udp })
 	e.authorize()
 	e.sync(map[string]string{"Front Door": "front-door"})
@@ -335,33 +334,4 @@ func TestReadOverUDP(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no packet over UDP")
 	}
-}
-
-// freeEvenUDPPort finds an even port whose next port is free too.
-func freeEvenUDPPort(t *testing.T) string {
-	t.Helper()
-	for range 100 {
-		a, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := a.LocalAddr().(*net.UDPAddr).Port
-		a.Close()
-		if port%2 != 0 {
-			port++
-		}
-		b1, err1 := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		b2, err2 := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port+1))
-		if b1 != nil {
-			b1.Close()
-		}
-		if b2 != nil {
-			b2.Close()
-		}
-		if err1 == nil && err2 == nil {
-			return fmt.Sprintf("127.0.0.1:%d", port)
-		}
-	}
-	t.Fatal("no free even UDP port pair")
-	return ""
 }

@@ -125,34 +125,60 @@ func (d *directReader) run(log *slog.Logger) {
 		if len(batch) == 0 {
 			continue
 		}
-		bufs = bufs[:0]
-		if d.remap {
-			scratch = scratch[:0]
-			for _, u := range batch {
-				scratch = d.appendRemapped(scratch, u)
-			}
-			bufs = append(bufs, scratch)
-		} else {
-			for _, u := range batch {
-				bufs = append(bufs, u.data)
-			}
-		}
-		// The deadline moves once a second, not per write: a timer update
-		// per write is measurable at 50 readers.
-		if now := time.Now(); now.Sub(lastDL) >= time.Second {
-			lastDL = now
-			d.conn.SetWriteDeadline(now.Add(writeTimeout)) //nolint:errcheck // applied at the write
-		}
-		err := d.conn.WriteBuffers(bufs)
-		// Let the arena chunks go as soon as nobody needs them.
-		clear(batch)
-		clear(bufs)
-		if err != nil {
+		if err := d.write(batch, &bufs, &scratch, &lastDL); err != nil {
 			d.fail(err)
 			log.Debug("direct reader write failed", "error", err)
 			return
 		}
+		// Let the arena chunks go as soon as nobody needs them.
+		clear(batch)
 	}
+}
+
+// maxWriteBytes splits a large batch (a late joiner's GOP) into writes
+// that each get a fresh deadline, so that a slow but moving reader is not
+// dropped for needing more than writeTimeout for the whole of it.
+const maxWriteBytes = 1 << 20
+
+// write sends a batch, in writes of at most maxWriteBytes, stopping early
+// if the reader was stopped meanwhile.
+func (d *directReader) write(batch []unit, bufs *net.Buffers, scratch *[]byte, lastDL *time.Time) error {
+	for len(batch) > 0 {
+		select {
+		case <-d.done:
+			return nil
+		default:
+		}
+		*bufs = (*bufs)[:0]
+		*scratch = (*scratch)[:0]
+		size := 0
+		n := 0
+		for ; n < len(batch) && (n == 0 || size+len(batch[n].data) <= maxWriteBytes); n++ {
+			u := batch[n]
+			size += len(u.data)
+			if d.remap {
+				*scratch = d.appendRemapped(*scratch, u)
+			} else {
+				*bufs = append(*bufs, u.data)
+			}
+		}
+		if d.remap {
+			*bufs = append(*bufs, *scratch)
+		}
+		batch = batch[n:]
+		// The deadline moves once a second or per large write, not per
+		// write: a timer update per write is measurable at 50 readers.
+		if now := time.Now(); now.Sub(*lastDL) >= time.Second || len(batch) > 0 {
+			*lastDL = now
+			d.conn.SetWriteDeadline(now.Add(writeTimeout)) //nolint:errcheck // applied at the write
+		}
+		err := d.conn.WriteBuffers(*bufs)
+		clear(*bufs)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // appendRemapped copies a unit, rewriting its channels to the reader's.

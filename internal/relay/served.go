@@ -20,7 +20,10 @@ type Player struct {
 	// Channels are the interleaved RTP channels of the session's set-up
 	// medias, in the order of Session.SetuppedMedias (TCP only).
 	Channels []int
-	Log      *slog.Logger
+	// ReplayGOP sends the cached GOP first: for a reader's first PLAY,
+	// not when it resumes after a PAUSE.
+	ReplayGOP bool
+	Log       *slog.Logger
 }
 
 // Playback is a reader's feed. Call Started once the server has answered
@@ -38,7 +41,7 @@ type Playback interface {
 func (r *Relay) Play(p Player) (Playback, error) {
 	medias := p.Session.SetuppedMedias()
 	if p.Session.SetuppedStream() != r.direct {
-		return r.playServed(p.Session), nil
+		return r.playServed(p.Session, p.ReplayGOP), nil
 	}
 	if p.Conn == nil || len(p.Channels) != len(medias) {
 		return nil, fmt.Errorf("relay: the reader set up %d medias but %d interleaved channels are known", len(medias), len(p.Channels))
@@ -62,14 +65,16 @@ func (r *Relay) playDirect(p Player, medias []*description.Media) Playback {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &directPlayback{r: r, d: d, log: log}
+	return &directPlayback{r: r, d: d, log: log, replay: p.ReplayGOP}
 }
 
 type directPlayback struct {
-	r    *Relay
-	d    *directReader
-	log  *slog.Logger
-	once sync.Once
+	r      *Relay
+	d      *directReader
+	log    *slog.Logger
+	replay bool
+	once   sync.Once
+	exited chan struct{} // closed when the writer has returned; nil if it never ran
 }
 
 // Started joins the reader: sender reports, the cached GOP and from then
@@ -91,7 +96,7 @@ func (pb *directPlayback) Started() {
 				join = append(join, r.senderReport(t))
 			}
 		}
-		if r.gopValid {
+		if r.gopValid && pb.replay {
 			join = append(join, r.gop...)
 		}
 		d.mu.Lock()
@@ -106,18 +111,29 @@ func (pb *directPlayback) Started() {
 		d.from = r.nextSerial // units held for the next batch are in the GOP already
 		r.readers[d] = struct{}{}
 		r.mu.Unlock()
-		go d.run(pb.log)
+		pb.exited = make(chan struct{})
+		go func() {
+			defer close(pb.exited)
+			d.run(pb.log)
+		}()
 	})
 }
 
+// Stop ends the feed and waits for the writer to return, so that nothing
+// is written after the response to the PAUSE (or TEARDOWN) that stopped
+// it. The wait is bounded by the write deadline, or ends at once if the
+// connection is closed.
 func (pb *directPlayback) Stop() {
-	pb.once.Do(func() {}) // a Stop before Started never starts
+	pb.once.Do(func() {}) // a Stop before Started never starts; after, Started has finished
 	pb.d.stop()
+	if pb.exited != nil {
+		<-pb.exited
+	}
 }
 
 // playServed is the gortsplib path: the GOP is queued to the session now
 // and the feed is held until Started (see the mu comment in Relay).
-func (r *Relay) playServed(ss *gortsplib.ServerSession) Playback {
+func (r *Relay) playServed(ss *gortsplib.ServerSession, replay bool) Playback {
 	// A reader may have set up only some tracks; writing another panics.
 	setup := map[*description.Media]bool{}
 	for _, m := range ss.SetuppedMedias() {
@@ -125,6 +141,12 @@ func (r *Relay) playServed(ss *gortsplib.ServerSession) Playback {
 	}
 	r.mu.Lock()
 	r.viaServer++
+	if !replay {
+		r.mu.Unlock()
+		pb := &servedPlayback{r: r}
+		pb.released.Do(func() {}) // no gate to release
+		return pb
+	}
 	if r.gopValid {
 		var pkt rtp.Packet
 	replay:
@@ -160,7 +182,9 @@ type servedPlayback struct {
 func (pb *servedPlayback) release() { pb.released.Do(pb.r.mu.Unlock) }
 
 func (pb *servedPlayback) Started() {
-	pb.hold.Stop()
+	if pb.hold != nil {
+		pb.hold.Stop()
+	}
 	pb.release()
 }
 

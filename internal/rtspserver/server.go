@@ -39,13 +39,20 @@ type Reader struct {
 
 	path     Path // set once the session has SETUP a path
 	playback relay.Playback
+	// played is set once the reader has played: a PLAY after a PAUSE
+	// resumes with live media, not a replay of the GOP (whose sequence
+	// numbers it has already seen).
+	played bool
 }
 
 // Player describes r to its path's relay.
 func (r *Reader) Player(log *slog.Logger) relay.Player {
 	r.media.Lock()
 	defer r.media.Unlock()
-	return relay.Player{Session: r.Session, Conn: r.conn, Channels: append([]int(nil), r.channels...), Log: log}
+	p := relay.Player{Session: r.Session, Conn: r.conn, Channels: append([]int(nil), r.channels...),
+		ReplayGOP: !r.played, Log: log}
+	r.played = true
+	return p
 }
 
 // Path is what a served path must do.
@@ -291,18 +298,31 @@ func (s *Server) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, 
 	if r == nil || r.path == nil {
 		return &base.Response{StatusCode: base.StatusBadRequest}, nil
 	}
+	s.mu.Lock()
+	playing := r.playback != nil
+	s.mu.Unlock()
+	if playing {
+		// A PLAY while playing (gortsplib allows it): the feed goes on as
+		// it is, with no second replay of the GOP.
+		return &base.Response{StatusCode: base.StatusOK}, nil
+	}
+	// gortsplib sends a TCP session's media on the connection that PLAYs,
+	// which need not be the one that sent SETUP.
+	r.media.Lock()
+	if r.conn != nil {
+		if mc, ok := ctx.Conn.NetConn().(relay.MediaConn); ok {
+			r.conn = mc
+		}
+	}
+	r.media.Unlock()
 	pb, err := r.path.Play(r)
 	if err != nil {
 		return s.failure(ctx.Path, err), nil
 	}
 	s.mu.Lock()
-	old := r.playback
 	r.playback = pb
 	s.pending[ctx.Conn] = pendingRequest{reader: r, play: true}
 	s.mu.Unlock()
-	if old != nil {
-		old.Stop()
-	}
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
 

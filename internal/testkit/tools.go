@@ -3,6 +3,7 @@
 package testkit
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -85,4 +86,34 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// FreeUDPPair returns "127.0.0.1:port" with an even port whose next port
+// is free too, for an RTP/RTCP pair.
+func FreeUDPPair(t testing.TB) string {
+	t.Helper()
+	for range 100 {
+		a, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := a.LocalAddr().(*net.UDPAddr).Port
+		a.Close()
+		if port%2 != 0 {
+			port++
+		}
+		b1, err1 := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		b2, err2 := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port+1))
+		if b1 != nil {
+			b1.Close()
+		}
+		if b2 != nil {
+			b2.Close()
+		}
+		if err1 == nil && err2 == nil {
+			return fmt.Sprintf("127.0.0.1:%d", port)
+		}
+	}
+	t.Fatal("no free even UDP port pair")
+	return ""
 }
