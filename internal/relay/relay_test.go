@@ -80,8 +80,9 @@ type received struct {
 	got  chan struct{}
 }
 
-// play connects a gortsplib client and records every video packet.
-func play(t *testing.T, url string) *received {
+// describe connects a gortsplib client (closed when the test ends) and
+// reads the stream's SDP.
+func describe(t *testing.T, url string) (*gortsplib.Client, *description.Session) {
 	t.Helper()
 	c := &gortsplib.Client{}
 	u, _ := base.ParseURL(url)
@@ -93,6 +94,13 @@ func play(t *testing.T, url string) *received {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c, desc
+}
+
+// play connects a gortsplib client and records every video packet.
+func play(t *testing.T, url string) *received {
+	t.Helper()
+	c, desc := describe(t, url)
 	var f *format.H264
 	medi := desc.FindFormat(&f)
 	if medi == nil {
@@ -264,16 +272,7 @@ var testAudio = &mpeg4audio.AudioSpecificConfig{Type: mpeg4audio.ObjectTypeAACLC
 func TestAudioOnlyReaderGetsRemappedChannels(t *testing.T) {
 	aus, sps, pps := clipAUs(t)
 	r, url := startRelay(t, relay.Params{SPS: sps, PPS: pps, Audio: testAudio})
-	c := &gortsplib.Client{}
-	u, _ := base.ParseURL(url)
-	if err := c.Start(u.Scheme, u.Host); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	desc, _, err := c.Describe(u)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, desc := describe(t, url)
 	var af *format.MPEG4Audio
 	medi := desc.FindFormat(&af)
 	if medi == nil {
@@ -328,16 +327,7 @@ func TestSlowReaderIsDroppedAlone(t *testing.T) {
 	r, url := startRelay(t, relay.Params{SPS: sps, PPS: pps})
 	good := play(t, url)
 
-	stuck := &gortsplib.Client{}
-	u, _ := base.ParseURL(url)
-	if err := stuck.Start(u.Scheme, u.Host); err != nil {
-		t.Fatal(err)
-	}
-	defer stuck.Close()
-	desc, _, err := stuck.Describe(u)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stuck, desc := describe(t, url)
 	if err := stuck.SetupAll(desc.BaseURL, desc.Medias); err != nil {
 		t.Fatal(err)
 	}
