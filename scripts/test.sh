@@ -28,5 +28,7 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 go test -race -count=1 -timeout 9m ./...
-# A short fuzz of the request decoder on top of its seed corpus.
-go test -run '^$' -fuzz FuzzDecodeRequest -fuzztime 15s ./internal/api/
+# A short fuzz of the request decoder on top of its seed corpus. Without
+# -fuzzminimizetime 0x the workers spent most of the 15 s minimising the
+# first new inputs they found (about 20k executions instead of 500k).
+go test -run '^$' -fuzz FuzzDecodeRequest -fuzztime 15s -fuzzminimizetime 0x ./internal/api/
