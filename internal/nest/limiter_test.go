@@ -216,7 +216,11 @@ func TestLimiterPriorities(t *testing.T) {
 		}()
 		clk.waitSleepers(t, i+1) // queued in this order
 	}
-	for _, want := range []string{CmdExtendRtspStream, CmdGenerateRtspStream, CmdStopRtspStream} {
+	for i, want := range []string{CmdExtendRtspStream, CmdGenerateRtspStream, CmdStopRtspStream} {
+		// Advance only once every waiter sleeps again: one that read the
+		// clock before an Advance and slept after it would sleep past the
+		// next one (a race of the fake clock, not of the limiter).
+		clk.waitSleepers(t, 3-i)
 		clk.Advance(time.Minute)
 		if got := recv(t, order); got != want {
 			t.Fatalf("granted %s, want %s", got, want)
