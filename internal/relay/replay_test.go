@@ -111,12 +111,25 @@ func (r *rawReader) readPacket() error {
 	return nil
 }
 
-// readFor records packets for d.
+// readFor records packets for d. Only the wait for a packet's start is
+// bounded by d: a packet that has begun is read whole, or the stream would
+// lose its framing.
 func (r *rawReader) readFor(d time.Duration) {
-	r.c.SetReadDeadline(time.Now().Add(d))
-	for r.readPacket() == nil {
+	r.t.Helper()
+	end := time.Now().Add(d)
+	for {
+		r.c.SetReadDeadline(end)
+		if _, err := r.br.Peek(interleavedHeaderLen); err != nil {
+			return // nothing more within d; Peek consumed nothing
+		}
+		r.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if err := r.readPacket(); err != nil {
+			r.t.Fatal(err)
+		}
 	}
 }
+
+const interleavedHeaderLen = 4
 
 // checkSequence fails if a channel's sequence numbers ever go backwards or
 // repeat.
