@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,7 +46,6 @@ import (
 
 const (
 	childURLEnv     = "RELAYBENCH_CHILD_URL"
-	childSinkEnv    = "RELAYBENCH_CHILD_SINK"
 	childReadersEnv = "RELAYBENCH_CHILD_READERS"
 	clipDirEnv      = "RELAYBENCH_CLIP_DIR"
 )
@@ -57,13 +55,6 @@ func TestMain(m *testing.M) {
 	if url := os.Getenv(childURLEnv); url != "" {
 		if err := readerChild(url, n); err != nil {
 			fmt.Fprintln(os.Stderr, "reader child:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	if addr := os.Getenv(childSinkEnv); addr != "" {
-		if err := sinkChild(addr, n); err != nil {
-			fmt.Fprintln(os.Stderr, "sink child:", err)
 			os.Exit(1)
 		}
 		os.Exit(0)
@@ -326,45 +317,6 @@ func serveAcks(target *atomic.Uint64, sig chan struct{}, counts []*atomic.Uint64
 	}
 }
 
-// sinkChild opens n plain TCP connections to addr and counts the bytes
-// each receives, for BenchmarkLoopbackFanout.
-func sinkChild(addr string, n int) error {
-	var target atomic.Uint64
-	sig := make(chan struct{}, 1)
-	counts := make([]*atomic.Uint64, n)
-	var mu sync.Mutex
-	var firstErr error
-	for i := range counts {
-		counts[i] = new(atomic.Uint64)
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		go func(cnt *atomic.Uint64) {
-			buf := make([]byte, 64<<10)
-			for {
-				k, err := c.Read(buf)
-				if cnt.Add(uint64(k)) >= target.Load() {
-					select {
-					case sig <- struct{}{}:
-					default:
-					}
-				}
-				if err != nil {
-					mu.Lock()
-					if firstErr == nil && !errors.Is(err, io.EOF) {
-						firstErr = err
-					}
-					mu.Unlock()
-					return
-				}
-			}
-		}(counts[i])
-	}
-	return serveAcks(&target, sig, counts, func() error { mu.Lock(); defer mu.Unlock(); return firstErr })
-}
-
 type rig struct {
 	clip  *benchClip
 	srv   *gortsplib.Server
@@ -526,223 +478,4 @@ func BenchmarkUpstreamDepacketize(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(pkts)/float64(b.N), "pkts/op")
-}
-
-// BenchmarkLoopbackFanout isolates the cost the profiles of
-// BenchmarkRelayFanout point at: sending each reader its packets over
-// loopback TCP. The same RTSP interleaved frames (the clip's real RTP
-// packets, video unit plus its audio per op) go to 50 plain TCP
-// connections (drained by a child process), written
-//
-//   - per-packet: one write(2) per packet per reader, as gortsplib does;
-//   - writev-per-unit: one writev(2) per access unit per reader, from the
-//     feeding goroutine;
-//   - writev-per-unit-goroutines: the same, from one goroutine per reader
-//     woken once per unit (a slow reader then delays nobody);
-//   - write-per-unit-contiguous: the unit's frames laid out once in one
-//     buffer shared by every reader, one write(2) per reader, from one
-//     goroutine per reader (no allocation at all: net.Buffers costs one
-//     24-byte escape per call);
-//   - write-per-access-unit-contiguous: the same, but the video unit and
-//     each AAC unit are separate writes (audio not held back to travel
-//     with the next picture): 2.56 writes per op instead of 1.
-//
-// The frames are marshaled once and shared by all readers.
-func BenchmarkLoopbackFanout(b *testing.B) {
-	c := loadBenchClip(b)
-	venc := &rtph264.Encoder{PayloadType: 96, PacketizationMode: 1, PayloadMaxSize: 1400}
-	if err := venc.Init(); err != nil {
-		b.Fatal(err)
-	}
-	// ops[i] is the interleaved frames of video unit i and the audio due by
-	// it; nvideo[i] how many of them are video.
-	var ops [][][]byte
-	var nvideo []int
-	ai := 0
-	for vi, au := range c.video {
-		pkts, err := venc.Encode(au)
-		if err != nil {
-			b.Fatal(err)
-		}
-		var frames [][]byte
-		add := func(ch byte, p *rtp.Packet) {
-			raw, err := p.Marshal()
-			if err != nil {
-				b.Fatal(err)
-			}
-			frames = append(frames, append([]byte{'$', ch, byte(len(raw) >> 8), byte(len(raw))}, raw...))
-		}
-		for _, p := range pkts {
-			add(0, p)
-		}
-		until := float64(vi+1) / float64(c.fps)
-		for ; float64(ai)*mpeg4audio.SamplesPerAccessUnit/float64(c.audioCfg.SampleRate) < until; ai++ {
-			add(2, &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 97}, Payload: append([]byte{0, 16, 0, 0}, c.audio[ai%len(c.audio)]...)})
-		}
-		ops = append(ops, frames)
-		nvideo = append(nvideo, len(pkts))
-	}
-	const readers = 50
-	joined := make([][]byte, len(ops))
-	units := make([][][]byte, len(ops)) // the video unit contiguous, then each audio unit
-	for i, frames := range ops {
-		var video []byte
-		for k, f := range frames {
-			joined[i] = append(joined[i], f...)
-			if k < nvideo[i] {
-				video = append(video, f...)
-			}
-		}
-		units[i] = append([][]byte{video}, frames[nvideo[i]:]...)
-	}
-	for _, mode := range []string{"per-packet", "writev-per-unit", "writev-per-unit-goroutines", "write-per-unit-contiguous",
-		"write-per-access-unit-contiguous"} {
-		b.Run(mode, func(b *testing.B) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer ln.Close()
-			accepted := make(chan net.Conn, readers)
-			go func() {
-				for {
-					cn, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					accepted <- cn
-				}
-			}()
-			ch, err := startChild(childSinkEnv+"="+ln.Addr().String(), childReadersEnv+"="+strconv.Itoa(readers))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer ch.stop()
-			conns := make([]*net.TCPConn, readers)
-			for i := range conns {
-				conns[i] = (<-accepted).(*net.TCPConn)
-				defer conns[i].Close()
-			}
-			var cur [][]byte  // the op's frames, read by the writer goroutines
-			var whole []byte  // the same, contiguous
-			var each [][]byte // the same, one buffer per access unit
-			wake := make([]chan struct{}, readers)
-			var wg sync.WaitGroup
-			switch mode {
-			case "write-per-access-unit-contiguous":
-				for i := range wake {
-					wake[i] = make(chan struct{}, 1)
-					go func(cn *net.TCPConn, wake chan struct{}) {
-						for range wake {
-							cn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-							for _, u := range each {
-								if _, err := cn.Write(u); err != nil {
-									panic(err)
-								}
-							}
-							wg.Done()
-						}
-					}(conns[i], wake[i])
-				}
-				defer func() {
-					for _, w := range wake {
-						close(w)
-					}
-				}()
-			case "write-per-unit-contiguous":
-				for i := range wake {
-					wake[i] = make(chan struct{}, 1)
-					go func(cn *net.TCPConn, wake chan struct{}) {
-						for range wake {
-							cn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-							if _, err := cn.Write(whole); err != nil {
-								panic(err)
-							}
-							wg.Done()
-						}
-					}(conns[i], wake[i])
-				}
-				defer func() {
-					for _, w := range wake {
-						close(w)
-					}
-				}()
-			case "writev-per-unit-goroutines":
-				for i := range wake {
-					wake[i] = make(chan struct{}, 1)
-					go func(cn *net.TCPConn, wake chan struct{}) {
-						var keep [][]byte
-						for range wake {
-							keep = append(keep[:0], cur...)
-							bufs := net.Buffers(keep) // WriteTo consumes its slice
-							cn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-							if _, err := bufs.WriteTo(cn); err != nil {
-								panic(err)
-							}
-							wg.Done()
-						}
-					}(conns[i], wake[i])
-				}
-				defer func() {
-					for _, w := range wake {
-						close(w)
-					}
-				}()
-			}
-			keep := make([][]byte, 0, 64)
-			var sent uint64
-			step := func(i int) {
-				cur, whole, each = ops[i%len(ops)], joined[i%len(ops)], units[i%len(ops)]
-				var n uint64
-				for _, f := range cur {
-					n += uint64(len(f))
-				}
-				switch mode {
-				case "per-packet":
-					for _, cn := range conns {
-						for _, f := range cur {
-							cn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-							if _, err := cn.Write(f); err != nil {
-								b.Fatal(err)
-							}
-						}
-					}
-				case "writev-per-unit":
-					for _, cn := range conns {
-						keep = append(keep[:0], cur...)
-						bufs := net.Buffers(keep) // WriteTo consumes its slice
-						cn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-						if _, err := bufs.WriteTo(cn); err != nil {
-							b.Fatal(err)
-						}
-					}
-				default:
-					wg.Add(readers)
-					for _, w := range wake {
-						w <- struct{}{}
-					}
-					wg.Wait()
-				}
-				sent += n
-				if err := ch.waitFor(sent); err != nil {
-					b.Fatal(err)
-				}
-			}
-			for i := 0; i < 120; i++ {
-				step(i)
-			}
-			var pkts int
-			cpu0 := cpuTime()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				pkts += len(ops[i%len(ops)])
-				step(i)
-			}
-			b.StopTimer()
-			cpu := cpuTime() - cpu0
-			b.ReportMetric(float64(pkts)/float64(b.N), "pkts/op")
-			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
-			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)*float64(c.fps)/1e9*100, "core%@fps")
-		})
-	}
 }
