@@ -1,7 +1,7 @@
 package main
 
 // In-process benchmarks of the daemon's forward path, to see where its CPU
-// and allocations go: relay.Relay fed with a clip's access units, through a
+// and allocations go: relay.Relay fed with a clip's access units, through
 // the daemon's RTSP server, to real RTSP readers over TCP on loopback.
 //
 // The readers run in a child process (this test binary re-executed), so the
