@@ -59,9 +59,12 @@ type directReader struct {
 	wake chan struct{}
 	done chan struct{}
 	once sync.Once
-	// failed is set when the reader was dropped for being too slow or
-	// for a write error, for tests and logs.
-	failed atomic.Pointer[error]
+	log  *slog.Logger
+
+	// The writer goroutine's own scratch, reused from batch to batch.
+	bufs    net.Buffers
+	scratch []byte
+	lastDL  time.Time // when the write deadline was last moved
 }
 
 // push queues units for the reader; it reports false once the reader is
@@ -97,7 +100,7 @@ func (d *directReader) push(units []unit) bool {
 }
 
 // run writes the queue to the socket until the reader stops.
-func (d *directReader) run(log *slog.Logger) {
+func (d *directReader) run() {
 	select {
 	case <-d.gate:
 	case <-d.done:
@@ -106,12 +109,7 @@ func (d *directReader) run(log *slog.Logger) {
 		d.fail(errors.New("the PLAY response was never written"))
 		return
 	}
-	var (
-		batch   []unit
-		bufs    net.Buffers
-		scratch []byte
-		lastDL  time.Time
-	)
+	var batch []unit
 	for {
 		select {
 		case <-d.wake:
@@ -125,9 +123,8 @@ func (d *directReader) run(log *slog.Logger) {
 		if len(batch) == 0 {
 			continue
 		}
-		if err := d.write(batch, &bufs, &scratch, &lastDL); err != nil {
+		if err := d.write(batch); err != nil {
 			d.fail(err)
-			log.Debug("direct reader write failed", "error", err)
 			return
 		}
 		// Let the arena chunks go as soon as nobody needs them.
@@ -142,38 +139,36 @@ const maxWriteBytes = 1 << 20
 
 // write sends a batch, in writes of at most maxWriteBytes, stopping early
 // if the reader was stopped meanwhile.
-func (d *directReader) write(batch []unit, bufs *net.Buffers, scratch *[]byte, lastDL *time.Time) error {
+func (d *directReader) write(batch []unit) error {
 	for len(batch) > 0 {
 		select {
 		case <-d.done:
 			return nil
 		default:
 		}
-		*bufs = (*bufs)[:0]
-		*scratch = (*scratch)[:0]
-		size := 0
-		n := 0
+		d.bufs, d.scratch = d.bufs[:0], d.scratch[:0]
+		size, n := 0, 0
 		for ; n < len(batch) && (n == 0 || size+len(batch[n].data) <= maxWriteBytes); n++ {
 			u := batch[n]
 			size += len(u.data)
 			if d.remap {
-				*scratch = d.appendRemapped(*scratch, u)
+				d.scratch = d.appendRemapped(d.scratch, u)
 			} else {
-				*bufs = append(*bufs, u.data)
+				d.bufs = append(d.bufs, u.data)
 			}
 		}
 		if d.remap {
-			*bufs = append(*bufs, *scratch)
+			d.bufs = append(d.bufs, d.scratch)
 		}
 		batch = batch[n:]
 		// The deadline moves once a second or per large write, not per
 		// write: a timer update per write is measurable at 50 readers.
-		if now := time.Now(); now.Sub(*lastDL) >= time.Second || len(batch) > 0 {
-			*lastDL = now
+		if now := time.Now(); now.Sub(d.lastDL) >= time.Second || len(batch) > 0 {
+			d.lastDL = now
 			d.conn.SetWriteDeadline(now.Add(writeTimeout)) //nolint:errcheck // applied at the write
 		}
-		err := d.conn.WriteBuffers(*bufs)
-		clear(*bufs)
+		err := d.conn.WriteBuffers(d.bufs)
+		clear(d.bufs)
 		if err != nil {
 			return err
 		}
@@ -185,10 +180,10 @@ func (d *directReader) write(batch []unit, bufs *net.Buffers, scratch *[]byte, l
 func (d *directReader) appendRemapped(dst []byte, u unit) []byte {
 	start := len(dst)
 	dst = append(dst, u.data...)
-	b := dst[start:]
-	for len(b) >= interleavedHeader {
-		b[1] = byte(d.channels[u.track]) + b[1]&1
-		b = b[interleavedHeader+(int(b[2])<<8|int(b[3])):]
+	for b := dst[start:]; len(b) > 0; {
+		var f []byte
+		f, _, b = splitFrame(b)
+		f[1] = byte(d.channels[u.track]) + f[1]&1 // keep RTP/RTCP
 	}
 	return dst
 }
@@ -196,7 +191,6 @@ func (d *directReader) appendRemapped(dst []byte, u unit) []byte {
 // fail drops a reader that cannot keep up or whose socket failed: its
 // session is closed, as gortsplib does when its own write queue overflows.
 func (d *directReader) fail(err error) {
-	d.failed.CompareAndSwap(nil, &err)
 	d.mu.Lock()
 	already := d.dead
 	d.dead = true
@@ -204,6 +198,7 @@ func (d *directReader) fail(err error) {
 	d.stop()
 	if !already {
 		d.dropped.Add(1)
+		d.log.Info("RTSP reader dropped", "reason", err)
 		go d.ss.Close()
 	}
 }

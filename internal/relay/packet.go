@@ -62,6 +62,14 @@ func (t *track) appendPacketHeader(dst []byte, marker bool, ts uint32, payloadLe
 	return dst
 }
 
+// splitFrame returns the first interleaved frame of b (header included),
+// its payload (the RTP or RTCP packet) and what follows. Units hold whole
+// frames only.
+func splitFrame(b []byte) (frame, payload, rest []byte) {
+	n := interleavedHeader + (int(b[2])<<8 | int(b[3]))
+	return b[:n], b[interleavedHeader:n], b[n:]
+}
+
 // h264Bound is an upper bound of the bytes appendH264 appends for au.
 func h264Bound(au [][]byte, extra ...[]byte) int {
 	n := 0

@@ -262,9 +262,10 @@ func (s *Segment) WriteVideo(ts uint32, au [][]byte) error {
 	}
 	out := t.tl.next(ts)
 	dst := r.reserve(h264Bound(au, prefix[:]...))
-	start := len(dst)
+	start, packets := len(dst), t.packets
 	dst = t.appendH264(dst, out, prefix[:], au)
-	u := r.commit(0, dst, start)
+	u := r.seal(0, dst, start)
+	r.stats.RTPPackets += uint64(t.packets - packets)
 	if idr {
 		r.startGOP()
 	}
@@ -294,9 +295,10 @@ func (s *Segment) WriteAudio(ts uint32, au []byte) error {
 	t := r.tracks[1]
 	out := t.tl.next(ts)
 	dst := r.reserve(aacBound(au))
-	start := len(dst)
+	start, packets := len(dst), t.packets
 	dst = t.appendAAC(dst, out, au)
-	u := r.commit(1, dst, start)
+	u := r.seal(1, dst, start)
+	r.stats.RTPPackets += uint64(t.packets - packets)
 	r.remember(u)
 	r.stats.AudioFrames++
 	r.publish(u)
@@ -313,22 +315,13 @@ func (r *Relay) reserve(n int) []byte {
 	return r.arena
 }
 
-// commit makes the bytes appended to the arena since start a unit.
-func (r *Relay) commit(track int, dst []byte, start int) unit {
+// seal makes the bytes appended to the arena since start a unit, which is
+// never written again.
+func (r *Relay) seal(track int, dst []byte, start int) unit {
 	r.arena = dst
 	u := unit{track: track, serial: r.nextSerial, data: dst[start:len(dst):len(dst)]}
 	r.nextSerial++
-	r.stats.RTPPackets += uint64(countFrames(u.data))
 	return u
-}
-
-func countFrames(b []byte) int {
-	n := 0
-	for len(b) >= interleavedHeader {
-		n++
-		b = b[interleavedHeader+(int(b[2])<<8|int(b[3])):]
-	}
-	return n
 }
 
 func (r *Relay) startGOP() {
@@ -391,9 +384,5 @@ func (r *Relay) publish(u unit) {
 func (r *Relay) senderReport(t *track) unit {
 	dst := r.reserve(interleavedHeader + srSize)
 	start := len(dst)
-	dst = t.appendSenderReport(dst)
-	r.arena = dst
-	u := unit{track: t.index, serial: r.nextSerial, data: dst[start:len(dst):len(dst)]}
-	r.nextSerial++
-	return u
+	return r.seal(t.index, t.appendSenderReport(dst), start)
 }

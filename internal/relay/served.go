@@ -50,7 +50,12 @@ func (r *Relay) Play(p Player) (Playback, error) {
 }
 
 func (r *Relay) playDirect(p Player, medias []*description.Media) Playback {
-	d := &directReader{ss: p.Session, dropped: &r.dropped, conn: p.Conn, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	log := p.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	d := &directReader{ss: p.Session, dropped: &r.dropped, conn: p.Conn, log: log,
+		wake: make(chan struct{}, 1), done: make(chan struct{})}
 	d.channels = make([]int, len(r.tracks))
 	for i, t := range r.tracks {
 		d.channels[i] = -1
@@ -61,17 +66,12 @@ func (r *Relay) playDirect(p Player, medias []*description.Media) Playback {
 			}
 		}
 	}
-	log := p.Log
-	if log == nil {
-		log = slog.Default()
-	}
-	return &directPlayback{r: r, d: d, log: log, replay: p.ReplayGOP}
+	return &directPlayback{r: r, d: d, replay: p.ReplayGOP}
 }
 
 type directPlayback struct {
 	r      *Relay
 	d      *directReader
-	log    *slog.Logger
 	replay bool
 	once   sync.Once
 	exited chan struct{} // closed when the writer has returned; nil if it never ran
@@ -114,7 +114,7 @@ func (pb *directPlayback) Started() {
 		pb.exited = make(chan struct{})
 		go func() {
 			defer close(pb.exited)
-			d.run(pb.log)
+			d.run()
 		}()
 	})
 }
@@ -152,18 +152,18 @@ func (r *Relay) playServed(ss *gortsplib.ServerSession, replay bool) Playback {
 	replay:
 		for _, u := range r.gop {
 			m := r.tracks[u.track].media
-			if !setup[m] || u.data[1]&1 != 0 {
-				continue // not set up, or a sender report
+			if !setup[m] {
+				continue // the GOP holds no sender reports
 			}
-			for b := u.data; len(b) >= interleavedHeader; {
-				n := int(b[2])<<8 | int(b[3])
-				if err := pkt.Unmarshal(b[interleavedHeader : interleavedHeader+n]); err != nil {
+			for b := u.data; len(b) > 0; {
+				var p []byte
+				_, p, b = splitFrame(b)
+				if err := pkt.Unmarshal(p); err != nil {
 					break replay
 				}
 				if err := ss.WritePacketRTP(m, &pkt); err != nil {
 					break replay
 				}
-				b = b[interleavedHeader+n:]
 			}
 		}
 	}
@@ -203,11 +203,11 @@ func (r *Relay) writeServed(u unit) {
 	t := r.tracks[u.track]
 	ntp := t.tl.ntp()
 	var pkt rtp.Packet
-	for b := u.data; len(b) >= interleavedHeader; {
-		n := int(b[2])<<8 | int(b[3])
-		if err := pkt.Unmarshal(b[interleavedHeader : interleavedHeader+n]); err == nil {
+	for b := u.data; len(b) > 0; {
+		var p []byte
+		_, p, b = splitFrame(b)
+		if pkt.Unmarshal(p) == nil {
 			r.served.WritePacketRTPWithNTP(t.media, &pkt, ntp) //nolint:errcheck // per-reader errors go to OnStreamWriteError
 		}
-		b = b[interleavedHeader+n:]
 	}
 }
