@@ -44,21 +44,19 @@ type harness struct {
 	mqtt  *testkit.Client
 	rr    *testkit.RR
 	token string
-	paths map[uint64]string // camera id -> mtx_path
 
 	t0, end time.Time
 	sched   schedule
 
-	ev       eventLog
-	rd       readerLog
-	samples  []sample
-	minutes  []minuteLine
-	diedAt   time.Duration // offset at which the daemon died during the soak, 0 if not
-	daemonUp bool
+	ev      eventLog
+	rd      readerLog
+	samples []sample
+	minutes []minuteLine
+	diedAt  time.Duration // offset at which the daemon died during the soak, 0 if not
 }
 
 func newHarness(o options, sim *nestsim.Sim, incidents io.Writer) *harness {
-	return &harness{o: o, sim: sim, incidents: incidents, paths: map[uint64]string{}}
+	return &harness{o: o, sim: sim, incidents: incidents}
 }
 
 // incident notes something worth a look, with its offset from the start.
@@ -131,7 +129,6 @@ func (h *harness) startDaemon(caFile string) error {
 		logFile.Close()
 		return err
 	}
-	h.daemonUp = true
 	h.exited = make(chan struct{})
 	go func() {
 		h.exitErr = h.cmd.Wait()

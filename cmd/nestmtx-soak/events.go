@@ -7,9 +7,6 @@ import (
 	"time"
 )
 
-// The camera events counted per minute, in column order.
-var countedEvents = []string{"ready", "notReady", "extended", "failed-extension", "demand", "unDemand"}
-
 type eventRec struct {
 	at      time.Time
 	camID   uint64

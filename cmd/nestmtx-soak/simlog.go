@@ -11,8 +11,6 @@ import (
 // simSession is one Google stream session as the simulator logged it.
 type simSession struct {
 	device           string
-	generated        time.Time
-	extensions       int
 	stopped, expired bool
 	ended            time.Time
 }
@@ -83,10 +81,6 @@ func (s *simState) note(what, device, session string, expired bool, at time.Time
 		s.order = append(s.order, session)
 	}
 	switch what {
-	case "generated":
-		ss.generated = at
-	case "extended":
-		ss.extensions++
 	case "stopped":
 		ss.stopped = true
 	case "ended":

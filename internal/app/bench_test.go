@@ -180,9 +180,9 @@ func cameraState(a *App, id uint64) (supervisor.State, bool) {
 
 // waitIdle waits until the camera's retained state says no source runs and
 // nobody reads it.
-func waitIdle(b *testing.B, e *e2e, id uint64) {
-	b.Helper()
-	testkit.Eventually(b, 15*time.Second, "the camera to be idle", func() bool {
+func waitIdle(tb testing.TB, e *e2e, id uint64) {
+	tb.Helper()
+	testkit.Eventually(tb, 15*time.Second, "the camera to be idle", func() bool {
 		st, ok := cameraState(e.app, id)
 		return ok && st.Status == "idle" && st.Readers == 0
 	})

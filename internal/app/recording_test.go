@@ -77,7 +77,7 @@ func TestRecordingAcrossSwaps(t *testing.T) {
 	// Count the swaps so the test proves it crossed several.
 	swaps := 0
 	for len(e.events) > 0 {
-		if ev := e.nextEvent(time.Second); ev.Event == "ready" && ev.Entity != nil && *ev.Entity == cam {
+		if ev := e.nextEvent(time.Second); ev.Domain == "camera" && ev.Event == "ready" && ev.Entity != nil && *ev.Entity == cam {
 			swaps++
 		}
 	}

@@ -298,15 +298,7 @@ func TestFailedSetupLeavesNoReader(t *testing.T) {
 	}
 	e.waitEvent("camera", cam, "unDemand")
 	e.sim.Faults().SlowResponses(0)
-	testkit.Eventually(t, 10*time.Second, "the camera to go idle with no reader", func() bool {
-		for _, st := range e.app.Bus().States() {
-			if st.Entity == cam {
-				j, _ := json.Marshal(st.Value)
-				return strings.Contains(string(j), `"status":"idle"`) && strings.Contains(string(j), `"readers":0`)
-			}
-		}
-		return false
-	})
+	waitIdle(t, e, cam)
 }
 
 // TestRecoveryGoogleTimeout: Google accepts the Generate but never answers
@@ -329,6 +321,9 @@ func TestRecoveryGoogleTimeout(t *testing.T) {
 	got := make(chan opened, 1)
 	go func() {
 		r, err := openReader(e.rtspURL("front-door"), 45*time.Second)
+		if err == nil {
+			t.Cleanup(r.c.Close) // closed even if the test fails before taking it
+		}
 		got <- opened{r, err}
 	}()
 	// Wait for the state to report the abandoned attempt.
@@ -356,7 +351,6 @@ func TestRecoveryGoogleTimeout(t *testing.T) {
 	if o.err != nil {
 		t.Fatalf("the held reader was refused: %v", o.err)
 	}
-	t.Cleanup(o.r.c.Close)
 	o.r.flowing(t, 0)
 	t.Logf("stream flowing %s after the first DESCRIBE", time.Since(start).Round(time.Millisecond))
 }

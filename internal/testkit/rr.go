@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strconv"
 	"sync"
 	"testing"
@@ -170,6 +171,7 @@ func (r Response) String() string { return fmt.Sprintf("[%s] %s", r.Status, r.Bo
 // into v (if not nil). An error reply comes back as an error.
 func (rr *RR) Request(ctx context.Context, token string, req map[string]any, v any) error {
 	if token != "" {
+		req = maps.Clone(req) // the caller's map stays as it was
 		req["token"] = token
 	}
 	body, err := json.Marshal(req)
