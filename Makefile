@@ -10,7 +10,11 @@ build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/nestmtx ./cmd/nestmtx
 	$(GO) build -trimpath -o bin/nestmtx-load ./cmd/nestmtx-load
 
+# Every listener needs a login: say which one before the daemon's log starts.
 run: build
+	@echo "Log in as admin with NESTMTX_ADMIN_PASSWORD (or the password a first start without it prints), e.g.:"
+	@echo "  ffprobe -rtsp_transport tcp 'rtsp://admin:PASSWORD@127.0.0.1:8554/front-door'"
+	@echo "  mosquitto_sub -h 127.0.0.1 -u admin -P PASSWORD -t 'nestmtx/#' -v"
 	bin/nestmtx serve --demo
 
 # The whole suite as CI runs it: installs what the tests need first.

@@ -31,7 +31,7 @@ type options struct {
 func main() {
 	var o options
 	flag.StringVar(&o.broker, "broker", "127.0.0.1:1883", "MQTT broker host:port")
-	flag.StringVar(&o.brokerUser, "broker-username", "", "MQTT username")
+	flag.StringVar(&o.brokerUser, "broker-username", "", "MQTT username (default: the API user; the embedded broker takes the same accounts)")
 	flag.StringVar(&o.brokerPass, "broker-password", "", "MQTT password")
 	flag.StringVar(&o.base, "base-topic", "nestmtx", "the daemon's base topic")
 	flag.StringVar(&o.apiUser, "username", "admin", "API user to log in as")
@@ -44,6 +44,9 @@ func main() {
 	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured time before each phase")
 	flag.BoolVar(&o.skipEcho, "no-echo", false, "skip the echo baseline")
 	flag.Parse()
+	if o.brokerUser == "" {
+		o.brokerUser, o.brokerPass = o.apiUser, o.apiPass
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "nestmtx-load:", err)
 		os.Exit(1)

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -121,9 +122,10 @@ func run(o options) error {
 	fmt.Fprintf(os.Stderr, "camera %d %q (%s, %s) served at rtsp://%s/%s\n", cam.ID, cam.Name, cam.Resolution,
 		strings.Join(append(cam.CodecsVideo, cam.CodecsAudio...), "+"), o.rtspAddr, o.path)
 
-	url := "rtsp://" + o.rtspAddr + "/" + o.path
+	// The readers log in as the API user, as Frigate does with its URL.
+	readURL := (&url.URL{Scheme: "rtsp", User: url.UserPassword(o.user, o.password), Host: o.rtspAddr, Path: "/" + o.path}).String()
 	mem.mark(o.pid, &mem.setup)
-	rs, err := startReaders(url, o.readers, nil)
+	rs, err := startReaders(readURL, o.readers, nil)
 	if rs != nil {
 		defer rs.close()
 	}
@@ -194,7 +196,7 @@ func dialAPI(ctx context.Context, o options) (*apiClient, error) {
 	var c *testkit.Client
 	var err error
 	for {
-		c, err = testkit.DialErr(o.broker, "", "", fmt.Sprintf("nestmtx-relaybench-%d", os.Getpid()))
+		c, err = testkit.DialErr(o.broker, o.user, o.password, fmt.Sprintf("nestmtx-relaybench-%d", os.Getpid()))
 		if err == nil {
 			break
 		}
@@ -405,7 +407,7 @@ func startReaders(url string, n int, onPacket func(*counters)) (*readers, error)
 	}
 	if err := start(0); err != nil {
 		rs.list = slices.DeleteFunc(rs.list, func(r *reader) bool { return r == nil })
-		return rs, fmt.Errorf("first reader of %s: %w", url, err)
+		return rs, fmt.Errorf("first reader of %s: %w", u.CloneWithoutCredentials(), err)
 	}
 	sem := make(chan struct{}, 8)
 	var wg sync.WaitGroup

@@ -17,10 +17,15 @@ package main
 
 import (
 	"bufio"
+	"context"
+	"crypto/md5"
+	"crypto/subtle"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -329,8 +334,10 @@ func startRig(b *testing.B, readers int) *rig {
 	b.Helper()
 	c := loadBenchClip(b)
 	path := &rtspserver.FixedPath{}
+	// Logins on, as the daemon serves by default; the readers log in once
+	// each (Digest, which gortsplib chooses), before the measured window.
 	rs, err := rtspserver.Start(rtspserver.Options{Address: "127.0.0.1:0", StartTimeout: 5 * time.Second,
-		Resolver: rtspserver.Paths{"bench": path}})
+		Resolver: rtspserver.Paths{"bench": path}, Authenticator: benchAuth{}, Realm: benchRealm})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -357,7 +364,8 @@ func startRig(b *testing.B, readers int) *rig {
 	if readers > 0 {
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
-		ch, err := startChild(childURLEnv+"=rtsp://"+addr+"/bench", childReadersEnv+"="+strconv.Itoa(readers))
+		u := url.URL{Scheme: "rtsp", User: url.UserPassword(benchUser, benchPassword), Host: addr, Path: "/bench"}
+		ch, err := startChild(childURLEnv+"="+u.String(), childReadersEnv+"="+strconv.Itoa(readers))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -380,6 +388,36 @@ func startRig(b *testing.B, readers int) *rig {
 	}
 	return g
 }
+
+// The one account of the in-process server. The daemon checks Basic with
+// argon2id behind its login gate and Digest against a sealed HA1; this
+// stand-in compares plaintext, which costs the forward path nothing either
+// way.
+const (
+	benchUser     = "bench"
+	benchPassword = "bench-password"
+	benchRealm    = "nestmtx"
+)
+
+type benchAuth struct{}
+
+func (benchAuth) Basic(_ context.Context, username, password, _ string) (rtspserver.Account, error) {
+	if subtle.ConstantTimeCompare([]byte(username+":"+password), []byte(benchUser+":"+benchPassword)) != 1 {
+		return rtspserver.Account{}, errors.New("invalid username or password")
+	}
+	return rtspserver.Account{Username: benchUser, Role: "viewer"}, nil
+}
+
+func (benchAuth) DigestHA1(username string) (string, string, rtspserver.Account, bool) {
+	if username != benchUser {
+		return "", "", rtspserver.Account{}, false
+	}
+	h := md5.Sum([]byte(benchUser + ":" + benchRealm + ":" + benchPassword))
+	return hex.EncodeToString(h[:]), benchRealm, rtspserver.Account{Username: benchUser, Role: "viewer"}, true
+}
+
+func (benchAuth) Failed(string, string)       {}
+func (benchAuth) Blocked(string, string) bool { return false }
 
 // settle makes the packet count the readers are due start from what each
 // has already received (the replayed GOP).

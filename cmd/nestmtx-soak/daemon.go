@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +26,14 @@ import (
 )
 
 const adminPassword = "soak-admin-password"
+
+// rtspURL is a camera path's URL on the daemon with the admin's login: the
+// daemon serves RTSP to logged-in readers only, and the soak's readers log
+// in as Frigate does, with the URL's user info.
+func (h *harness) rtspURL(path string) string {
+	u := url.URL{Scheme: "rtsp", User: url.UserPassword("admin", adminPassword), Host: h.rtspAddr, Path: "/" + path}
+	return u.String()
+}
 
 // harness is the whole soak: the simulator, the daemon subprocess, the API
 // client, the readers and everything they recorded.
@@ -190,7 +199,7 @@ func (h *harness) setup(ctx context.Context) error {
 	if err := waitDial(ctx, h.mqttAddr); err != nil {
 		return err
 	}
-	c, err := testkit.DialErr(h.mqttAddr, "", "", fmt.Sprintf("nestmtx-soak-%d", os.Getpid()))
+	c, err := testkit.DialErr(h.mqttAddr, "admin", adminPassword, fmt.Sprintf("nestmtx-soak-%d", os.Getpid()))
 	if err != nil {
 		return err
 	}

@@ -223,7 +223,7 @@ func (h *harness) connectOnce(ctx context.Context, cam, reader string, until tim
 	defer c.Close()
 	stop := context.AfterFunc(ctx, c.Close)
 	defer stop()
-	u, err := base.ParseURL("rtsp://" + h.rtspAddr + "/" + cam)
+	u, err := base.ParseURL(h.rtspURL(cam))
 	if err != nil {
 		return fail("url", err)
 	}

@@ -47,13 +47,13 @@ func TestDemoServeStreamLifecycle(t *testing.T) {
 		t.Fatalf("no demo camera at front-door: %+v", list.Items)
 	}
 
-	c := testkit.Dial(t, d.mqtt, "", "")
+	c := testkit.Dial(t, d.mqtt, "admin", d.pass)
 	all := c.Subscribe("nestmtx/#")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	probeCmd := exec.CommandContext(ctx, ffprobe, "-v", "error", "-rtsp_transport", "tcp",
-		"-show_entries", "stream=codec_name,width,height", "-of", "json", "rtsp://"+d.rtsp+"/front-door")
+		"-show_entries", "stream=codec_name,width,height", "-of", "json", d.rtspURL("front-door"))
 	var probeErr strings.Builder
 	probeCmd.Stderr = &probeErr
 	out, err := probeCmd.Output()

@@ -48,6 +48,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serve(args[1:], stderr)
 	case "simulate":
 		return simulate(args[1:], stdout, stderr)
+	case "admin":
+		return admin(args[1:], os.LookupEnv, os.Stdin, stdout, stderr)
 	case "version", "--version", "-v":
 		v := api.NewVersionInfo(release, commit)
 		fmt.Fprintf(stdout, "nestmtx %s (commit %s, %s, %s)\n", v.Release, v.Commit, v.Go, v.Platform)
@@ -69,6 +71,8 @@ Commands:
   serve     run the daemon (nestmtx serve --help lists its settings)
   simulate  run a simulated Google (OAuth, SDM API, RTSPS cameras) for a daemon
             to use, and print the settings it needs (nestmtx simulate --help)
+  admin     offline maintenance on the data directory, with the daemon stopped:
+            admin reset-password USER gives USER a new password (nestmtx admin --help)
   version   print the version
 `)
 }

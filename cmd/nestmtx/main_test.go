@@ -47,10 +47,12 @@ type daemon struct {
 	mqtt    string
 	http    string
 	dataDir string
-	logMu   sync.Mutex
-	log     bytes.Buffer
-	exited  chan struct{}
-	err     error
+	// pass is the admin password the test's MQTT clients log in with.
+	pass   string
+	logMu  sync.Mutex
+	log    bytes.Buffer
+	exited chan struct{}
+	err    error
 }
 
 func startDaemon(t *testing.T, dataDir string, env ...string) *daemon {
@@ -66,6 +68,7 @@ func startDaemon(t *testing.T, dataDir string, env ...string) *daemon {
 		"NESTMTX_LOG_LEVEL=debug",
 	)
 	d.cmd.Env = append(d.cmd.Env, env...)
+	d.pass = adminPasswordIn(env)
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +110,10 @@ func (d *daemon) logText() string {
 func (d *daemon) waitReady() *testkit.RR {
 	d.t.Helper()
 	testkit.WaitDial(d.t, d.mqtt, 20*time.Second)
-	c := testkit.Dial(d.t, d.mqtt, "", "")
+	if d.pass == "" {
+		d.pass = generatedAdminPassword(d.t, d.dataDir)
+	}
+	c := testkit.Dial(d.t, d.mqtt, "admin", d.pass)
 	rr, err := c.NewRR("nestmtx/requests")
 	if err != nil {
 		d.t.Fatal(err)
@@ -129,7 +135,7 @@ func (d *daemon) wait(timeout time.Duration) (exitCode int, ok bool) {
 func TestSIGTERM(t *testing.T) {
 	d := startDaemon(t, t.TempDir(), "NESTMTX_ADMIN_PASSWORD=sigterm-pass")
 	d.waitReady()
-	c := testkit.Dial(t, d.mqtt, "", "")
+	c := testkit.Dial(t, d.mqtt, "admin", d.pass)
 	status := c.Subscribe("nestmtx/status")
 	if p := testkit.Next(t, status, 5*time.Second); string(p.Payload) != "online" {
 		t.Fatalf("status %q", p.Payload)
@@ -192,6 +198,7 @@ func TestDurabilityAfterSIGKILL(t *testing.T) {
 	// NESTMTX_ADMIN_PASSWORD only seeds the first start: a restart with a
 	// different value must not reset the admin's password.
 	d2 := startDaemon(t, dataDir, "NESTMTX_ADMIN_PASSWORD=other-pass")
+	d2.pass = "first-pass" // the setting seeded only the first start
 	rr2 := d2.waitReady()
 	tok2 := rr2.Login(t, "admin", "first-pass")
 	rr2.Login(t, "dora", "dora-password")

@@ -115,6 +115,7 @@ func (p *proc) wait(timeout time.Duration) (code int, ok bool) {
 type served struct {
 	*proc
 	mqtt, http, rtsp string
+	pass             string // the admin password, for MQTT and RTSP logins
 }
 
 func startServe(t *testing.T, dataDir string, flags []string, env ...string) *served {
@@ -129,14 +130,22 @@ func startServe(t *testing.T, dataDir string, flags []string, env ...string) *se
 		"NESTMTX_LOG_LEVEL=debug",
 	}, env...)
 	s.proc = startProc(t, "daemon", env, append([]string{"serve", "--rtsp-udp-address="}, flags...)...)
+	s.pass = adminPasswordIn(env)
 	return s
+}
+
+// rtspURL is a path's URL on the daemon with the admin's login, which RTSP
+// readers need.
+func (s *served) rtspURL(path string) string {
+	u := url.URL{Scheme: "rtsp", User: url.UserPassword("admin", s.pass), Host: s.rtsp, Path: "/" + path}
+	return u.String()
 }
 
 // waitReady waits for the daemon's API on its embedded broker.
 func (s *served) waitReady() *testkit.RR {
 	s.t.Helper()
 	testkit.WaitDial(s.t, s.mqtt, 30*time.Second)
-	c := testkit.Dial(s.t, s.mqtt, "", "")
+	c := testkit.Dial(s.t, s.mqtt, "admin", s.pass)
 	rr, err := c.NewRR("nestmtx/requests")
 	if err != nil {
 		s.t.Fatal(err)
@@ -247,7 +256,7 @@ func TestSimulateDrivesDaemon(t *testing.T) {
 		req["token"] = tok
 		rr.Call(t, req).MustOK(t, v)
 	}
-	c := testkit.Dial(t, d.mqtt, "", "")
+	c := testkit.Dial(t, d.mqtt, "admin", d.pass)
 	authenticated := c.Subscribe("nestmtx/events/credentials/+/authenticated")
 
 	var cred struct {
@@ -309,7 +318,7 @@ func TestSimulateDrivesDaemon(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, ffprobe, "-v", "error", "-rtsp_transport", "tcp",
-		"-show_entries", "stream=codec_name", "-of", "csv=p=0", "rtsp://"+d.rtsp+"/porch").CombinedOutput()
+		"-show_entries", "stream=codec_name", "-of", "csv=p=0", d.rtspURL("porch")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ffprobe: %v\n%s", err, out)
 	}

@@ -8,8 +8,9 @@ import (
 )
 
 // MTXPathPattern is the set of RTSP path names a camera may be served at
-// (NestMTX's rule: unreserved URL characters only).
-var MTXPathPattern = regexp.MustCompile(`^[A-Za-z0-9._~-]+$`)
+// (NestMTX's rule: unreserved URL characters only), starting with a letter
+// or digit so that ".", ".." and "~" are never paths.
+var MTXPathPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._~-]*$`)
 
 func camerasModule(d Deps) Module {
 	return Module{
@@ -41,7 +42,7 @@ func camerasModule(d Deps) Module {
 		}),
 		// create {"sync": true} asks Google for the devices now (NestMTX's
 		// sync button); {"sync": true, "credential_id": N} syncs one credential.
-		Create: Authed(func(ctx context.Context, c *Call) (any, error) {
+		Create: Admin(func(ctx context.Context, c *Call) (any, error) {
 			p := readPayload(c.Payload)
 			sync, _ := p.Bool("sync", true)
 			credID, hasCred := p.Int("credential_id", false, 1, 1<<53)
@@ -73,7 +74,7 @@ func camerasModule(d Deps) Module {
 			}
 			return d.Store.GetCamera(id)
 		}),
-		Update: Authed(func(ctx context.Context, c *Call) (any, error) {
+		Update: Admin(func(ctx context.Context, c *Call) (any, error) {
 			id, err := entityID(c, "camera")
 			if err != nil {
 				return nil, err
@@ -125,7 +126,7 @@ func camerasModule(d Deps) Module {
 				"persistent", cam.IsPersistent, "by", c.User.Username)
 			return cam, nil
 		}),
-		Delete: Authed(func(ctx context.Context, c *Call) (any, error) {
+		Delete: Admin(func(ctx context.Context, c *Call) (any, error) {
 			id, err := entityID(c, "camera")
 			if err != nil {
 				return nil, err

@@ -57,7 +57,7 @@ func readCredentialFields(p *payload, creating bool) credentialFields {
 
 func credentialsModule(d Deps) Module {
 	return Module{
-		List: Authed(func(ctx context.Context, c *Call) (any, error) {
+		List: Admin(func(ctx context.Context, c *Call) (any, error) {
 			lp, perr := readListParams(c.Payload, []string{"id", "description"})
 			if perr != nil {
 				return nil, perr
@@ -78,7 +78,7 @@ func credentialsModule(d Deps) Module {
 				},
 				func(c store.Credential) any { return viewCredential(c) }), nil
 		}),
-		Create: Authed(func(ctx context.Context, c *Call) (any, error) {
+		Create: Admin(func(ctx context.Context, c *Call) (any, error) {
 			p := readPayload(c.Payload)
 			f := readCredentialFields(p, true)
 			if err := p.Err(); err != nil {
@@ -92,7 +92,7 @@ func credentialsModule(d Deps) Module {
 			d.Log.Info("credential created", "credential_id", cred.ID, "by", c.User.Username)
 			return viewCredential(cred), nil
 		}),
-		Read: Authed(func(ctx context.Context, c *Call) (any, error) {
+		Read: Admin(func(ctx context.Context, c *Call) (any, error) {
 			id, err := entityID(c, "credential")
 			if err != nil {
 				return nil, err
@@ -103,7 +103,7 @@ func credentialsModule(d Deps) Module {
 			}
 			return viewCredential(cred), nil
 		}),
-		Update: Authed(func(ctx context.Context, c *Call) (any, error) {
+		Update: Admin(func(ctx context.Context, c *Call) (any, error) {
 			id, err := entityID(c, "credential")
 			if err != nil {
 				return nil, err
@@ -150,7 +150,7 @@ func credentialsModule(d Deps) Module {
 			d.Log.Info("credential updated", "credential_id", id, "by", c.User.Username)
 			return viewCredential(cred), nil
 		}),
-		Delete: Authed(func(ctx context.Context, c *Call) (any, error) {
+		Delete: Admin(func(ctx context.Context, c *Call) (any, error) {
 			id, err := entityID(c, "credential")
 			if err != nil {
 				return nil, err

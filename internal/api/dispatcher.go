@@ -27,6 +27,7 @@ type HandlerFunc func(ctx context.Context, c *Call) (any, error)
 
 type route struct {
 	public bool
+	admin  bool
 	fn     HandlerFunc
 }
 
@@ -35,6 +36,10 @@ type Module map[string]route
 
 // Authed is a route for logged-in users.
 func Authed(fn HandlerFunc) route { return route{fn: fn} }
+
+// Admin is a route for logged-in admins only: users, credentials, and
+// changes to cameras.
+func Admin(fn HandlerFunc) route { return route{admin: true, fn: fn} }
 
 // Public is a route that needs no token (auth, health, version).
 func Public(fn HandlerFunc) route { return route{public: true, fn: fn} }
@@ -90,6 +95,9 @@ func (d *Dispatcher) handle(ctx context.Context, req Request) (any, *Error) {
 			return nil, d.internal(req, err)
 		}
 		call.User = &user
+		if rt.admin && user.Role != store.RoleAdmin {
+			return nil, NewError(CodeForbidden, "only an admin may %s %s", req.Command, req.Module)
+		}
 	}
 	res, err := rt.fn(ctx, call)
 	if err != nil {
@@ -110,6 +118,8 @@ func (d *Dispatcher) toError(req Request, err error) *Error {
 		return NewError(CodeConflict, "%s", err.Error())
 	case errors.Is(err, store.ErrBadCredentials):
 		return NewError(CodeUnauthorized, "wrong username or password")
+	case errors.Is(err, store.ErrLastAdmin):
+		return NewError(CodeForbidden, "%s", err.Error())
 	case errors.Is(err, store.ErrTokenInvalid):
 		return NewError(CodeUnauthorized, "the token is unknown or has expired; log in again")
 	}

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nestmtx/nestmtx/internal/login"
 	"github.com/nestmtx/nestmtx/internal/store"
 )
 
@@ -13,10 +14,13 @@ import (
 type Deps struct {
 	Store    *store.Store
 	TokenTTL time.Duration
-	// LoginAttemptsPerMinute bounds failed logins per username.
-	LoginAttemptsPerMinute int
-	Health                 *Health
-	Version                VersionInfo
+	// Logins checks passwords (auth create, a password change): shared
+	// with MQTT and RTSP logins, so that throttling sees them all.
+	Logins *login.Gate
+	// PasswordChanged is told after a user's password changed.
+	PasswordChanged func(store.User)
+	Health          *Health
+	Version         VersionInfo
 	// Cameras is told about every change a request makes to a camera, so
 	// that live streams follow at once. Nil means nobody listens.
 	Cameras CameraListener
@@ -53,6 +57,9 @@ func New(d Deps) *Dispatcher {
 	}
 	if d.TokenTTL <= 0 {
 		d.TokenTTL = 24 * time.Hour
+	}
+	if d.Logins == nil {
+		d.Logins = login.New(d.Store, login.Options{Now: d.Now, Log: d.Log})
 	}
 	if d.Health == nil {
 		d.Health = NewHealth()

@@ -30,6 +30,9 @@ type Request struct {
 	// Payload is the raw JSON object, nil when the request had none.
 	Payload json.RawMessage
 	Token   string
+	// Remote is the client's address (an IP, no port) as the transport
+	// knows it, "" when it does not: login throttling counts per address.
+	Remote string
 }
 
 // ValidRequestID reports whether id may be used as a reply address.

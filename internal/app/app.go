@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/nestmtx/nestmtx/internal/config"
 	"github.com/nestmtx/nestmtx/internal/credentials"
 	"github.com/nestmtx/nestmtx/internal/events"
+	"github.com/nestmtx/nestmtx/internal/login"
 	"github.com/nestmtx/nestmtx/internal/mqtt"
 	"github.com/nestmtx/nestmtx/internal/nest"
 	"github.com/nestmtx/nestmtx/internal/nestsim"
@@ -36,6 +38,7 @@ type App struct {
 	version api.VersionInfo
 
 	store   *store.Store
+	gate    *login.Gate
 	bus     *events.Bus
 	health  *api.Health
 	api     *api.Dispatcher
@@ -68,6 +71,9 @@ func New(cfg config.Config, log *slog.Logger, version api.VersionInfo) (*App, er
 		return nil, err
 	}
 	a := &App{cfg: cfg, log: log, version: version, store: st, bus: events.NewBus(nil), health: api.NewHealth(), started: time.Now()}
+	// One gate for the API, MQTT and RTSP logins, so that throttling sees
+	// a guesser whichever door it knocks on.
+	a.gate = login.New(st, login.Options{AttemptsPerMinute: cfg.LoginAttemptsPerMinute, Log: log.With("component", "login")})
 	if err := a.firstStart(); err != nil {
 		st.Close()
 		return nil, err
@@ -86,20 +92,22 @@ func (a *App) Start() error {
 	if err := a.startCameras(); err != nil {
 		return err
 	}
+	a.registerListenerHealth(a.rtsp.Listener())
 	if a.cfg.Demo {
 		if err := a.finishDemo(); err != nil {
 			return err
 		}
 	}
 	a.api = api.New(api.Deps{
-		Store:                  a.store,
-		TokenTTL:               a.cfg.TokenTTL,
-		LoginAttemptsPerMinute: a.cfg.LoginAttemptsPerMinute,
-		Health:                 a.health,
-		Version:                a.version,
-		Cameras:                a.cameras,
-		Google:                 a.creds,
-		Log:                    a.log.With("component", "api"),
+		Store:           a.store,
+		TokenTTL:        a.cfg.TokenTTL,
+		Logins:          a.gate,
+		PasswordChanged: a.passwordChanged,
+		Health:          a.health,
+		Version:         a.version,
+		Cameras:         a.cameras,
+		Google:          a.creds,
+		Log:             a.log.With("component", "api"),
 	})
 	var err error
 	a.mqtt, err = mqtt.Start(mqtt.Options{
@@ -107,10 +115,16 @@ func (a *App) Start() error {
 		Username: a.cfg.MQTTUsername, Password: a.cfg.MQTTPassword,
 		BaseTopic: a.cfg.MQTTBaseTopic, ClientID: a.cfg.MQTTClientID, KeepAlive: a.cfg.MQTTKeepAlive,
 		CAFile: a.cfg.MQTTCAFile, CertFile: a.cfg.MQTTCertFile, KeyFile: a.cfg.MQTTKeyFile,
-		MaxRequestBytes: a.cfg.MQTTMaxRequestBytes, Log: a.log,
+		MaxRequestBytes: a.cfg.MQTTMaxRequestBytes,
+		Accounts:        a.gate, Users: a.store, Anonymous: a.cfg.MQTTAnonymous,
+		MaxClients: a.cfg.MQTTMaxClients, MaxSessionExpiry: a.cfg.MQTTMaxSessionExpiry, MaxQueued: a.cfg.MQTTMaxQueuedMessages,
+		Log: a.log,
 	}, a.api, a.bus)
 	if err != nil {
 		return err
+	}
+	if b := a.mqtt.Broker(); b != nil {
+		a.registerListenerHealth(b.Listener())
 	}
 	if err := a.startHTTP(); err != nil {
 		return err
@@ -190,6 +204,25 @@ func (a *App) Store() *store.Store { return a.store }
 // Bus gives the daemon's parts (and tests) the event bus.
 func (a *App) Bus() *events.Bus { return a.bus }
 
+// initialPasswordFile holds the generated admin password of the first start.
+func (a *App) initialPasswordFile() string {
+	return filepath.Join(a.cfg.DataDir, "initial-admin-password")
+}
+
+// passwordChanged removes the generated initial password once the admin has
+// chosen another: a file holding a dead password only misleads.
+func (a *App) passwordChanged(u store.User) {
+	if !strings.EqualFold(u.Username, "admin") {
+		return
+	}
+	err := os.Remove(a.initialPasswordFile())
+	if err == nil {
+		a.log.Info("removed the initial admin password file; the password was changed", "file", a.initialPasswordFile())
+	} else if !errors.Is(err, os.ErrNotExist) {
+		a.log.Warn("could not remove the initial admin password file", "error", err)
+	}
+}
+
 // firstStart creates the admin user when the store has no user at all.
 func (a *App) firstStart() error {
 	n, err := a.store.CountUsers()
@@ -205,14 +238,14 @@ func (a *App) firstStart() error {
 		}
 		pw = base64.RawURLEncoding.EncodeToString(buf)
 	}
-	if _, err := a.store.CreateUser("admin", pw, true); err != nil {
+	if _, err := a.store.CreateUser("admin", pw, true, store.RoleAdmin); err != nil {
 		return fmt.Errorf("creating the admin user: %w", err)
 	}
 	if !generated {
 		a.log.Info("created the user admin with the password from NESTMTX_ADMIN_PASSWORD")
 		return nil
 	}
-	file := filepath.Join(a.cfg.DataDir, "initial-admin-password")
+	file := a.initialPasswordFile()
 	if err := os.WriteFile(file, []byte(pw+"\n"), 0o600); err != nil {
 		return fmt.Errorf("writing %s: %w", file, err)
 	}

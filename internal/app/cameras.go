@@ -38,7 +38,8 @@ func (a *App) startCameras() error {
 	}
 	res := &resolver{}
 	a.rtsp, err = rtspserver.Start(rtspserver.Options{Address: a.cfg.RTSPAddress, UDPRTPAddress: a.cfg.RTSPUDPAddress,
-		StartTimeout: a.cfg.OnDemandStartTimeout, Resolver: res, Log: a.log})
+		StartTimeout: a.cfg.OnDemandStartTimeout, Resolver: res, Log: a.log,
+		Authenticator: a.rtspAuthenticator(), Realm: rtspRealm, MaxConns: a.cfg.RTSPMaxConnections})
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"testing"
 	"time"
@@ -158,8 +159,18 @@ func (e *e2e) waitEvent(domain string, entity uint64, name string) event {
 	return event{}
 }
 
-// rtspURL is a path's URL on the daemon.
-func (e *e2e) rtspURL(path string) string { return "rtsp://" + e.app.RTSPAddr() + "/" + path }
+// rtspURL is a path's URL on the daemon, with the admin's login in its
+// user info as Frigate's and Home Assistant's configurations carry it.
+func (e *e2e) rtspURL(path string) string {
+	return rtspURLAs(e.app, url.UserPassword("admin", adminPassword), path)
+}
+
+// rtspURLAs is a path's URL on a with user's login (nil: none). The
+// password is escaped as a URL needs it (gortsplib and ffmpeg unescape it).
+func rtspURLAs(a *App, user *url.Userinfo, path string) string {
+	u := url.URL{Scheme: "rtsp", User: user, Host: a.RTSPAddr(), Path: "/" + path}
+	return u.String()
+}
 
 func waitCtx(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)

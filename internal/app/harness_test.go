@@ -66,7 +66,7 @@ func startAppWith(t testing.TB, mutate func(*config.Config), adjust func(*App)) 
 // client connects a test client and a request/response helper to addr.
 func client(t testing.TB, addr, base string) (*testkit.Client, *testkit.RR) {
 	t.Helper()
-	c := testkit.Dial(t, addr, "", "")
+	c := testkit.Dial(t, addr, "admin", adminPassword)
 	rr, err := c.NewRR(base + "/requests")
 	if err != nil {
 		t.Fatal(err)

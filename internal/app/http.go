@@ -4,16 +4,23 @@ import (
 	"encoding/json"
 	"fmt"
 	"html"
-	"net"
 	"net/http"
 	"net/http/pprof"
 	"time"
 
 	"github.com/nestmtx/nestmtx/internal/api"
+	"github.com/nestmtx/nestmtx/internal/netguard"
 )
 
 func (a *App) startHTTP() error {
-	ln, err := net.Listen("tcp", a.cfg.HTTPAddress)
+	// RequestTimeout stays 0: ReadHeaderTimeout and ReadTimeout below bound
+	// a request already. The idle timeout is the backstop for what they do
+	// not: there is no WriteTimeout (a pprof profile streams for as long as
+	// asked), so a client that stops reading its response would hold a
+	// conn and a handler forever; it sends nothing meanwhile.
+	ln, err := netguard.Listen("tcp", a.cfg.HTTPAddress, netguard.Options{
+		Name: "http", MaxConns: 256, IdleTimeout: 2 * time.Minute, Log: a.log,
+	})
 	if err != nil {
 		return fmt.Errorf("http: listen on %s: %w", a.cfg.HTTPAddress, err)
 	}
@@ -27,7 +34,9 @@ func (a *App) startHTTP() error {
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	a.httpLn = ln
-	a.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+	a.registerListenerHealth(ln)
+	a.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10}
 	go func() {
 		if err := a.httpSrv.Serve(ln); err != nil && err != http.ErrServerClosed {
 			a.log.Error("http server stopped", "error", err)

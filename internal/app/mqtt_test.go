@@ -21,7 +21,7 @@ func TestMosquittoRR(t *testing.T) {
 	host, port, _ := strings.Cut(a.MQTTAddr(), ":")
 	rr := func(payload string, extra ...string) []byte {
 		t.Helper()
-		args := append([]string{"-h", host, "-p", port, "-t", "nestmtx/requests", "-e", "rr/reply/" + t.Name(),
+		args := append([]string{"-h", host, "-p", port, "-u", "admin", "-P", adminPassword, "-t", "nestmtx/requests", "-e", "rr/reply/" + t.Name(),
 			"-m", payload, "-W", "10", "-D", "PUBLISH", "correlation-data", "corr-1"}, extra...)
 		out, err := exec.Command(bin, args...).CombinedOutput()
 		if err != nil {
@@ -161,7 +161,7 @@ func TestEventsAndState(t *testing.T) {
 	if st := readState(live); st != nil {
 		t.Fatalf("deleting must clear the retained state, got %v", st)
 	}
-	c3 := testkit.Dial(t, a.MQTTAddr(), "", "")
+	c3 := testkit.Dial(t, a.MQTTAddr(), "admin", adminPassword)
 	gone := c3.Subscribe(topic)
 	select {
 	case p := <-gone:

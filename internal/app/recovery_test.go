@@ -3,6 +3,7 @@ package app
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -291,7 +292,8 @@ func TestFailedSetupLeavesNoReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "SETUP %s/trackID=0 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n", e.rtspURL("front-door"))
+	fmt.Fprintf(conn, "SETUP %s/trackID=0 RTSP/1.0\r\nCSeq: 1\r\nAuthorization: Basic %s\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n",
+		rtspURLAs(e.app, nil, "front-door"), base64.StdEncoding.EncodeToString([]byte("admin:"+adminPassword)))
 	status, err := bufio.NewReader(conn).ReadString('\n')
 	if err != nil || !strings.Contains(status, "503") {
 		t.Fatalf("SETUP answered %q (%v), want 503", status, err)

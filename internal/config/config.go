@@ -34,15 +34,21 @@ type Config struct {
 	HTTPAddress string
 	// HTTPPprof serves Go's profiler under /debug/pprof/ on the HTTP
 	// address, for benchmarks and for diagnosing a live daemon.
-	HTTPPprof   bool
-	RTSPAddress string
+	HTTPPprof          bool
+	RTSPAddress        string
+	RTSPAnonymous      bool
+	RTSPMaxConnections int
 
 	// MQTTURL is empty when nestmtx should run its embedded broker.
 	MQTTURL       string
 	MQTTListen    string
+	MQTTAnonymous bool
 	MQTTUsername  string
-	MQTTPassword  string
-	MQTTBaseTopic string
+	// MQTTPassword holds the content of MQTTPasswordFile after Load when
+	// the file was given.
+	MQTTPassword     string
+	MQTTPasswordFile string
+	MQTTBaseTopic    string
 	// MQTTClientID is empty when the caller should generate one; the
 	// generated form needs the hostname and pid, which are not config.
 	MQTTClientID        string
@@ -52,7 +58,15 @@ type Config struct {
 	MQTTKeyFile         string
 	MQTTMaxRequestBytes int
 
+	// Limits of the embedded broker.
+	MQTTMaxClients        int
+	MQTTMaxSessionExpiry  time.Duration
+	MQTTMaxQueuedMessages int
+
+	// AdminPassword holds the content of AdminPasswordFile after Load when
+	// the file was given.
 	AdminPassword          string
+	AdminPasswordFile      string
 	TokenTTL               time.Duration
 	LoginAttemptsPerMinute int
 
@@ -110,6 +124,9 @@ type Setting struct {
 	check func(c *Config) error
 	// str exposes string fields so Redacted can blank secrets generically.
 	str func(c *Config) *string
+	// fileOf is the YAML key of the secret whose value this setting's file
+	// holds, for the *_file settings; "" otherwise.
+	fileOf string
 }
 
 const redactedValue = "***"
@@ -127,14 +144,22 @@ var settings = []Setting{
 		func(c *Config) *bool { return &c.HTTPPprof }),
 	stringSetting("rtsp_address", ":8554", "Listen address (host:port) of the RTSP server that serves the camera streams.",
 		func(c *Config) *string { return &c.RTSPAddress }, listenAddress),
+	boolSetting("rtsp_anonymous", "false", "Let anyone on the network play every camera without a login (Basic or Digest against the nestmtx accounts otherwise).",
+		func(c *Config) *bool { return &c.RTSPAnonymous }),
+	intSetting("rtsp_max_connections", "512", "Most RTSP connections at once; more are closed at once with a log line (at least 1).",
+		func(c *Config) *int { return &c.RTSPMaxConnections }, 1, math.MaxInt),
 	stringSetting("mqtt_url", "", "External MQTT v5 broker, e.g. mqtts://broker:8883 (schemes mqtt, mqtts, tcp, ssl, ws, wss). Empty runs the embedded broker.",
 		func(c *Config) *string { return &c.MQTTURL }, brokerURL),
 	stringSetting("mqtt_listen", ":1883", "Listen address (host:port) of the embedded MQTT broker; unused with mqtt_url.",
 		func(c *Config) *string { return &c.MQTTListen }, listenAddress),
-	stringSetting("mqtt_username", "", "MQTT username.",
+	boolSetting("mqtt_anonymous", "false", "Let clients connect to the embedded broker without a login. They may only read B/status, B/events/#, B/stream/# and B/state/# (which show camera paths); off by default.",
+		func(c *Config) *bool { return &c.MQTTAnonymous }),
+	stringSetting("mqtt_username", "", "MQTT username; requires mqtt_password or mqtt_password_file.",
 		func(c *Config) *string { return &c.MQTTUsername }, mqttString).alias("MQTT_USER"),
-	stringSetting("mqtt_password", "", "MQTT password.",
+	stringSetting("mqtt_password", "", "MQTT password; requires mqtt_username.",
 		func(c *Config) *string { return &c.MQTTPassword }, nil).alias("MQTT_PASS").secret(),
+	stringSetting("mqtt_password_file", "", "File whose content is the MQTT password, as systemd's LoadCredential= or a Docker secret provides it; a trailing newline is removed. Not together with mqtt_password.",
+		func(c *Config) *string { return &c.MQTTPasswordFile }, nil).passwordFileOf("mqtt_password"),
 	stringSetting("mqtt_base_topic", "nestmtx", "Prefix of every MQTT topic nestmtx publishes or subscribes to. No leading or trailing '/', no wildcards.",
 		func(c *Config) *string { return &c.MQTTBaseTopic }, baseTopic).alias("MQTT_BASE_TOPIC"),
 	stringSetting("mqtt_client_id", "", "MQTT client identifier. Empty generates nestmtx-<hostname>-<pid>.",
@@ -149,8 +174,16 @@ var settings = []Setting{
 		func(c *Config) *string { return &c.MQTTKeyFile }, nil),
 	intSetting("mqtt_max_request_bytes", "65536", "Largest API request payload accepted over MQTT, in bytes (at least 1024).",
 		func(c *Config) *int { return &c.MQTTMaxRequestBytes }, 1024, maxMQTTPacket),
+	intSetting("mqtt_max_clients", "256", "Most clients the embedded broker holds at once (the daemon's own included); more are refused (at least 2).",
+		func(c *Config) *int { return &c.MQTTMaxClients }, 2, math.MaxInt),
+	durationSetting("mqtt_max_session_expiry", "1h", "Longest session expiry the embedded broker grants; a client asking for more gets this. 0 keeps no session after a disconnect; whole seconds, at most 24h.",
+		func(c *Config) *time.Duration { return &c.MQTTMaxSessionExpiry }, 0, 24*time.Hour, true),
+	intSetting("mqtt_max_queued_messages", "256", "QoS 1 and 2 messages the embedded broker keeps for one client (in flight, or while a persistent session is offline); older ones are dropped (16 to 65535).",
+		func(c *Config) *int { return &c.MQTTMaxQueuedMessages }, 16, 65535),
 	stringSetting("admin_password", "", "Password of the user admin, set only on the first start (an empty store). Empty generates a random one, logged once and written to <data_dir>/initial-admin-password (mode 0600).",
 		func(c *Config) *string { return &c.AdminPassword }, nil).secret(),
+	stringSetting("admin_password_file", "", "File whose content is admin_password, as systemd's LoadCredential= or a Docker secret provides it; a trailing newline is removed. Not together with admin_password.",
+		func(c *Config) *string { return &c.AdminPasswordFile }, nil).passwordFileOf("admin_password"),
 	durationSetting("token_ttl", "24h", "Lifetime of API session tokens (at least 1m).",
 		func(c *Config) *time.Duration { return &c.TokenTTL }, time.Minute, math.MaxInt64, false),
 	intSetting("login_attempts_per_minute", "5", "Failed logins allowed per username per minute; then that username is refused (TOO_MANY_REQUESTS) until the minute has passed.",
@@ -256,6 +289,14 @@ func (s Setting) alias(env string) Setting {
 
 func (s Setting) secret() Setting {
 	s.Secret = true
+	return s
+}
+
+// passwordFileOf marks a setting as naming a file that holds the secret
+// setting secretKey, so a password need not sit in the environment or on
+// the command line.
+func (s Setting) passwordFileOf(secretKey string) Setting {
+	s.fileOf = secretKey
 	return s
 }
 
@@ -505,9 +546,25 @@ func (c Config) Redacted() Config {
 
 // Load builds the configuration from args (without the program name or
 // subcommand), an environment lookup such as os.LookupEnv and the YAML file
-// named by --config or NESTMTX_CONFIG. Usage is written to usage on -h or a
-// flag error; -h returns flag.ErrHelp.
+// named by --config or NESTMTX_CONFIG, and reads the password files it
+// names. Usage is written to usage on -h or a flag error, and so are
+// warnings (one line each, such as a password given as a flag); -h returns
+// flag.ErrHelp.
 func Load(args []string, lookupEnv func(string) (string, bool), usage io.Writer) (Config, error) {
+	return load(args, lookupEnv, usage, true)
+}
+
+// LoadOffline is Load for the commands that work offline on the data
+// directory (nestmtx admin): every value is parsed and validated on its own,
+// but the checks across keys and the reading of password files are skipped,
+// because they concern only the daemon and must not stop an operator
+// repairing its data (a password file only the service user can read, say).
+// AdminPassword and MQTTPassword are therefore not filled from their files.
+func LoadOffline(args []string, lookupEnv func(string) (string, bool), usage io.Writer) (Config, error) {
+	return load(args, lookupEnv, usage, false)
+}
+
+func load(args []string, lookupEnv func(string) (string, bool), usage io.Writer, forDaemon bool) (Config, error) {
 	if lookupEnv == nil {
 		lookupEnv = func(string) (string, bool) { return "", false }
 	}
@@ -550,6 +607,15 @@ func Load(args []string, lookupEnv func(string) (string, bool), usage io.Writer)
 			}
 		}
 	})
+	for i, s := range settings {
+		if s.Secret && flagSet[i] && *flagVals[i] != "" {
+			instead := "the environment"
+			if f := passwordFileIndex(s.YAMLKey); f >= 0 {
+				instead = settings[f].Env[0] + " (or the environment)"
+			}
+			fmt.Fprintf(usage, "nestmtx: warning: --%s is visible to every user of this machine in ps; use %s instead\n", s.Flag, instead)
+		}
+	}
 
 	// fromEnv treats an empty variable as unset: compose files and
 	// systemd units commonly declare variables they leave blank.
@@ -613,10 +679,91 @@ func Load(args []string, lookupEnv func(string) (string, bool), usage io.Writer)
 		}
 		return settings[i].name()
 	}
+	if !forDaemon {
+		return c, nil
+	}
+	if err := readPasswordFiles(&c, label); err != nil {
+		return Config{}, err
+	}
 	if err := crossCheck(&c, label); err != nil {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// passwordFileIndex finds the *_file setting of the secret secretKey, -1 if
+// it has none.
+func passwordFileIndex(secretKey string) int {
+	return slices.IndexFunc(settings, func(s Setting) bool { return s.fileOf == secretKey })
+}
+
+// readPasswordFiles moves each named password file's content into its
+// secret. It runs on values, not origins, so that an explicit empty value
+// (--admin-password=) clears a password set elsewhere instead of clashing.
+func readPasswordFiles(c *Config, label func(int) string) error {
+	for i, s := range settings {
+		if s.fileOf == "" || *s.str(c) == "" {
+			continue
+		}
+		j := settingIndex(s.fileOf)
+		secret := settings[j]
+		if *secret.str(c) != "" {
+			return fmt.Errorf("config: both %s (from %s) and %s (from %s) are set; give the password one way only",
+				secret.YAMLKey, label(j), s.YAMLKey, label(i))
+		}
+		pw, err := ReadSecretFile(*s.str(c))
+		if err != nil {
+			return fmt.Errorf("config: %s: %w", label(i), err)
+		}
+		// Secrets' validators never echo the value, so err is safe to show.
+		if err := secret.apply(c, pw); err != nil {
+			return fmt.Errorf("config: %s: the content of %s: %w", label(i), *s.str(c), err)
+		}
+	}
+	return nil
+}
+
+// maxSecretFile bounds what ReadSecretFile reads, so that naming a device or
+// a log file by mistake fails at once instead of filling memory.
+const maxSecretFile = 64 << 10
+
+// ReadSecretFile returns the content of a file holding one secret, in the
+// style of systemd's LoadCredential= and Docker secrets: one trailing "\n"
+// or "\r\n" is removed (editors add it), any other whitespace is kept. Its
+// errors name the file and never its content.
+func ReadSecretFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", pathError(path, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
+	if err != nil {
+		return "", pathError(path, err)
+	}
+	if len(data) > maxSecretFile {
+		return "", fmt.Errorf("%s is larger than %d KiB; is it the right file?", path, maxSecretFile>>10)
+	}
+	v := string(data)
+	if strings.HasSuffix(v, "\r\n") {
+		v = v[:len(v)-2]
+	} else {
+		v = strings.TrimSuffix(v, "\n")
+	}
+	if v == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return v, nil
+}
+
+// pathError names path once: os errors carry it already, behind an
+// operation name ("open", "read") that tells a user nothing.
+func pathError(path string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return fmt.Errorf("%s: %w", path, err)
 }
 
 func flagUsage(s Setting) string {
@@ -646,6 +793,22 @@ func crossCheck(c *Config, label func(int) string) error {
 			set, missing = key, cert
 		}
 		return fmt.Errorf("config: %s is set but %s is not; set both or neither", label(set), describe(missing))
+	}
+
+	// A half-configured login would only fail later, at the broker, as a
+	// refused CONNECT that does not say which setting is missing.
+	user, pw, pwFile := settingIndex("mqtt_username"), settingIndex("mqtt_password"), settingIndex("mqtt_password_file")
+	hasPassword := c.MQTTPassword != "" || c.MQTTPasswordFile != ""
+	if (c.MQTTUsername != "") != hasPassword {
+		if c.MQTTUsername != "" {
+			return fmt.Errorf("config: %s is set but no MQTT password is; set %s or %s as well, or no username",
+				label(user), describe(pw), describe(pwFile))
+		}
+		set := pw
+		if c.MQTTPasswordFile != "" {
+			set = pwFile
+		}
+		return fmt.Errorf("config: %s is set but %s is not; set both or neither", label(set), describe(user))
 	}
 
 	// Two of our own listeners on one port would fail at bind time with
@@ -695,11 +858,7 @@ type yamlEntry struct {
 func readYAML(path, origin string) ([]yamlEntry, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
-		return nil, fmt.Errorf("config: %s: %s: %w", origin, path, err)
+		return nil, fmt.Errorf("config: %s: %w", origin, pathError(path, err))
 	}
 	entries, err := parseYAML(data)
 	if err != nil {

@@ -48,6 +48,10 @@ func TestDefaults(t *testing.T) {
 		MQTTBaseTopic:          "nestmtx",
 		MQTTKeepAlive:          30 * time.Second,
 		MQTTMaxRequestBytes:    65536,
+		MQTTMaxClients:         256,
+		MQTTMaxSessionExpiry:   time.Hour,
+		MQTTMaxQueuedMessages:  256,
+		RTSPMaxConnections:     512,
 		TokenTTL:               24 * time.Hour,
 		LoginAttemptsPerMinute: 5,
 		LogLevel:               "info",
@@ -165,12 +169,12 @@ func TestEnvAliases(t *testing.T) {
 		get  func(Config) string
 		want string
 	}{
-		{"MQTT_USER", map[string]string{"MQTT_USER": "alice"}, func(c Config) string { return c.MQTTUsername }, "alice"},
-		{"MQTT_PASS", map[string]string{"MQTT_PASS": "pw"}, func(c Config) string { return c.MQTTPassword }, "pw"},
+		{"MQTT_USER", map[string]string{"MQTT_USER": "alice", "MQTT_PASS": "pw"}, func(c Config) string { return c.MQTTUsername }, "alice"},
+		{"MQTT_PASS", map[string]string{"MQTT_USER": "alice", "MQTT_PASS": "pw"}, func(c Config) string { return c.MQTTPassword }, "pw"},
 		{"MQTT_BASE_TOPIC", map[string]string{"MQTT_BASE_TOPIC": "home/cams"}, func(c Config) string { return c.MQTTBaseTopic }, "home/cams"},
-		{"canonical beats alias", map[string]string{"MQTT_USER": "alias", "NESTMTX_MQTT_USERNAME": "canonical"},
+		{"canonical beats alias", map[string]string{"MQTT_USER": "alias", "NESTMTX_MQTT_USERNAME": "canonical", "MQTT_PASS": "pw"},
 			func(c Config) string { return c.MQTTUsername }, "canonical"},
-		{"empty canonical falls back to alias", map[string]string{"NESTMTX_MQTT_PASSWORD": "", "MQTT_PASS": "alias"},
+		{"empty canonical falls back to alias", map[string]string{"NESTMTX_MQTT_PASSWORD": "", "MQTT_PASS": "alias", "MQTT_USER": "alice"},
 			func(c Config) string { return c.MQTTPassword }, "alias"},
 		{"flag beats alias", map[string]string{"MQTT_BASE_TOPIC": "alias"},
 			func(c Config) string { return c.MQTTBaseTopic }, "flagged"},
@@ -294,6 +298,14 @@ func TestValidationErrorNamesKey(t *testing.T) {
 		{"login_attempts_per_minute", "five", "not a decimal integer"},
 		{"on_demand_start_timeout", "999ms", "less than the minimum 1s"},
 		{"on_demand_close_after", "-1s", "less than the minimum 0s"},
+		{"mqtt_max_clients", "1", "less than the minimum 2"},
+		{"mqtt_max_clients", "many", "not a decimal integer"},
+		{"mqtt_max_session_expiry", "-1s", "less than the minimum 0s"},
+		{"mqtt_max_session_expiry", "24h0m1s", "more than the maximum 24h0m0s"},
+		{"mqtt_max_session_expiry", "1500ms", "whole number of seconds"},
+		{"mqtt_max_queued_messages", "15", "less than the minimum 16"},
+		{"mqtt_max_queued_messages", "65536", "more than the maximum 65535"},
+		{"rtsp_max_connections", "0", "less than the minimum 1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key+"="+tt.value, func(t *testing.T) {
@@ -369,6 +381,14 @@ func TestValidEdgeValues(t *testing.T) {
 		{"mqtt-listen", "[::]:0", func(c Config) any { return c.MQTTListen }, "[::]:0"},
 		{"mqtt-base-topic", "home/nest cams", func(c Config) any { return c.MQTTBaseTopic }, "home/nest cams"},
 		{"mqtt-password", "", func(c Config) any { return c.MQTTPassword }, ""},
+		{"mqtt-anonymous", "true", func(c Config) any { return c.MQTTAnonymous }, true},
+		{"rtsp-anonymous", "1", func(c Config) any { return c.RTSPAnonymous }, true},
+		{"mqtt-max-clients", "2", func(c Config) any { return c.MQTTMaxClients }, 2},
+		{"mqtt-max-session-expiry", "0", func(c Config) any { return c.MQTTMaxSessionExpiry }, time.Duration(0)},
+		{"mqtt-max-session-expiry", "24h", func(c Config) any { return c.MQTTMaxSessionExpiry }, 24 * time.Hour},
+		{"mqtt-max-queued-messages", "16", func(c Config) any { return c.MQTTMaxQueuedMessages }, 16},
+		{"mqtt-max-queued-messages", "65535", func(c Config) any { return c.MQTTMaxQueuedMessages }, 65535},
+		{"rtsp-max-connections", "1", func(c Config) any { return c.RTSPMaxConnections }, 1},
 		{"mqtt-client-id", "", func(c Config) any { return c.MQTTClientID }, ""},
 	}
 	for _, tt := range tests {
@@ -456,6 +476,10 @@ func TestValidate(t *testing.T) {
 		{"max request", func(c *Config) { c.MQTTMaxRequestBytes = 1 }, "config: mqtt_max_request_bytes: "},
 		{"cert without key", func(c *Config) { c.MQTTCertFile = "c" }, "config: mqtt_cert_file is set"},
 		{"bad url", func(c *Config) { c.MQTTURL = "ftp://x" }, "config: mqtt_url: "},
+		{"mqtt username without password", func(c *Config) { c.MQTTUsername = "u" }, "config: mqtt_username is set but no MQTT password is"},
+		{"mqtt password without username", func(c *Config) { c.MQTTPassword = "p" }, "config: mqtt_password is set but mqtt_username"},
+		{"mqtt username and password file", func(c *Config) { c.MQTTUsername, c.MQTTPasswordFile = "u", "/f" }, ""},
+		{"queued messages", func(c *Config) { c.MQTTMaxQueuedMessages = 70000 }, "config: mqtt_max_queued_messages: "},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -538,7 +562,7 @@ func TestYAML(t *testing.T) {
 			}, ""},
 		{"timestamp-looking dir", "data_dir: 2024-01-02\n", func(c Config) bool { return c.DataDir == "2024-01-02" }, ""},
 		{"quoted empty overrides default", "mqtt_url: ''\n", func(c Config) bool { return c.MQTTURL == "" }, ""},
-		{"anchors and aliases", "mqtt_username: &u bob\nmqtt_client_id: *u\n",
+		{"anchors and aliases", "mqtt_username: &u bob\nmqtt_client_id: *u\nmqtt_password: pw\n",
 			func(c Config) bool { return c.MQTTUsername == "bob" && c.MQTTClientID == "bob" }, ""},
 		{"unknown key", "log_level: info\nlogLevel: debug\n", nil, `line 2: unknown key "logLevel"`},
 		{"unknown key with hint", "log-level: debug\n", nil, `unknown key "log-level" (did you mean "log_level"?)`},
@@ -625,7 +649,11 @@ func TestRedactedCoversEverySecret(t *testing.T) {
 			continue
 		}
 		secrets++
-		c := mustLoad(t, []string{"--" + s.Flag, "topsecret"}, nil)
+		args := []string{"--" + s.Flag, "topsecret"}
+		if s.YAMLKey == "mqtt_password" {
+			args = append(args, "--mqtt-username=u") // a password alone is refused
+		}
+		c := mustLoad(t, args, nil)
 		r := c.Redacted()
 		if reflect.DeepEqual(c, r) {
 			t.Errorf("%s: Redacted did not change anything", s.YAMLKey)
@@ -636,6 +664,21 @@ func TestRedactedCoversEverySecret(t *testing.T) {
 	}
 	if secrets != 2 {
 		t.Errorf("found %d secret settings, want 2 (mqtt_password, admin_password)", secrets)
+	}
+	// Every secret can come from a file, so the flag warning always has
+	// a file to suggest; the file's path itself is not a secret.
+	for _, s := range Settings() {
+		if !s.Secret {
+			continue
+		}
+		f := passwordFileIndex(s.YAMLKey)
+		if f < 0 {
+			t.Errorf("%s has no *_file setting", s.YAMLKey)
+			continue
+		}
+		if settings[f].Secret {
+			t.Errorf("%s is marked secret; it is a path", settings[f].YAMLKey)
+		}
 	}
 }
 
@@ -662,6 +705,9 @@ func TestSettingsCoverConfig(t *testing.T) {
 		"rtsp_udp_address": ":9000", "google_auth_url": "http://a/auth", "google_token_url": "http://a/token",
 		"google_sdm_url": "http://a/v1", "google_ca_file": "ca.pem", "demo": "true", "http_pprof": "true", "demo_stream_ttl": "9s",
 		"demo_faults": "extend_fail", "stall_timeout": "7s",
+		"mqtt_anonymous": "true", "rtsp_anonymous": "true", "mqtt_max_clients": "3", "mqtt_max_session_expiry": "2m",
+		"mqtt_max_queued_messages": "17", "rtsp_max_connections": "9",
+		"admin_password_file": "/run/credentials/admin", "mqtt_password_file": "/run/secrets/mqtt",
 	}
 	typ := reflect.TypeFor[Config]()
 	owner := make(map[string]string)

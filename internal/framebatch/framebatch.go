@@ -68,6 +68,10 @@ type Stats struct {
 // Wrap wraps one connection.
 func Wrap(c net.Conn) *Conn { return &Conn{Conn: c} }
 
+// Unwrap returns the wrapped connection, so that code looking for a
+// connection type underneath (internal/netguard's hooks) finds it.
+func (c *Conn) Unwrap() net.Conn { return c.Conn }
+
 // Stats returns the counters so far.
 func (c *Conn) Stats() Stats {
 	return Stats{Writes: c.writes.Load(), Syscalls: c.syscalls.Load()}

@@ -9,14 +9,22 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/nestmtx/nestmtx/internal/login"
+	"github.com/nestmtx/nestmtx/internal/netguard"
+	"github.com/nestmtx/nestmtx/internal/store"
 )
 
 // Broker is the embedded MQTT v5 broker. Besides the user's listener it has a
@@ -24,7 +32,7 @@ import (
 // its broker whatever address the user bound (":1883", a LAN IP, IPv6).
 type Broker struct {
 	server       *mochi.Server
-	public       net.Listener
+	public       *netguard.Listener
 	publicOpen   bool
 	publicAddr   net.Addr
 	internalAddr net.Addr
@@ -32,20 +40,72 @@ type Broker struct {
 	internalPass string
 }
 
+// Accounts is where the broker checks logins: the same accounts as the API
+// and RTSP.
+type Accounts interface {
+	Check(ctx context.Context, username, password, address string) (store.User, error)
+}
+
+// Users looks an account up by name (for the admin-only topics).
+type Users interface {
+	UserByName(username string) (store.User, error)
+}
+
 // BrokerOptions configure the embedded broker.
 type BrokerOptions struct {
-	Listen   string // host:port for clients
-	Username string // when set, clients must present it with Password
-	Password string
+	Listen    string // host:port for clients
+	BaseTopic string
+	// DaemonClientID is the daemon's own client id, which nobody else may
+	// take (taking a client id disconnects its holder).
+	DaemonClientID string
+	// Accounts checks logins; Users finds an account's role.
+	Accounts Accounts
+	Users    Users
+	// Username and Password, when set, are one more login (with an
+	// account's rights), for setups that predate accounts.
+	Username, Password string
+	// Anonymous lets clients in without a login, to read presence,
+	// events and state only.
+	Anonymous bool
 	// MaxPacketBytes bounds what one client may send; larger packets make the
 	// broker drop the client (MQTT v5 tells it the limit in CONNACK).
 	MaxPacketBytes uint32
-	Log            *slog.Logger
+	// MaxClients, MaxSessionExpiry and MaxQueued bound what clients can
+	// make the broker hold (see the README's Security section).
+	MaxClients       int
+	MaxSessionExpiry time.Duration
+	MaxQueued        int
+	Log              *slog.Logger
 }
+
+// Bounds that need no setting.
+const (
+	// connectTimeout closes connections that send no CONNECT.
+	connectTimeout = 10 * time.Second
+	// maxWritesPending bounds the packets queued for one connected client
+	// that reads slowly; more are dropped for that client.
+	maxWritesPending = 1024
+	// receiveMaximum bounds the QoS 1/2 messages a client may have
+	// unacknowledged towards the broker.
+	receiveMaximum = 64
+)
 
 // StartBroker listens and serves until Close.
 func StartBroker(o BrokerOptions) (*Broker, error) {
-	public, err := net.Listen("tcp", o.Listen)
+	log := o.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	if o.MaxClients <= 0 {
+		o.MaxClients = 256
+	}
+	if o.MaxQueued <= 0 {
+		o.MaxQueued = 256
+	}
+	public, err := netguard.Listen("tcp", o.Listen, netguard.Options{Name: "mqtt", HandshakeTimeout: connectTimeout,
+		// Above mochi's own client cap, which answers with a CONNACK that
+		// says why; this one only guards the file descriptors.
+		MaxConns: o.MaxClients + 64, Log: log})
 	if err != nil {
 		return nil, fmt.Errorf("embedded MQTT broker: listen on %s: %w", o.Listen, err)
 	}
@@ -59,17 +119,24 @@ func StartBroker(o BrokerOptions) (*Broker, error) {
 
 	caps := mochi.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = o.MaxPacketBytes
-	log := o.Log
-	if log == nil {
-		log = slog.Default()
-	}
+	caps.MaximumClients = int64(o.MaxClients)
+	caps.MaximumSessionExpiryInterval = uint32(o.MaxSessionExpiry / time.Second)
+	caps.MaximumInflight = uint16(min(o.MaxQueued, 65535))
+	caps.MaximumClientWritesPending = maxWritesPending
+	caps.ReceiveMaximum = receiveMaximum
+	caps.MaximumMessageExpiryInterval = int64(max(o.MaxSessionExpiry/time.Second, 60))
+	// Acknowledgements must not echo the PUBLISH's properties (its
+	// authorization user property above all) back to the client.
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	srv := mochi.New(&mochi.Options{
 		Capabilities: caps,
 		// mochi logs every connection at info; keep the daemon's log for what
-		// an operator needs to act on.
-		Logger: slog.New(levelFloor{log.Handler(), slog.LevelWarn}),
+		// an operator needs to act on, and at most one of each warning a
+		// minute, since clients can trigger them at will.
+		Logger: slog.New(newBrokerLogHandler(log.Handler())),
 	})
-	hook := &authHook{user: o.Username, pass: o.Password, internalUser: b.internalUser, internalPass: b.internalPass}
+	hook := &accessHook{srv: srv, o: o, rules: newTopicRules(o.BaseTopic), log: log.With("component", "mqtt-broker"),
+		internalUser: b.internalUser, internalPass: b.internalPass}
 	if err := srv.AddHook(hook, nil); err != nil {
 		public.Close()
 		internal.Close()
@@ -106,6 +173,9 @@ func (b *Broker) ServePublic() error {
 // Addr is the address clients connect to.
 func (b *Broker) Addr() net.Addr { return b.publicAddr }
 
+// Listener is the public listener, for health checks.
+func (b *Broker) Listener() *netguard.Listener { return b.public }
+
 // internalURL is where the daemon's own client connects.
 func (b *Broker) internalURL() string { return "mqtt://" + b.internalAddr.String() }
 
@@ -129,6 +199,8 @@ const closeGrace = time.Second
 
 func (b *Broker) deliveriesPending() bool {
 	for _, cl := range b.server.Clients.GetAll() {
+		// Offline persistent sessions hold inflight messages too, and will
+		// not acknowledge them now.
 		if !cl.Closed() && cl.State.Inflight.Len() > 0 {
 			return true
 		}
@@ -144,62 +216,254 @@ func randomHex(n int) string {
 	return hex.EncodeToString(buf)
 }
 
-// authHook lets the daemon's own client in with its private credentials, and
-// everyone else with the configured ones (or without any when none are set).
-type authHook struct {
+// accessHook is the broker's access control: logins, client ids, topic
+// rules, and which login may receive each reply.
+type accessHook struct {
 	mochi.HookBase
-	user, pass                 string
+	srv                        *mochi.Server
+	o                          BrokerOptions
+	rules                      topicRules
+	log                        *slog.Logger
 	internalUser, internalPass string
+
+	// routing is the reply being delivered now, if any. mochi processes
+	// one client's packets in order on one goroutine, and only the daemon
+	// publishes replies, so there is at most one at a time: OnPublish sets
+	// it, each delivery's OnACLCheck consults it, OnPublished clears it.
+	routing atomic.Pointer[reply]
 }
 
-func (h *authHook) ID() string { return "nestmtx-auth" }
-
-func (h *authHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mochi.OnConnectAuthenticate, mochi.OnACLCheck}, []byte{b})
+type reply struct {
+	topic, recipient string
 }
 
-func (h *authHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
+func (h *accessHook) ID() string { return "nestmtx-access" }
+
+func (h *accessHook) Provides(b byte) bool {
+	return bytes.Contains([]byte{mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck,
+		mochi.OnPublish, mochi.OnPublished, mochi.OnPacketEncode, mochi.OnSessionEstablished}, []byte{b})
+}
+
+func (h *accessHook) kind(cl *mochi.Client) clientKind {
+	switch {
+	case cl.Net.Listener == "internal":
+		return kindDaemon // only the daemon's credentials get in there
+	case len(cl.Properties.Username) == 0:
+		return kindAnonymous
+	}
+	return kindAccount
+}
+
+func account(cl *mochi.Client) string { return strings.ToLower(string(cl.Properties.Username)) }
+
+// OnConnect refuses client ids that would take another login's session
+// over: mochi disconnects the holder of a client id when a new connection
+// claims it, which let anyone kick the daemon off its own broker.
+func (h *accessHook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
+	if cl.Net.Listener == "internal" {
+		return nil
+	}
+	refuse := cl.ID == h.o.DaemonClientID
+	if held, ok := h.srv.Clients.Get(cl.ID); ok && !refuse {
+		refuse = held.Net.Listener == "internal" || account(held) != account(cl)
+	}
+	if !refuse {
+		return nil
+	}
+	h.log.Info("refused a client id held by another login", "client_id", cl.ID, "remote", cl.Net.Remote)
+	_ = h.srv.SendConnack(cl, packets.ErrClientIdentifierNotValid, false, nil)
+	return packets.ErrClientIdentifierNotValid
+}
+
+func (h *accessHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 	user, pass := pk.Connect.Username, pk.Connect.Password
-	if equal(user, []byte(h.internalUser)) && equal(pass, []byte(h.internalPass)) {
+	if cl.Net.Listener == "internal" {
+		return equal(user, []byte(h.internalUser)) && equal(pass, []byte(h.internalPass))
+	}
+	if len(user) == 0 {
+		return h.o.Anonymous && len(pass) == 0
+	}
+	if h.o.Username != "" && equal(user, []byte(h.o.Username)) && equal(pass, []byte(h.o.Password)) {
 		return true
 	}
-	if h.user == "" && h.pass == "" {
-		return true
+	if h.o.Accounts == nil {
+		return false
 	}
-	return equal(user, []byte(h.user)) && equal(pass, []byte(h.pass))
+	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+	defer cancel()
+	_, err := h.o.Accounts.Check(ctx, string(user), string(pass), remoteIP(cl.Net.Remote))
+	if err != nil {
+		var th *login.ThrottledError
+		if !errors.Is(err, store.ErrBadCredentials) && !errors.As(err, &th) && !errors.Is(err, login.ErrBusy) {
+			h.log.Warn("checking an MQTT login failed", "error", err)
+		}
+		h.log.Debug("refused an MQTT login", "username", string(user), "remote", cl.Net.Remote, "reason", err)
+		return false
+	}
+	return true
 }
 
-func (h *authHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool { return true }
+// OnSessionEstablished ends the connection's CONNECT timeout.
+func (h *accessHook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
+	if cl.Net.Conn != nil {
+		netguard.Established(cl.Net.Conn)
+	}
+}
+
+func (h *accessHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
+	kind := h.kind(cl)
+	if write {
+		return h.rules.canPublish(kind, topic)
+	}
+	if r := h.routing.Load(); r != nil && r.topic == topic && kind != kindDaemon {
+		if kind != kindAccount || account(cl) != r.recipient {
+			return false
+		}
+	}
+	acct := account(cl)
+	return h.rules.canSubscribe(kind, acct, topic, func() bool { return h.isAdmin(acct) })
+}
+
+func (h *accessHook) isAdmin(acct string) bool {
+	if h.o.Users == nil {
+		return false
+	}
+	u, err := h.o.Users.UserByName(acct)
+	return err == nil && u.CanLogin && u.Role == store.RoleAdmin
+}
+
+// OnPublish stamps each request with the login that sent it (replacing
+// whatever the client put under those keys), and notes who may receive a
+// reply the daemon publishes.
+func (h *accessHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	switch h.kind(cl) {
+	case kindAccount:
+		if pk.TopicName == h.rules.requests {
+			user := make([]packets.UserProperty, 0, len(pk.Properties.User)+2)
+			for _, p := range pk.Properties.User {
+				if p.Key != propAccount && p.Key != propRemote {
+					user = append(user, p)
+				}
+			}
+			pk.Properties.User = append(user,
+				packets.UserProperty{Key: propAccount, Val: account(cl)},
+				packets.UserProperty{Key: propRemote, Val: remoteIP(cl.Net.Remote)})
+		}
+	case kindDaemon:
+		h.routing.Store(nil)
+		for _, p := range pk.Properties.User {
+			if p.Key == propRecipient {
+				h.routing.Store(&reply{topic: pk.TopicName, recipient: p.Val})
+				break
+			}
+		}
+	}
+	return pk, nil
+}
+
+func (h *accessHook) OnPublished(cl *mochi.Client, pk packets.Packet) {
+	if h.kind(cl) == kindDaemon {
+		h.routing.Store(nil)
+	}
+}
+
+// OnPacketEncode fixes mochi's PUBACK for QoS 1: it carries reason code
+// 0x01 (the SUBACK code "granted QoS 1"), which is not a PUBACK reason code
+// in MQTT v5, and strict clients (Node-RED's) drop the connection on it.
+func (h *accessHook) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Puback && pk.ReasonCode == packets.CodeGrantedQos1.Code {
+		pk.ReasonCode = packets.CodeSuccess.Code
+	}
+	return pk
+}
+
+func remoteIP(addr string) string {
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
+}
 
 func equal(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) == 1 }
 
-// levelFloor drops records below a level, whatever the wrapped handler allows.
-type levelFloor struct {
+// brokerLogHandler keeps mochi's log for what an operator needs to act on:
+// info and below are dropped, message-less warnings (a client that
+// connected and left, a port scanner) are demoted to debug, and each
+// warning text is passed at most once a minute with a count of the ones
+// held back, since any client can make mochi warn at will.
+type brokerLogHandler struct {
 	slog.Handler
-	floor slog.Level
+	limit *logLimiter
 }
 
-func (l levelFloor) Enabled(ctx context.Context, lv slog.Level) bool {
-	return lv >= l.floor && l.Handler.Enabled(ctx, lv)
+type logLimiter struct {
+	mu   sync.Mutex
+	last map[string]*limited
 }
 
-// Handle demotes mochi's message-less warnings (a client that connected and
-// left, a port scanner) to debug: they are not the operator's problem.
-func (l levelFloor) Handle(ctx context.Context, r slog.Record) error {
+type limited struct {
+	at         time.Time
+	suppressed int
+}
+
+func newBrokerLogHandler(h slog.Handler) brokerLogHandler {
+	return brokerLogHandler{Handler: h, limit: &logLimiter{last: map[string]*limited{}}}
+}
+
+func (l brokerLogHandler) Enabled(ctx context.Context, lv slog.Level) bool {
+	return l.Handler.Enabled(ctx, lv)
+}
+
+func (l brokerLogHandler) Handle(ctx context.Context, r slog.Record) error {
 	if r.Message == "" {
 		if !l.Handler.Enabled(ctx, slog.LevelDebug) {
 			return nil
 		}
 		r.Level = slog.LevelDebug
 		r.Message = "mqtt broker connection note"
+		return l.Handler.Handle(ctx, r)
+	}
+	if r.Level < slog.LevelWarn {
+		if !l.Handler.Enabled(ctx, slog.LevelDebug) {
+			return nil
+		}
+		r.Level = slog.LevelDebug
+		return l.Handler.Handle(ctx, r)
+	}
+	suppressed, ok := l.limit.allow(r.Message, r.Time)
+	if !ok {
+		return nil
+	}
+	if suppressed > 0 {
+		r.AddAttrs(slog.Int("suppressed_since_last", suppressed))
 	}
 	return l.Handler.Handle(ctx, r)
 }
 
-func (l levelFloor) WithAttrs(a []slog.Attr) slog.Handler {
-	return levelFloor{l.Handler.WithAttrs(a), l.floor}
+func (l *logLimiter) allow(msg string, now time.Time) (int, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.last[msg]
+	if ok && now.Sub(e.at) < time.Minute {
+		e.suppressed++
+		return 0, false
+	}
+	if !ok {
+		if len(l.last) > 256 {
+			clear(l.last)
+		}
+		e = &limited{}
+		l.last[msg] = e
+	}
+	n := e.suppressed
+	e.at, e.suppressed = now, 0
+	return n, true
 }
 
-func (l levelFloor) WithGroup(n string) slog.Handler {
-	return levelFloor{l.Handler.WithGroup(n), l.floor}
+func (l brokerLogHandler) WithAttrs(a []slog.Attr) slog.Handler {
+	return brokerLogHandler{l.Handler.WithAttrs(a), l.limit}
+}
+
+func (l brokerLogHandler) WithGroup(n string) slog.Handler {
+	return brokerLogHandler{l.Handler.WithGroup(n), l.limit}
 }

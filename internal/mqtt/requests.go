@@ -3,7 +3,6 @@ package mqtt
 import (
 	"context"
 	"encoding/json"
-	"strings"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
@@ -44,6 +43,9 @@ type replyTo struct {
 	topic       string
 	correlation []byte
 	qos         byte
+	// recipient is the login that sent the request: on the embedded
+	// broker, the only one the reply is delivered to.
+	recipient string
 }
 
 func (s *Service) serve(p *paho.Publish) {
@@ -52,7 +54,14 @@ func (s *Service) serve(p *paho.Publish) {
 		props = *p.Properties
 	}
 	reply := replyTo{correlation: props.CorrelationData, qos: min(p.QoS, 1)}
-	if validPublishTopic(props.ResponseTopic) {
+	remote := ""
+	if s.broker != nil {
+		// Set by our own broker, which overwrites what clients send.
+		reply.recipient = props.User.Get(propAccount)
+		remote = props.User.Get(propRemote)
+	}
+	badReplyTopic := props.ResponseTopic != "" && !s.topics.rules.validReplyTopic(props.ResponseTopic)
+	if props.ResponseTopic != "" && !badReplyTopic {
 		reply.topic = props.ResponseTopic
 	}
 
@@ -73,6 +82,13 @@ func (s *Service) serve(p *paho.Publish) {
 		s.respond(reply, nil, decErr.WithContext(req))
 		return
 	}
+	if badReplyTopic {
+		err := api.Invalid(api.FieldError{Path: "responseTopic",
+			Message: "must be a valid topic outside the daemon's own (" + s.topics.base + "/responses/… and " + s.topics.base + "/replies/<username>/… are fine)"})
+		s.respond(reply, nil, err.WithContext(req))
+		return
+	}
+	req.Remote = remote
 	if reply.topic == s.topics.failures {
 		err := api.Invalid(api.FieldError{Path: "requestId",
 			Message: "is required when the request has no MQTT v5 Response Topic"})
@@ -115,21 +131,19 @@ func (s *Service) respond(r replyTo, result any, apiErr *api.Error) {
 		status = "error"
 		body, _ = json.Marshal(api.NewError(api.CodeInternal, "the response could not be encoded"))
 	}
+	user := paho.UserProperties{{Key: "status", Value: status}}
+	if s.broker != nil {
+		// Without a recipient the broker delivers the reply to nobody.
+		user = append(user, paho.UserProperty{Key: propRecipient, Value: r.recipient})
+	}
 	pub := &paho.Publish{Topic: r.topic, QoS: r.qos, Payload: body, Properties: &paho.PublishProperties{
 		ContentType:     "application/json",
 		CorrelationData: r.correlation,
-		User:            paho.UserProperties{{Key: "status", Value: status}},
+		User:            user,
 	}}
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
 	if err := s.publish(ctx, pub); err != nil && s.ctx.Err() == nil {
 		s.log.Warn("could not publish a response", "topic", r.topic, "error", err)
 	}
-}
-
-// validPublishTopic rejects what a broker would refuse as a PUBLISH topic,
-// so that a bad Response Topic falls back to the request id instead of
-// costing us the connection.
-func validPublishTopic(t string) bool {
-	return t != "" && len(t) <= 65535 && !strings.ContainsAny(t, "+#\x00")
 }

@@ -38,7 +38,14 @@ type Options struct {
 	MaxRequestBytes int
 	// Workers bounds the requests handled at once.
 	Workers int
-	Log     *slog.Logger
+	// The embedded broker's logins and bounds (see BrokerOptions).
+	Accounts         Accounts
+	Users            Users
+	Anonymous        bool
+	MaxClients       int
+	MaxSessionExpiry time.Duration
+	MaxQueued        int
+	Log              *slog.Logger
 }
 
 // Handler answers API requests (the api.Dispatcher).
@@ -72,11 +79,12 @@ type Service struct {
 
 type topics struct {
 	base, requests, responses, failures, status string
+	rules                                       topicRules
 }
 
 func newTopics(base string) topics {
 	return topics{base: base, requests: base + "/requests", responses: base + "/responses/",
-		failures: base + "/failures", status: base + "/status"}
+		failures: base + "/failures", status: base + "/status", rules: newTopicRules(base)}
 }
 
 // Start runs the binding: the embedded broker if no external one is set, the
@@ -109,15 +117,19 @@ func Start(opts Options, h Handler, bus *events.Bus) (*Service, error) {
 		if m := uint32(opts.MaxRequestBytes) * 4; m > maxPacket {
 			maxPacket = m
 		}
-		b, err := StartBroker(BrokerOptions{Listen: opts.Listen, Username: opts.Username, Password: opts.Password,
-			MaxPacketBytes: maxPacket, Log: opts.Log})
+		b, err := StartBroker(BrokerOptions{Listen: opts.Listen, BaseTopic: opts.BaseTopic, DaemonClientID: opts.ClientID,
+			Accounts: opts.Accounts, Users: opts.Users, Username: opts.Username, Password: opts.Password,
+			Anonymous: opts.Anonymous, MaxPacketBytes: maxPacket, MaxClients: opts.MaxClients,
+			MaxSessionExpiry: opts.MaxSessionExpiry, MaxQueued: opts.MaxQueued, Log: opts.Log})
 		if err != nil {
 			return nil, err
 		}
 		s.broker = b
 		serverURL, user, pass = b.internalURL(), b.internalUser, b.internalPass
-		s.log.Info("embedded MQTT v5 broker listening", "address", b.Addr().String(),
-			"authentication", opts.Username != "" || opts.Password != "")
+		s.log.Info("embedded MQTT v5 broker listening", "address", b.Addr().String(), "anonymous", opts.Anonymous)
+		if opts.Anonymous {
+			s.log.Warn("the embedded MQTT broker lets clients in without a login (NESTMTX_MQTT_ANONYMOUS=true); they can read presence, events and state, which name camera paths")
+		}
 	}
 	u, err := url.Parse(serverURL)
 	if err != nil {
@@ -265,6 +277,9 @@ func (s *Service) markReady() {
 	s.subscribed.Store(true)
 	s.readyOnce.Do(func() { close(s.firstReady) })
 }
+
+// Broker is the embedded broker, nil with an external one.
+func (s *Service) Broker() *Broker { return s.broker }
 
 // BrokerAddr is the embedded broker's listener, empty with an external broker.
 func (s *Service) BrokerAddr() string {

@@ -19,6 +19,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/nestmtx/nestmtx/internal/framebatch"
+	"github.com/nestmtx/nestmtx/internal/netguard"
 	"github.com/nestmtx/nestmtx/internal/relay"
 )
 
@@ -37,7 +38,8 @@ type Reader struct {
 	conn     relay.MediaConn
 	channels []int
 
-	path     Path // set once the session has SETUP a path
+	path     Path   // set once the session has SETUP a path
+	name     string // and that path's name
 	playback relay.Playback
 	// played is set once the reader has played: a PLAY after a PAUSE
 	// resumes with live media, not a replay of the GOP (whose sequence
@@ -93,7 +95,33 @@ type Options struct {
 	StartTimeout time.Duration
 	Resolver     Resolver
 	Log          *slog.Logger
+
+	// Authenticator checks RTSP logins. nil serves every reader without a
+	// login.
+	Authenticator Authenticator
+	// Realm is the realm of the challenges (DefaultRealm when empty); it
+	// must be the one the Authenticator's HA1s were computed for.
+	Realm string
+	// CanRead, if set, decides per account and path (nil: every logged-in
+	// account reads every path).
+	CanRead func(acct Account, path string) bool
+	// MaxConns bounds the RTSP connections open at once (0: no bound);
+	// more are closed at once.
+	MaxConns int
+
+	// guard, when set, adjusts the listener's limits (tests).
+	guard func(*netguard.Options)
 }
+
+// The listener's timeouts. A UDP reader's control connection only sends a
+// keepalive every 30 s or so (gortsplib's session timeout is 60 s), so the
+// idle timeout leaves room for two to be missed; a TCP reader that plays is
+// exempt (it may send nothing for as long as it plays).
+const (
+	handshakeTimeout = 10 * time.Second
+	idleTimeout      = 90 * time.Second
+	requestTimeout   = 10 * time.Second
+)
 
 // Server is the running RTSP server.
 type Server struct {
@@ -106,10 +134,11 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	addr net.Addr
+	addr  net.Addr
+	guard *netguard.Listener
 
 	mu    sync.Mutex
-	conns map[*gortsplib.ServerConn]string // connection id
+	conns map[*gortsplib.ServerConn]*connState
 	// pending is the request each connection is having answered whose
 	// response matters: a SETUP (for its interleaved channels) or a PLAY
 	// (whose playback starts once it is answered).
@@ -119,6 +148,7 @@ type Server struct {
 type pendingRequest struct {
 	reader *Reader
 	play   bool
+	tcp    bool // a PLAY whose media goes over this connection
 }
 
 // Start listens and serves.
@@ -127,7 +157,7 @@ func Start(o Options) (*Server, error) {
 		o.Log = slog.Default()
 	}
 	s := &Server{opts: o, log: o.Log.With("component", "rtsp"),
-		conns: map[*gortsplib.ServerConn]string{}, pending: map[*gortsplib.ServerConn]pendingRequest{}}
+		conns: map[*gortsplib.ServerConn]*connState{}, pending: map[*gortsplib.ServerConn]pendingRequest{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.srv = &gortsplib.Server{
 		Handler:        s,
@@ -136,13 +166,12 @@ func Start(o Options) (*Server, error) {
 		ReadTimeout:    10 * time.Second,
 		WriteTimeout:   10 * time.Second,
 		Listen: func(network, address string) (net.Listener, error) {
-			ln, err := net.Listen(network, address)
+			g, ln, err := listen(network, address, o, s.log)
 			if err != nil {
 				return nil, err
 			}
-			s.addr = ln.Addr()
-			// Shared by gortsplib and the relay's direct writers.
-			return framebatch.NewListener(ln), nil
+			s.addr, s.guard = g.Addr(), g
+			return ln, nil
 		},
 	}
 	if o.UDPRTPAddress != "" {
@@ -163,6 +192,27 @@ func Start(o Options) (*Server, error) {
 	return s, nil
 }
 
+// listen opens the TCP listener: netguard's (the connection cap, the
+// timeouts, and an Accept that survives EMFILE) under framebatch's, whose
+// connections gortsplib and the relay's direct writers share. framebatch's
+// writev reaches the socket through netguard.Conn's SyscallConn.
+func listen(network, address string, o Options, log *slog.Logger) (*netguard.Listener, net.Listener, error) {
+	no := netguard.Options{Name: "rtsp", MaxConns: o.MaxConns, HandshakeTimeout: handshakeTimeout,
+		IdleTimeout: idleTimeout, RequestTimeout: requestTimeout, Log: log}
+	if o.guard != nil {
+		o.guard(&no)
+	}
+	g, err := netguard.Listen(network, address, no)
+	if err != nil {
+		return nil, nil, err
+	}
+	return g, framebatch.NewListener(g), nil
+}
+
+// Listener is the guarded TCP listener, whose Status the app's health
+// reports.
+func (s *Server) Listener() *netguard.Listener { return s.guard }
+
 // Gortsplib is the underlying server, which streams belong to.
 func (s *Server) Gortsplib() *gortsplib.Server { return s.srv }
 
@@ -180,16 +230,29 @@ func pathName(p string) string {
 }
 
 func (s *Server) connID(c *gortsplib.ServerConn) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.conns[c]
+	if st := s.state(c); st != nil {
+		return st.id
+	}
+	return ""
 }
 
 // OnConnOpen implements gortsplib.ServerHandlerOnConnOpen.
 func (s *Server) OnConnOpen(ctx *gortsplib.ServerHandlerOnConnOpenCtx) {
+	st := newConnState(uuid.NewString(), ctx.Conn.NetConn())
 	s.mu.Lock()
-	s.conns[ctx.Conn] = uuid.NewString()
+	s.conns[ctx.Conn] = st
 	s.mu.Unlock()
+}
+
+// OnRequest implements gortsplib.ServerHandlerOnRequest: gortsplib calls
+// it with every request of a connection, on the connection's goroutine,
+// before handling it.
+func (s *Server) OnRequest(c *gortsplib.ServerConn, req *base.Request) {
+	// A whole request has been read: the connection speaks RTSP (no more
+	// handshake timeout) and its request timeout starts over.
+	netguard.RequestDone(c.NetConn())
+	netguard.Established(c.NetConn())
+	s.checkLogin(c, req)
 }
 
 // OnConnClose implements gortsplib.ServerHandlerOnConnClose.
@@ -232,6 +295,9 @@ func (s *Server) stopPlayback(r *Reader) {
 
 // OnDescribe implements gortsplib.ServerHandlerOnDescribe.
 func (s *Server) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
+	if res := s.authorize(ctx.Conn, ctx.Path); res != nil {
+		return res, nil, nil
+	}
 	p, ok := s.opts.Resolver.Lookup(pathName(ctx.Path))
 	if !ok {
 		return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
@@ -253,6 +319,9 @@ func (s *Server) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response
 	if r == nil {
 		return &base.Response{StatusCode: base.StatusInternalServerError}, nil, nil
 	}
+	if res := s.authorize(ctx.Conn, ctx.Path); res != nil {
+		return res, nil, nil
+	}
 	// Every SETUP of a session must return the same stream (gortsplib panics
 	// otherwise), even if the source restarted in between.
 	if st := ctx.Session.SetuppedStream(); st != nil {
@@ -273,7 +342,7 @@ func (s *Server) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response
 		p.Remove(r)
 		return s.failure(ctx.Path, err), nil, nil
 	}
-	r.path = p
+	r.path, r.name = p, pathName(ctx.Path)
 	// A TCP reader on our own connection is fed by the relay directly.
 	direct := false
 	if mc, ok := ctx.Conn.NetConn().(relay.MediaConn); ok && ctx.Transport == gortsplib.TransportTCP {
@@ -296,7 +365,15 @@ func (s *Server) expectSetupResponse(c *gortsplib.ServerConn, r *Reader) {
 func (s *Server) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
 	r, _ := ctx.Session.UserData().(*Reader)
 	if r == nil || r.path == nil {
+		if _, res := s.login(ctx.Conn); res != nil {
+			return res, nil
+		}
 		return &base.Response{StatusCode: base.StatusBadRequest}, nil
+	}
+	// The session's path, checked at SETUP: a UDP session may be played
+	// from another connection, which must log in and may read it too.
+	if res := s.authorize(ctx.Conn, r.name); res != nil {
+		return res, nil
 	}
 	s.mu.Lock()
 	playing := r.playback != nil
@@ -321,7 +398,8 @@ func (s *Server) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, 
 	}
 	s.mu.Lock()
 	r.playback = pb
-	s.pending[ctx.Conn] = pendingRequest{reader: r, play: true}
+	tr := ctx.Session.SetuppedTransport()
+	s.pending[ctx.Conn] = pendingRequest{reader: r, play: true, tcp: tr != nil && *tr == gortsplib.TransportTCP}
 	s.mu.Unlock()
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
@@ -353,6 +431,10 @@ func (s *Server) OnResponse(c *gortsplib.ServerConn, res *base.Response) {
 	switch {
 	case pb == nil:
 	case res.StatusCode == base.StatusOK:
+		if p.tcp {
+			// The reader may now send nothing for as long as it plays.
+			netguard.Streaming(c.NetConn(), true)
+		}
 		pb.Started()
 	default:
 		pb.Stop()
@@ -361,11 +443,26 @@ func (s *Server) OnResponse(c *gortsplib.ServerConn, res *base.Response) {
 
 // OnPause implements gortsplib.ServerHandlerOnPause.
 func (s *Server) OnPause(ctx *gortsplib.ServerHandlerOnPauseCtx) (*base.Response, error) {
+	if _, res := s.login(ctx.Conn); res != nil {
+		return res, nil
+	}
+	netguard.Streaming(ctx.Conn.NetConn(), false)
 	if r, ok := ctx.Session.UserData().(*Reader); ok && r.path != nil {
 		s.stopPlayback(r)
 		r.path.Pause(r)
 	}
 	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+// OnGetParameter implements gortsplib.ServerHandlerOnGetParameter. Readers
+// send GET_PARAMETER as a keepalive; it needs the connection's login like
+// any request about a path, and is answered as gortsplib would otherwise.
+func (s *Server) OnGetParameter(ctx *gortsplib.ServerHandlerOnGetParameterCtx) (*base.Response, error) {
+	if _, res := s.login(ctx.Conn); res != nil {
+		return res, nil
+	}
+	return &base.Response{StatusCode: base.StatusOK,
+		Header: base.Header{"Content-Type": base.HeaderValue{"text/parameters"}}, Body: []byte{}}, nil
 }
 
 // OnStreamWriteError implements gortsplib.ServerHandlerOnStreamWriteError:

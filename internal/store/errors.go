@@ -17,6 +17,7 @@ var (
 	ErrLocked         = errors.New("data directory is locked by another process")
 	ErrSchemaTooNew   = errors.New("database schema is newer than this nestmtx version supports")
 	ErrKeyMismatch    = errors.New("secret key does not match the database")
+	ErrLastAdmin      = errors.New("the last admin cannot be removed, disabled or demoted")
 )
 
 // lockedError carries its own message because the useful text (which

@@ -25,6 +25,30 @@ var migrations = []func(tx *bbolt.Tx) error{
 		}
 		return nil
 	},
+	// 1 → 2: roles. Before them every account could do everything, so
+	// every existing account becomes an admin.
+	func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketUsers)
+		var recs []userRecord
+		err := b.ForEach(func(k, v []byte) error {
+			var r userRecord
+			if err := decodeJSON(k, v, &r); err != nil {
+				return fmt.Errorf("user: %w", err)
+			}
+			r.Role = RoleAdmin
+			recs = append(recs, r)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			if err := putJSON(b, itob(r.ID), r); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
 }
 
 func readSchemaVersion(tx *bbolt.Tx) (uint64, error) {

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,8 +16,8 @@ import (
 func TestOpenSchemaVersion(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	s, _ := openTest(t, dir)
-	if v, err := s.SchemaVersion(); err != nil || v != 1 {
-		t.Fatalf("SchemaVersion = %d, %v; want 1", v, err)
+	if v, err := s.SchemaVersion(); err != nil || v != 2 {
+		t.Fatalf("SchemaVersion = %d, %v; want 2", v, err)
 	}
 	if s.Path() != filepath.Join(dir, "nestmtx.db") {
 		t.Fatalf("Path = %q", s.Path())
@@ -31,8 +32,8 @@ func TestOpenSchemaVersion(t *testing.T) {
 				t.Errorf("bucket %s missing", b)
 			}
 		}
-		if v := tx.Bucket(bucketMeta).Get(schemaVersionKey); !bytes.Equal(v, []byte{0, 0, 0, 0, 0, 0, 0, 1}) {
-			t.Errorf("schema_version bytes = %x, want big-endian 1", v)
+		if v := tx.Bucket(bucketMeta).Get(schemaVersionKey); !bytes.Equal(v, []byte{0, 0, 0, 0, 0, 0, 0, 2}) {
+			t.Errorf("schema_version bytes = %x, want big-endian 2", v)
 		}
 		return nil
 	})
@@ -44,8 +45,8 @@ func TestOpenSchemaVersion(t *testing.T) {
 	}
 
 	s2, _ := openTest(t, dir)
-	if v, err := s2.SchemaVersion(); err != nil || v != 1 {
-		t.Fatalf("after reopen SchemaVersion = %d, %v; want 1", v, err)
+	if v, err := s2.SchemaVersion(); err != nil || v != 2 {
+		t.Fatalf("after reopen SchemaVersion = %d, %v; want 2", v, err)
 	}
 }
 
@@ -64,7 +65,7 @@ func TestOpenNewerSchema(t *testing.T) {
 	if !errors.Is(err, ErrSchemaTooNew) {
 		t.Fatalf("Open = %v, want ErrSchemaTooNew", err)
 	}
-	if !strings.Contains(err.Error(), "schema version 2") {
+	if !strings.Contains(err.Error(), fmt.Sprintf("schema version %d", len(migrations)+1)) {
 		t.Errorf("message does not name the version: %v", err)
 	}
 	// The failed Open must have released the lock.
@@ -86,7 +87,7 @@ func TestMigrationsResumeFromStoredVersion(t *testing.T) {
 	if v, _ := s.SchemaVersion(); v != len(migrations) {
 		t.Fatalf("version %d, want %d", v, len(migrations))
 	}
-	if _, err := s.CreateUser("a", "pw", true); err != nil {
+	if _, err := s.CreateUser("a", "pw", true, RoleAdmin); err != nil {
 		t.Fatalf("buckets not created: %v", err)
 	}
 }

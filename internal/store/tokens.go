@@ -134,7 +134,7 @@ func (s *Store) PruneExpiredTokens() (int, error) {
 	now := s.now()
 	n := 0
 	err := s.db.Update(func(tx *bbolt.Tx) error {
-		return deleteTokensWhere(tx, func(r tokenRecord) bool {
+		return deleteTokensWhere(tx, func(_ []byte, r tokenRecord) bool {
 			if !now.Before(r.ExpiresAt) {
 				n++
 				return true
@@ -152,10 +152,10 @@ func (s *Store) PruneExpiredTokens() (int, error) {
 // the set stays small (expired ones are pruned), and it runs only on rare
 // account changes, not on the request path.
 func deleteUserTokens(tx *bbolt.Tx, userID uint64) error {
-	return deleteTokensWhere(tx, func(r tokenRecord) bool { return r.UserID == userID })
+	return deleteTokensWhere(tx, func(_ []byte, r tokenRecord) bool { return r.UserID == userID })
 }
 
-func deleteTokensWhere(tx *bbolt.Tx, match func(tokenRecord) bool) error {
+func deleteTokensWhere(tx *bbolt.Tx, match func(key []byte, r tokenRecord) bool) error {
 	b := tx.Bucket(bucketTokens)
 	var doomed [][]byte
 	err := b.ForEach(func(k, v []byte) error {
@@ -163,7 +163,7 @@ func deleteTokensWhere(tx *bbolt.Tx, match func(tokenRecord) bool) error {
 		if err := decodeJSON(k, v, &r); err != nil {
 			return fmt.Errorf("token: %w", err)
 		}
-		if match(r) {
+		if match(k, r) {
 			// Deleting while ForEach iterates would skip entries, so collect
 			// copies of the keys and delete afterwards.
 			doomed = append(doomed, append([]byte(nil), k...))

@@ -14,7 +14,7 @@ import (
 
 func TestTokenIssueLookupExpire(t *testing.T) {
 	s, clk := openTest(t, t.TempDir())
-	u, err := s.CreateUser("admin", "pw", true)
+	u, err := s.CreateUser("admin", "pw", true, RoleAdmin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestTokenIssueLookupExpire(t *testing.T) {
 
 func TestPruneKeepsLiveTokens(t *testing.T) {
 	s, clk := openTest(t, t.TempDir())
-	u, _ := s.CreateUser("admin", "pw", true)
+	u, _ := s.CreateUser("admin", "pw", true, RoleAdmin)
 	short, _, _ := s.IssueToken(u.ID, time.Minute)
 	long, _, _ := s.IssueToken(u.ID, time.Hour)
 	clk.Advance(2 * time.Minute)
@@ -106,7 +106,7 @@ func TestPruneKeepsLiveTokens(t *testing.T) {
 
 func TestRevokeToken(t *testing.T) {
 	s, _ := openTest(t, t.TempDir())
-	u, _ := s.CreateUser("admin", "pw", true)
+	u, _ := s.CreateUser("admin", "pw", true, RoleAdmin)
 	tok, _, _ := s.IssueToken(u.ID, time.Hour)
 	other, _, _ := s.IssueToken(u.ID, time.Hour)
 	if err := s.RevokeToken(tok); err != nil {
@@ -140,8 +140,8 @@ func TestTokensRevokedByAccountChanges(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, _ := openTest(t, t.TempDir())
-			u, _ := s.CreateUser("a", "pw", true)
-			other, _ := s.CreateUser("b", "pw", true)
+			u, _ := s.CreateUser("a", "pw", true, RoleAdmin)
+			other, _ := s.CreateUser("b", "pw", true, RoleAdmin)
 			tok, _, _ := s.IssueToken(u.ID, time.Hour)
 			otherTok, _, _ := s.IssueToken(other.ID, time.Hour)
 			if err := tc.change(s, u.ID); err != nil {
@@ -162,7 +162,7 @@ func TestTokensRevokedByAccountChanges(t *testing.T) {
 
 func TestRenameKeepsTokens(t *testing.T) {
 	s, _ := openTest(t, t.TempDir())
-	u, _ := s.CreateUser("a", "pw", true)
+	u, _ := s.CreateUser("a", "pw", true, RoleAdmin)
 	tok, _, _ := s.IssueToken(u.ID, time.Hour)
 	if _, err := s.UpdateUser(u.ID, UserUpdate{Username: ptr("b"), CanLogin: ptr(true)}); err != nil {
 		t.Fatal(err)
@@ -174,7 +174,7 @@ func TestRenameKeepsTokens(t *testing.T) {
 
 func TestIssueTokenForDisabledUser(t *testing.T) {
 	s, _ := openTest(t, t.TempDir())
-	u, _ := s.CreateUser("a", "pw", false)
+	u, _ := s.CreateUser("a", "pw", false, RoleAdmin)
 	if _, _, err := s.IssueToken(u.ID, time.Hour); !errors.Is(err, ErrBadCredentials) {
 		t.Fatalf("IssueToken for disabled user = %v", err)
 	}
@@ -199,7 +199,7 @@ func BenchmarkLookupToken(b *testing.B) {
 	}
 	b.Cleanup(func() { os.RemoveAll(dir) })
 	s, _ := openTest(b, dir)
-	u, err := s.CreateUser("admin", "pw", true)
+	u, err := s.CreateUser("admin", "pw", true, RoleAdmin)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func BenchmarkLookupToken(b *testing.B) {
 // Exercises the hot path against concurrent writers under -race.
 func TestConcurrentLookupAndUpdates(t *testing.T) {
 	s, _ := openTest(t, t.TempDir())
-	u, _ := s.CreateUser("a", "pw", true)
+	u, _ := s.CreateUser("a", "pw", true, RoleAdmin)
 	tok, _, _ := s.IssueToken(u.ID, time.Hour)
 	var wg sync.WaitGroup
 	wg.Go(func() {

@@ -2,6 +2,9 @@ package store
 
 import (
 	"bytes"
+	"crypto/md5"
+	"errors"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"sync"
@@ -13,23 +16,44 @@ import (
 	"github.com/nestmtx/nestmtx/internal/password"
 )
 
-// User is an account of the API. PasswordHash is never marshalled to JSON.
+// Role is what an account may do. One set of accounts serves the API, the
+// embedded MQTT broker and RTSP.
+type Role string
+
+const (
+	// RoleAdmin manages users and Google credentials, and does everything
+	// a viewer does.
+	RoleAdmin Role = "admin"
+	// RoleViewer reads cameras and plays streams, and changes only its own
+	// password.
+	RoleViewer Role = "viewer"
+)
+
+// Valid reports whether r is a known role.
+func (r Role) Valid() bool { return r == RoleAdmin || r == RoleViewer }
+
+// User is an account. PasswordHash and DigestSealed are never marshalled to
+// JSON.
 type User struct {
 	ID           uint64    `json:"id"`
 	Username     string    `json:"username"`
+	Role         Role      `json:"role"`
 	CanLogin     bool      `json:"can_login"`
 	PasswordHash string    `json:"-"`
+	DigestSealed []byte    `json:"-"`
 	CreatedAt    time.Time `json:"created_at"`
 	UpdatedAt    time.Time `json:"updated_at"`
 }
 
 // userRecord is the stored form. It has the same fields as User (so the two
-// convert directly) but keeps the hash that User hides from API responses.
+// convert directly) but keeps the secrets that User hides from responses.
 type userRecord struct {
 	ID           uint64    `json:"id"`
 	Username     string    `json:"username"`
+	Role         Role      `json:"role"`
 	CanLogin     bool      `json:"can_login"`
 	PasswordHash string    `json:"password_hash"`
+	DigestSealed []byte    `json:"digest_ha1_sealed,omitempty"`
 	CreatedAt    time.Time `json:"created_at"`
 	UpdatedAt    time.Time `json:"updated_at"`
 }
@@ -39,6 +63,22 @@ type UserUpdate struct {
 	Username *string
 	Password *string
 	CanLogin *bool
+	Role     *Role
+	// KeepToken, when the password changes, is the one token of the user
+	// that survives: the session that made the change. Every other token
+	// of the user is revoked.
+	KeepToken string
+}
+
+// DigestRealm is the realm of the RTSP Digest challenge. Digest clients
+// prove they know MD5(username:realm:password), so that value (sealed with
+// the data directory's key, since MD5 is cheap to brute-force) is kept next
+// to the argon2id hash: a changed realm would invalidate every stored one.
+const DigestRealm = "nestmtx"
+
+func digestHA1(username, pw string) string {
+	h := md5.Sum([]byte(username + ":" + DigestRealm + ":" + pw))
+	return hex.EncodeToString(h[:])
 }
 
 const maxUsernameLen = 64
@@ -64,7 +104,10 @@ func checkPassword(pw string) error {
 }
 
 // CreateUser adds a user. Usernames are unique ignoring case.
-func (s *Store) CreateUser(username, pw string, canLogin bool) (User, error) {
+func (s *Store) CreateUser(username, pw string, canLogin bool, role Role) (User, error) {
+	if !role.Valid() {
+		return User{}, fmt.Errorf("role %q: %w", role, ErrInvalid)
+	}
 	key, err := usernameKey(username)
 	if err != nil {
 		return User{}, err
@@ -79,7 +122,8 @@ func (s *Store) CreateUser(username, pw string, canLogin bool) (User, error) {
 		return User{}, err
 	}
 	now := s.now()
-	u := User{Username: username, CanLogin: canLogin, PasswordHash: hash, CreatedAt: now, UpdatedAt: now}
+	u := User{Username: username, Role: role, CanLogin: canLogin, PasswordHash: hash,
+		DigestSealed: s.box.Seal([]byte(digestHA1(username, pw))), CreatedAt: now, UpdatedAt: now}
 	err = s.db.Update(func(tx *bbolt.Tx) error {
 		byName := tx.Bucket(bucketUsersByName)
 		if byName.Get(key) != nil {
@@ -166,6 +210,9 @@ func (s *Store) UpdateUser(id uint64, upd UserUpdate) (User, error) {
 			return User{}, err
 		}
 	}
+	if upd.Role != nil && !upd.Role.Valid() {
+		return User{}, fmt.Errorf("role %q: %w", *upd.Role, ErrInvalid)
+	}
 	var hash string
 	if upd.Password != nil {
 		if err := checkPassword(*upd.Password); err != nil {
@@ -183,6 +230,7 @@ func (s *Store) UpdateUser(id uint64, upd UserUpdate) (User, error) {
 		if u, err = loadUser(tx, id); err != nil {
 			return err
 		}
+		before := u
 		revoke := false
 		if upd.Username != nil {
 			oldKey := []byte(strings.ToLower(u.Username))
@@ -201,20 +249,42 @@ func (s *Store) UpdateUser(id uint64, upd UserUpdate) (User, error) {
 			}
 			u.Username = *upd.Username
 		}
+		keep := ""
 		if upd.Password != nil {
 			u.PasswordHash = hash
 			revoke = true
+			keep = upd.KeepToken
+		}
+		if upd.Password != nil || upd.Username != nil {
+			// Digest's HA1 covers the username too; without the password
+			// (a rename alone) it cannot be recomputed, so Digest stops
+			// working for the account until its next password change,
+			// while Basic goes on.
+			u.DigestSealed = nil
+			if upd.Password != nil {
+				u.DigestSealed = s.box.Seal([]byte(digestHA1(u.Username, *upd.Password)))
+			}
 		}
 		if upd.CanLogin != nil {
 			u.CanLogin = *upd.CanLogin
-			revoke = revoke || !u.CanLogin
+			if !u.CanLogin {
+				revoke, keep = true, ""
+			}
+		}
+		if upd.Role != nil {
+			u.Role = *upd.Role
+		}
+		if err := keepAnAdmin(tx, id, before, u); err != nil {
+			return err
 		}
 		u.UpdatedAt = s.now()
 		if err := putJSON(tx.Bucket(bucketUsers), itob(id), userRecord(u)); err != nil {
 			return err
 		}
 		if revoke {
-			return deleteUserTokens(tx, id)
+			return deleteTokensWhere(tx, func(key []byte, r tokenRecord) bool {
+				return r.UserID == id && (keep == "" || !bytes.Equal(key, tokenKey(keep)))
+			})
 		}
 		return nil
 	})
@@ -231,6 +301,9 @@ func (s *Store) DeleteUser(id uint64) error {
 		if err != nil {
 			return err
 		}
+		if err := keepAnAdmin(tx, id, u, User{}); err != nil {
+			return err
+		}
 		if err := tx.Bucket(bucketUsersByName).Delete([]byte(strings.ToLower(u.Username))); err != nil {
 			return err
 		}
@@ -239,6 +312,83 @@ func (s *Store) DeleteUser(id uint64) error {
 		}
 		return deleteUserTokens(tx, id)
 	})
+}
+
+// keepAnAdmin refuses a change that would leave no admin able to log in:
+// nobody could then manage users or credentials, short of the offline
+// reset-password command. before and changed are user id before and after
+// the change (the zero User for a deletion).
+func keepAnAdmin(tx *bbolt.Tx, id uint64, before, changed User) error {
+	if !isActiveAdmin(before) || isActiveAdmin(changed) {
+		return nil
+	}
+	found := false
+	err := tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
+		if found {
+			return nil
+		}
+		var r userRecord
+		if err := decodeJSON(k, v, &r); err != nil {
+			return fmt.Errorf("user: %w", err)
+		}
+		found = r.ID != id && isActiveAdmin(User(r))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if !found {
+		return fmt.Errorf("user %s is the last admin who can log in: %w", changed.Username, ErrLastAdmin)
+	}
+	return nil
+}
+
+func isActiveAdmin(u User) bool { return u.Role == RoleAdmin && u.CanLogin }
+
+// DigestHA1 returns MD5(username:DigestRealm:password) of the account
+// named username (any case) for RTSP Digest, and the account. ok is false
+// for an unknown account, one that may not log in, or one whose HA1 is not
+// known (its password was set before Digest was supported, or it was
+// renamed since): such accounts can still use Basic.
+func (s *Store) DigestHA1(username string) (ha1 string, u User, ok bool, err error) {
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		id := tx.Bucket(bucketUsersByName).Get([]byte(strings.ToLower(username)))
+		if id == nil {
+			return nil
+		}
+		uid, err := btoi(id)
+		if err != nil {
+			return err
+		}
+		u, err = loadUser(tx, uid)
+		return err
+	})
+	if err != nil || u.ID == 0 || !u.CanLogin || u.DigestSealed == nil {
+		return "", User{}, false, err
+	}
+	pt, err := s.box.Open(u.DigestSealed)
+	if err != nil {
+		return "", User{}, false, fmt.Errorf("user %d: digest secret: %w", u.ID, err)
+	}
+	return string(pt), u, true, nil
+}
+
+// UserByName returns the account named username, in any case.
+func (s *Store) UserByName(username string) (User, error) {
+	var u User
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		id := tx.Bucket(bucketUsersByName).Get([]byte(strings.ToLower(username)))
+		if id == nil {
+			return fmt.Errorf("user %q: %w", username, ErrNotFound)
+		}
+		uid, err := btoi(id)
+		if err != nil {
+			return err
+		}
+		u, err = loadUser(tx, uid)
+		return err
+	})
+	return u, err
 }
 
 // dummyHash is verified against for unknown usernames so that they cost the
@@ -291,5 +441,35 @@ func (s *Store) Authenticate(username, pw string) (User, error) {
 	if !found || !ok || !u.CanLogin {
 		return User{}, ErrBadCredentials
 	}
+	if u.DigestSealed == nil {
+		// An account whose password predates Digest support (or that was
+		// renamed): the plaintext is at hand only now. ffmpeg, and so
+		// Frigate and Home Assistant, always answer a Digest challenge, so
+		// without this the account could not play RTSP until its password
+		// changed.
+		if err := s.backfillDigest(u, pw); err != nil {
+			return User{}, err
+		}
+	}
 	return u, nil
+}
+
+func (s *Store) backfillDigest(u User, pw string) error {
+	sealed := s.box.Seal([]byte(digestHA1(u.Username, pw)))
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		cur, err := loadUser(tx, u.ID)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		// Only if nothing changed meanwhile: a new password or name has
+		// its own HA1, or none on purpose.
+		if cur.PasswordHash != u.PasswordHash || cur.Username != u.Username || cur.DigestSealed != nil {
+			return nil
+		}
+		cur.DigestSealed = sealed
+		return putJSON(tx.Bucket(bucketUsers), itob(cur.ID), userRecord(cur))
+	})
 }

@@ -14,7 +14,7 @@ func TestUserCRUD(t *testing.T) {
 	if n, _ := s.CountUsers(); n != 0 {
 		t.Fatalf("CountUsers = %d on empty store", n)
 	}
-	alice, err := s.CreateUser("Alice", "pw1", true)
+	alice, err := s.CreateUser("Alice", "pw1", true, RoleAdmin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,24 +24,24 @@ func TestUserCRUD(t *testing.T) {
 	if alice.CreatedAt.Location() != time.UTC || !alice.CreatedAt.Equal(clk.Now()) {
 		t.Fatalf("CreatedAt = %v, want %v in UTC", alice.CreatedAt, clk.Now())
 	}
-	bob, err := s.CreateUser("bob", "pw2", false)
+	bob, err := s.CreateUser("bob", "pw2", false, RoleAdmin)
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	for _, dup := range []string{"Alice", "alice", "ALICE"} {
-		if _, err := s.CreateUser(dup, "x", true); !errors.Is(err, ErrConflict) {
+		if _, err := s.CreateUser(dup, "x", true, RoleAdmin); !errors.Is(err, ErrConflict) {
 			t.Errorf("CreateUser(%q) = %v, want ErrConflict", dup, err)
 		} else if !strings.Contains(err.Error(), dup) {
 			t.Errorf("conflict message does not name %q: %v", dup, err)
 		}
 	}
 	for _, bad := range []string{"", " alice", "a\nb", strings.Repeat("x", 65)} {
-		if _, err := s.CreateUser(bad, "x", true); !errors.Is(err, ErrInvalid) {
+		if _, err := s.CreateUser(bad, "x", true, RoleAdmin); !errors.Is(err, ErrInvalid) {
 			t.Errorf("CreateUser(%q) = %v, want ErrInvalid", bad, err)
 		}
 	}
-	if _, err := s.CreateUser("carol", "", true); !errors.Is(err, ErrInvalid) {
+	if _, err := s.CreateUser("carol", "", true, RoleAdmin); !errors.Is(err, ErrInvalid) {
 		t.Errorf("empty password: %v", err)
 	}
 
@@ -75,10 +75,10 @@ func TestUserCRUD(t *testing.T) {
 		t.Fatalf("UpdateUser = %+v, %v", u, err)
 	}
 	// The old name is free again; the new one is taken case-insensitively.
-	if _, err := s.CreateUser("BOB", "x", true); err != nil {
+	if _, err := s.CreateUser("BOB", "x", true, RoleAdmin); err != nil {
 		t.Fatalf("old name not released: %v", err)
 	}
-	if _, err := s.CreateUser("robert", "x", true); !errors.Is(err, ErrConflict) {
+	if _, err := s.CreateUser("robert", "x", true, RoleAdmin); !errors.Is(err, ErrConflict) {
 		t.Fatalf("new name not indexed: %v", err)
 	}
 	// Changing only the case of one's own name is allowed.
@@ -98,7 +98,7 @@ func TestUserCRUD(t *testing.T) {
 	if _, err := s.GetUser(bob.ID); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("deleted user still there: %v", err)
 	}
-	if _, err := s.CreateUser("robert", "x", true); err != nil {
+	if _, err := s.CreateUser("robert", "x", true, RoleAdmin); err != nil {
 		t.Fatalf("deleted user's name not released: %v", err)
 	}
 	if err := s.DeleteUser(bob.ID); !errors.Is(err, ErrNotFound) {
@@ -108,11 +108,11 @@ func TestUserCRUD(t *testing.T) {
 
 func TestAuthenticate(t *testing.T) {
 	s, _ := openTest(t, t.TempDir())
-	u, err := s.CreateUser("Admin", "hunter2", true)
+	u, err := s.CreateUser("Admin", "hunter2", true, RoleAdmin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateUser("disabled", "hunter2", false); err != nil {
+	if _, err := s.CreateUser("disabled", "hunter2", false, RoleAdmin); err != nil {
 		t.Fatal(err)
 	}
 
@@ -148,7 +148,7 @@ func TestAuthenticate(t *testing.T) {
 // response time would reveal which usernames exist.
 func TestAuthenticateUnknownUserTiming(t *testing.T) {
 	s, _ := openTest(t, t.TempDir())
-	if _, err := s.CreateUser("admin", "pw", true); err != nil {
+	if _, err := s.CreateUser("admin", "pw", true, RoleAdmin); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := dummyHash(); err != nil { // exclude the one-time setup

@@ -82,3 +82,41 @@ func splitHostPort(addr string) (string, string, error) {
 	}
 	return "", "", fmt.Errorf("no port in %q", addr)
 }
+
+// StartMosquittoWithACL starts a broker that requires a login: users maps
+// usernames to passwords (hashed into a password file with
+// mosquitto_passwd) and aclFile is a Mosquitto ACL file, such as the one in
+// deploy/.
+func StartMosquittoWithACL(t testing.TB, users map[string]string, aclFile string) *Mosquitto {
+	t.Helper()
+	bin := RequireTool(t, "mosquitto", "mosquitto")
+	passwd := RequireTool(t, "mosquitto_passwd", "mosquitto")
+	dir := t.TempDir()
+	m := &Mosquitto{t: t, bin: bin, Addr: FreeAddr(t), conf: filepath.Join(dir, "mosquitto.conf"),
+		log: filepath.Join(dir, "mosquitto.log")}
+	pwFile := filepath.Join(dir, "passwords")
+	for user, pw := range users {
+		args := []string{"-b", pwFile, user, pw}
+		if _, err := os.Stat(pwFile); err != nil {
+			args = append([]string{"-c"}, args...)
+		}
+		if out, err := exec.Command(passwd, args...).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_passwd: %v\n%s", err, out)
+		}
+	}
+	acl, err := filepath.Abs(aclFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := splitHostPort(m.Addr)
+	// "user root": started as root (CI), Mosquitto would otherwise switch to
+	// the mosquitto user, which cannot read the test's private temp dir; it
+	// ignores the line when not started as root.
+	conf := fmt.Sprintf("user root\nlistener %s 127.0.0.1\nallow_anonymous false\npassword_file %s\nacl_file %s\n", port, pwFile, acl)
+	if err := os.WriteFile(m.conf, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m.Start()
+	t.Cleanup(m.Stop)
+	return m
+}

@@ -1,0 +1,140 @@
+package mqtt
+
+import (
+	"strings"
+)
+
+// Topic rules of the embedded broker (mqtt-api.md §6). The daemon owns
+// everything under the base topic except B/requests, which logged-in
+// clients write to and nobody but the daemon reads.
+
+// Roles of a broker client, as far as topics go.
+type clientKind int
+
+const (
+	kindAnonymous clientKind = iota // no login (only when the operator opens it)
+	kindAccount                     // a nestmtx account, or the configured static login
+	kindDaemon                      // the daemon's own client on the internal listener
+)
+
+// User properties the embedded broker and the daemon use between them.
+// The broker overwrites whatever a client sent under these keys, so the
+// daemon can trust them.
+const (
+	propAccount   = "nestmtx-account"   // on a request: the login that sent it
+	propRemote    = "nestmtx-remote"    // on a request: the sender's IP
+	propRecipient = "nestmtx-recipient" // on a reply: the only login that may receive it
+)
+
+type topicRules struct {
+	base     []string // the base topic's levels
+	requests string
+	replies  string // B/replies/: per-account reply prefix
+}
+
+func newTopicRules(base string) topicRules {
+	return topicRules{base: strings.Split(base, "/"), requests: base + "/requests", replies: base + "/replies/"}
+}
+
+// under returns the levels of topic below the base topic, and whether it is
+// under it at all (the base itself counts, with no levels).
+func (r topicRules) under(topic string) ([]string, bool) {
+	levels := strings.Split(topic, "/")
+	if len(levels) < len(r.base) {
+		return nil, false
+	}
+	for i, b := range r.base {
+		if levels[i] != b {
+			return nil, false
+		}
+	}
+	return levels[len(r.base):], true
+}
+
+// canPublish says whether a client may publish to topic.
+func (r topicRules) canPublish(kind clientKind, topic string) bool {
+	switch kind {
+	case kindDaemon:
+		return true
+	case kindAnonymous:
+		return false
+	}
+	if strings.HasPrefix(topic, "$") {
+		return false
+	}
+	if _, ours := r.under(topic); ours {
+		return topic == r.requests
+	}
+	return true
+}
+
+// canReceive says whether a message on topic may be delivered to a client
+// logged in as account (lower case); mochi asks it for every delivery,
+// retained ones included.
+func (r topicRules) canReceive(kind clientKind, account, topic string, isAdmin func() bool) bool {
+	if kind == kindDaemon {
+		return true
+	}
+	rest, ours := r.under(topic)
+	if !ours {
+		// Outside the base topic: a general-purpose broker for accounts,
+		// nothing for strangers.
+		return kind == kindAccount && !strings.HasPrefix(topic, "$")
+	}
+	if len(rest) == 0 {
+		return false
+	}
+	switch rest[0] {
+	case "status":
+		return len(rest) == 1
+	case "events", "stream", "state":
+		return true
+	}
+	if kind != kindAccount {
+		return false
+	}
+	switch rest[0] {
+	case "responses", "failures":
+		// Who gets a reply is decided per message (selectRecipients).
+		return true
+	case "replies":
+		return len(rest) >= 2 && strings.EqualFold(rest[1], account)
+	case "logs":
+		return isAdmin()
+	}
+	return false
+}
+
+// canSubscribe refuses filters that could only ever match what the client
+// may not read (B/requests above all); any other filter is allowed, since
+// each delivery is checked with canReceive, as Mosquitto does.
+func (r topicRules) canSubscribe(kind clientKind, account, filter string, isAdmin func() bool) bool {
+	if kind == kindDaemon {
+		return true
+	}
+	if rest, ok := strings.CutPrefix(filter, "$share/"); ok {
+		_, f, found := strings.Cut(rest, "/")
+		if !found {
+			return false
+		}
+		filter = f
+	}
+	if !strings.ContainsAny(filter, "+#") {
+		return r.canReceive(kind, account, filter, isAdmin)
+	}
+	return true
+}
+
+// validReplyTopic says whether the daemon may publish a reply to topic:
+// never into its own topics (a client could otherwise make it overwrite
+// its presence, state or events), whatever the broker would allow.
+func (r topicRules) validReplyTopic(topic string) bool {
+	if topic == "" || len(topic) > 65535 || strings.ContainsAny(topic, "+#\x00") || strings.HasPrefix(topic, "$") {
+		return false
+	}
+	rest, ours := r.under(topic)
+	if !ours {
+		return true
+	}
+	return len(rest) >= 2 && (rest[0] == "responses" || rest[0] == "replies")
+}

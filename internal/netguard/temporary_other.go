@@ -1,0 +1,7 @@
+//go:build !linux
+
+package netguard
+
+import "syscall"
+
+var platformTransientErrnos []syscall.Errno
