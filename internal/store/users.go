@@ -3,8 +3,8 @@ package store
 import (
 	"bytes"
 	"crypto/md5"
-	"errors"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
