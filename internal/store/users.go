@@ -351,19 +351,11 @@ func isActiveAdmin(u User) bool { return u.Role == RoleAdmin && u.CanLogin }
 // known (its password was set before Digest was supported, or it was
 // renamed since): such accounts can still use Basic.
 func (s *Store) DigestHA1(username string) (ha1 string, u User, ok bool, err error) {
-	err = s.db.View(func(tx *bbolt.Tx) error {
-		id := tx.Bucket(bucketUsersByName).Get([]byte(strings.ToLower(username)))
-		if id == nil {
-			return nil
-		}
-		uid, err := btoi(id)
-		if err != nil {
-			return err
-		}
-		u, err = loadUser(tx, uid)
-		return err
-	})
-	if err != nil || u.ID == 0 || !u.CanLogin || u.DigestSealed == nil {
+	u, err = s.UserByName(username)
+	if errors.Is(err, ErrNotFound) {
+		return "", User{}, false, nil
+	}
+	if err != nil || !u.CanLogin || u.DigestSealed == nil {
 		return "", User{}, false, err
 	}
 	pt, err := s.box.Open(u.DigestSealed)
