@@ -17,6 +17,10 @@ var (
 	bucketCameras       = []byte("cameras")
 	bucketCamerasByPath = []byte("cameras_by_path")
 	bucketCamerasByUID  = []byte("cameras_by_uid")
+	// bucketUserDigests holds each user's sealed Digest HA1 by user id,
+	// apart from the user record: LookupToken decodes that record on every
+	// API request, and has no use for the secret.
+	bucketUserDigests = []byte("user_digests")
 )
 
 // itob encodes ids big-endian so bbolt's byte order is numeric order and

@@ -25,9 +25,13 @@ var migrations = []func(tx *bbolt.Tx) error{
 		}
 		return nil
 	},
-	// 1 → 2: roles. Before them every account could do everything, so
-	// every existing account becomes an admin.
+	// 1 → 2: roles, and the users' Digest secrets. Before roles every
+	// account could do everything, so every existing account becomes an
+	// admin.
 	func(tx *bbolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bucketUserDigests); err != nil {
+			return fmt.Errorf("create bucket %s: %w", bucketUserDigests, err)
+		}
 		b := tx.Bucket(bucketUsers)
 		var recs []userRecord
 		err := b.ForEach(func(k, v []byte) error {

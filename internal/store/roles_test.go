@@ -88,9 +88,14 @@ func TestDigestHA1FollowsThePassword(t *testing.T) {
 	}
 	// The stored value is sealed: the HA1 is not in the file in clear.
 	err = s.db.View(func(tx *bbolt.Tx) error {
-		v := tx.Bucket(bucketUsers).Get(itob(u.ID))
-		if contains(v, []byte(want("pw-2"))) {
-			t.Error("the HA1 is stored in clear")
+		for _, b := range [][]byte{bucketUsers, bucketUserDigests} {
+			v := tx.Bucket(b).Get(itob(u.ID))
+			if v == nil && string(b) == string(bucketUserDigests) {
+				t.Error("no digest stored")
+			}
+			if contains(v, []byte(want("pw-2"))) {
+				t.Errorf("the HA1 is stored in clear in %s", b)
+			}
 		}
 		return nil
 	})

@@ -32,15 +32,13 @@ const (
 // Valid reports whether r is a known role.
 func (r Role) Valid() bool { return r == RoleAdmin || r == RoleViewer }
 
-// User is an account. PasswordHash and DigestSealed are never marshalled to
-// JSON.
+// User is an account. PasswordHash is never marshalled to JSON.
 type User struct {
 	ID           uint64    `json:"id"`
 	Username     string    `json:"username"`
 	Role         Role      `json:"role"`
 	CanLogin     bool      `json:"can_login"`
 	PasswordHash string    `json:"-"`
-	DigestSealed []byte    `json:"-"`
 	CreatedAt    time.Time `json:"created_at"`
 	UpdatedAt    time.Time `json:"updated_at"`
 }
@@ -53,7 +51,6 @@ type userRecord struct {
 	Role         Role      `json:"role"`
 	CanLogin     bool      `json:"can_login"`
 	PasswordHash string    `json:"password_hash"`
-	DigestSealed []byte    `json:"digest_ha1_sealed,omitempty"`
 	CreatedAt    time.Time `json:"created_at"`
 	UpdatedAt    time.Time `json:"updated_at"`
 }
@@ -71,9 +68,10 @@ type UserUpdate struct {
 }
 
 // DigestRealm is the realm of the RTSP Digest challenge. Digest clients
-// prove they know MD5(username:realm:password), so that value (sealed with
-// the data directory's key, since MD5 is cheap to brute-force) is kept next
-// to the argon2id hash: a changed realm would invalidate every stored one.
+// prove they know MD5(username:realm:password), so that value is kept for
+// each user (in bucketUserDigests, sealed with the data directory's key
+// since MD5 is cheap to brute-force): a changed realm would invalidate
+// every stored one.
 const DigestRealm = "nestmtx"
 
 func digestHA1(username, pw string) string {
@@ -122,8 +120,8 @@ func (s *Store) CreateUser(username, pw string, canLogin bool, role Role) (User,
 		return User{}, err
 	}
 	now := s.now()
-	u := User{Username: username, Role: role, CanLogin: canLogin, PasswordHash: hash,
-		DigestSealed: s.box.Seal([]byte(digestHA1(username, pw))), CreatedAt: now, UpdatedAt: now}
+	u := User{Username: username, Role: role, CanLogin: canLogin, PasswordHash: hash, CreatedAt: now, UpdatedAt: now}
+	digest := s.box.Seal([]byte(digestHA1(username, pw)))
 	err = s.db.Update(func(tx *bbolt.Tx) error {
 		byName := tx.Bucket(bucketUsersByName)
 		if byName.Get(key) != nil {
@@ -136,6 +134,9 @@ func (s *Store) CreateUser(username, pw string, canLogin bool, role Role) (User,
 		}
 		u.ID = id
 		if err := putJSON(users, itob(id), userRecord(u)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketUserDigests).Put(itob(id), digest); err != nil {
 			return err
 		}
 		return byName.Put(key, itob(id))
@@ -214,6 +215,7 @@ func (s *Store) UpdateUser(id uint64, upd UserUpdate) (User, error) {
 		return User{}, fmt.Errorf("role %q: %w", *upd.Role, ErrInvalid)
 	}
 	var hash string
+	var digest []byte
 	if upd.Password != nil {
 		if err := checkPassword(*upd.Password); err != nil {
 			return User{}, err
@@ -258,11 +260,14 @@ func (s *Store) UpdateUser(id uint64, upd UserUpdate) (User, error) {
 		if upd.Password != nil || upd.Username != nil {
 			// Digest's HA1 covers the username too; without the password
 			// (a rename alone) it cannot be recomputed, so Digest stops
-			// working for the account until its next password change,
-			// while Basic goes on.
-			u.DigestSealed = nil
+			// working for the account until its next login with the
+			// password (Authenticate stores a new one), while Basic goes on.
+			digest = nil
 			if upd.Password != nil {
-				u.DigestSealed = s.box.Seal([]byte(digestHA1(u.Username, *upd.Password)))
+				digest = s.box.Seal([]byte(digestHA1(u.Username, *upd.Password)))
+			}
+			if err := putDigest(tx, id, digest); err != nil {
+				return err
 			}
 		}
 		if upd.CanLogin != nil {
@@ -310,6 +315,9 @@ func (s *Store) DeleteUser(id uint64) error {
 		if err := tx.Bucket(bucketUsers).Delete(itob(id)); err != nil {
 			return err
 		}
+		if err := putDigest(tx, id, nil); err != nil {
+			return err
+		}
 		return deleteUserTokens(tx, id)
 	})
 }
@@ -351,33 +359,56 @@ func isActiveAdmin(u User) bool { return u.Role == RoleAdmin && u.CanLogin }
 // known (its password was set before Digest was supported, or it was
 // renamed since): such accounts can still use Basic.
 func (s *Store) DigestHA1(username string) (ha1 string, u User, ok bool, err error) {
-	u, err = s.UserByName(username)
+	var sealed []byte
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		var err error
+		if u, err = userByName(tx, username); err != nil {
+			return err
+		}
+		// Copied: bbolt's bytes live only as long as the transaction.
+		sealed = bytes.Clone(tx.Bucket(bucketUserDigests).Get(itob(u.ID)))
+		return nil
+	})
 	if errors.Is(err, ErrNotFound) {
 		return "", User{}, false, nil
 	}
-	if err != nil || !u.CanLogin || u.DigestSealed == nil {
+	if err != nil || !u.CanLogin || sealed == nil {
 		return "", User{}, false, err
 	}
-	pt, err := s.box.Open(u.DigestSealed)
+	pt, err := s.box.Open(sealed)
 	if err != nil {
 		return "", User{}, false, fmt.Errorf("user %d: digest secret: %w", u.ID, err)
 	}
 	return string(pt), u, true, nil
 }
 
+// putDigest stores a user's sealed HA1, or deletes it when sealed is nil.
+func putDigest(tx *bbolt.Tx, id uint64, sealed []byte) error {
+	b := tx.Bucket(bucketUserDigests)
+	if sealed == nil {
+		return b.Delete(itob(id))
+	}
+	return b.Put(itob(id), sealed)
+}
+
+func userByName(tx *bbolt.Tx, username string) (User, error) {
+	id := tx.Bucket(bucketUsersByName).Get([]byte(strings.ToLower(username)))
+	if id == nil {
+		return User{}, fmt.Errorf("user %q: %w", username, ErrNotFound)
+	}
+	uid, err := btoi(id)
+	if err != nil {
+		return User{}, err
+	}
+	return loadUser(tx, uid)
+}
+
 // UserByName returns the account named username, in any case.
 func (s *Store) UserByName(username string) (User, error) {
 	var u User
 	err := s.db.View(func(tx *bbolt.Tx) error {
-		id := tx.Bucket(bucketUsersByName).Get([]byte(strings.ToLower(username)))
-		if id == nil {
-			return fmt.Errorf("user %q: %w", username, ErrNotFound)
-		}
-		uid, err := btoi(id)
-		if err != nil {
-			return err
-		}
-		u, err = loadUser(tx, uid)
+		var err error
+		u, err = userByName(tx, username)
 		return err
 	})
 	return u, err
@@ -395,22 +426,20 @@ var dummyHash = sync.OnceValues(func() (string, error) {
 // the same amount of hashing work.
 func (s *Store) Authenticate(username, pw string) (User, error) {
 	var u User
-	found := false
+	found, hasDigest := false, false
 	// Read in a View transaction and verify afterwards: argon2 is slow and
 	// must not hold bbolt's single writer lock.
 	err := s.db.View(func(tx *bbolt.Tx) error {
-		id := tx.Bucket(bucketUsersByName).Get([]byte(strings.ToLower(username)))
-		if id == nil {
+		var err error
+		u, err = userByName(tx, username)
+		if errors.Is(err, ErrNotFound) {
 			return nil
 		}
-		uid, err := btoi(id)
 		if err != nil {
 			return err
 		}
-		if u, err = loadUser(tx, uid); err != nil {
-			return err
-		}
 		found = true
+		hasDigest = tx.Bucket(bucketUserDigests).Get(itob(u.ID)) != nil
 		return nil
 	})
 	if err != nil {
@@ -433,7 +462,7 @@ func (s *Store) Authenticate(username, pw string) (User, error) {
 	if !found || !ok || !u.CanLogin {
 		return User{}, ErrBadCredentials
 	}
-	if u.DigestSealed == nil {
+	if !hasDigest {
 		// An account whose password predates Digest support (or that was
 		// renamed): the plaintext is at hand only now. ffmpeg, and so
 		// Frigate and Home Assistant, always answer a Digest challenge, so
@@ -458,10 +487,10 @@ func (s *Store) backfillDigest(u User, pw string) error {
 		}
 		// Only if nothing changed meanwhile: a new password or name has
 		// its own HA1, or none on purpose.
-		if cur.PasswordHash != u.PasswordHash || cur.Username != u.Username || cur.DigestSealed != nil {
+		if cur.PasswordHash != u.PasswordHash || cur.Username != u.Username ||
+			tx.Bucket(bucketUserDigests).Get(itob(u.ID)) != nil {
 			return nil
 		}
-		cur.DigestSealed = sealed
-		return putJSON(tx.Bucket(bucketUsers), itob(cur.ID), userRecord(cur))
+		return putDigest(tx, u.ID, sealed)
 	})
 }
