@@ -26,6 +26,10 @@ type options struct {
 	concurrency, connections       int
 	duration, warmup               time.Duration
 	skipEcho                       bool
+	// request replaces the authenticated read with this JSON request.
+	request string
+	// loginFlood is the wrong logins a second sent meanwhile.
+	loginFlood int
 }
 
 func main() {
@@ -43,6 +47,8 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "measured time per phase")
 	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured time before each phase")
 	flag.BoolVar(&o.skipEcho, "no-echo", false, "skip the echo baseline")
+	flag.StringVar(&o.request, "request", "", `measure this JSON request instead of the read (the token is added), e.g. {"command":"list","module":"version"}`)
+	flag.IntVar(&o.loginFlood, "login-flood", 0, "meanwhile send this many auth create a second with made-up usernames (a login flood), from another connection")
 	flag.Parse()
 	if o.brokerUser == "" {
 		o.brokerUser, o.brokerPass = o.apiUser, o.apiPass
@@ -65,27 +71,48 @@ func run(o options) error {
 	if o.entity == "" {
 		o.entity = fmt.Sprint(userID)
 	}
-	body, _ := json.Marshal(map[string]any{"command": "read", "module": o.module, "entity": o.entity, "token": token})
+	request := map[string]any{"command": "read", "module": o.module, "entity": o.entity}
+	what := fmt.Sprintf("read %s/%s", o.module, o.entity)
+	if o.request != "" {
+		request = map[string]any{}
+		if err := json.Unmarshal([]byte(o.request), &request); err != nil {
+			return fmt.Errorf("-request: %w", err)
+		}
+		what = o.request
+	}
+	request["token"] = token
+	body, _ := json.Marshal(request)
 	check := func(p *paho.Publish) error {
 		if p.Properties == nil || p.Properties.User.Get("status") != "ok" {
 			return fmt.Errorf("request failed: %s", p.Payload)
 		}
 		return nil
 	}
-	fmt.Printf("nestmtx-load: %d workers over %d connections, %s per phase, read %s/%s\n",
-		o.concurrency, o.connections, o.duration, o.module, o.entity)
+	fmt.Printf("nestmtx-load: %d workers over %d connections, %s per phase, %s\n",
+		o.concurrency, o.connections, o.duration, what)
+	var flood *flooder
+	if o.loginFlood > 0 {
+		if flood, err = startFlood(o); err != nil {
+			return err
+		}
+	}
 	api, err := phase(o, rrs, body, check)
 	if err != nil {
 		return err
 	}
 	api.print("api ")
+	if flood != nil {
+		flood.stop()
+		fmt.Printf("flood: %d logins sent at %d/s; answers: %s\n", flood.sent, o.loginFlood, flood.answers())
+	}
 	if o.skipEcho {
 		return nil
 	}
 
 	// The baseline: a responder that does nothing but copy the request back,
 	// through the same broker, with the same message size and pattern.
-	echoTopic := o.base + "/loadtest/echo"
+	// Outside the base topic, which only the daemon may read.
+	echoTopic := "nestmtx-load/echo"
 	stop, err := startEcho(o, echoTopic)
 	if err != nil {
 		return err
@@ -240,4 +267,79 @@ func startEcho(o options, topic string) (func(), error) {
 		}
 	}()
 	return func() { close(done); c.Close() }, nil
+}
+
+// flooder sends wrong logins at a steady rate and counts the answers by
+// error code.
+type flooder struct {
+	c      *testkit.Client
+	done   chan struct{}
+	sent   int
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func startFlood(o options) (*flooder, error) {
+	c, err := testkit.DialErr(o.broker, o.brokerUser, o.brokerPass, fmt.Sprintf("nestmtx-load-flood-%d", os.Getpid()))
+	if err != nil {
+		return nil, err
+	}
+	const replies = "nestmtx-load/flood/replies"
+	ch, err := c.SubscribeErr(replies)
+	if err != nil {
+		return nil, err
+	}
+	f := &flooder{c: c, done: make(chan struct{}), counts: map[string]int{}}
+	go func() {
+		for p := range ch {
+			var e struct {
+				Error struct{ Code string } `json:"error"`
+			}
+			_ = json.Unmarshal(p.Payload, &e)
+			f.mu.Lock()
+			f.counts[e.Error.Code]++
+			f.mu.Unlock()
+		}
+	}()
+	go func() {
+		t := time.NewTicker(time.Second / time.Duration(o.loginFlood))
+		defer t.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-f.done:
+				return
+			case <-t.C:
+			}
+			body, _ := json.Marshal(map[string]any{"command": "create", "module": "auth",
+				"payload": map[string]any{"username": fmt.Sprintf("flood-%d-%d", os.Getpid(), i), "password": "wrong-password"}})
+			_ = c.Publish(&paho.Publish{Topic: o.base + "/requests", Payload: body,
+				Properties: &paho.PublishProperties{ResponseTopic: replies}})
+			f.mu.Lock()
+			f.sent++
+			f.mu.Unlock()
+		}
+	}()
+	return f, nil
+}
+
+func (f *flooder) stop() {
+	close(f.done)
+	// The answers to the last logins are still on their way; a load tool
+	// can afford to just give them a second.
+	time.Sleep(time.Second)
+}
+
+func (f *flooder) answers() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	keys := make([]string, 0, len(f.counts))
+	for k := range f.counts {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	out := ""
+	for _, k := range keys {
+		out += fmt.Sprintf("%s %d  ", k, f.counts[k])
+	}
+	return out
 }

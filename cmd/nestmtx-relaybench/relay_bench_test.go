@@ -405,18 +405,19 @@ func (benchAuth) Basic(_ context.Context, username, password, _ string) (rtspser
 	if subtle.ConstantTimeCompare([]byte(username+":"+password), []byte(benchUser+":"+benchPassword)) != 1 {
 		return rtspserver.Account{}, errors.New("invalid username or password")
 	}
-	return rtspserver.Account{Username: benchUser, Role: "viewer"}, nil
+	return rtspserver.Account{Username: benchUser}, nil
 }
 
-func (benchAuth) DigestHA1(username string) (string, string, rtspserver.Account, bool) {
+func (benchAuth) DigestHA1(username string) (string, rtspserver.Account, bool) {
 	if username != benchUser {
-		return "", "", rtspserver.Account{}, false
+		return "", rtspserver.Account{}, false
 	}
 	h := md5.Sum([]byte(benchUser + ":" + benchRealm + ":" + benchPassword))
-	return hex.EncodeToString(h[:]), benchRealm, rtspserver.Account{Username: benchUser, Role: "viewer"}, true
+	return hex.EncodeToString(h[:]), rtspserver.Account{Username: benchUser}, true
 }
 
 func (benchAuth) Failed(string, string)       {}
+func (benchAuth) Succeeded(string, string)    {}
 func (benchAuth) Blocked(string, string) bool { return false }
 
 // settle makes the packet count the readers are due start from what each

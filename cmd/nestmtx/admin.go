@@ -2,37 +2,20 @@ package main
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/nestmtx/nestmtx/internal/app"
 	"github.com/nestmtx/nestmtx/internal/config"
+	"github.com/nestmtx/nestmtx/internal/password"
 	"github.com/nestmtx/nestmtx/internal/store"
 )
-
-// The API's limits (internal/api), so that a password set here can be
-// typed into a login and changed back through the API.
-const (
-	minPasswordLen = 6
-	maxPasswordLen = 1024
-)
-
-// dbFileName is the store's file inside the data directory. It is looked for
-// before store.Open, which would otherwise create an empty store in a
-// mistyped directory and then report that the user does not exist.
-const dbFileName = "nestmtx.db"
-
-// initialAdminPasswordFile is where the first start writes a generated admin
-// password (internal/app).
-const initialAdminPasswordFile = "initial-admin-password"
 
 const adminUsage = `Usage: nestmtx admin <command> [flags]
 
@@ -118,7 +101,9 @@ func resetPassword(args []string, lookupEnv func(string) (string, bool), stdin i
 	}
 
 	dir := cfg.DataDir
-	if _, err := os.Stat(filepath.Join(dir, dbFileName)); err != nil {
+	// Looked for before store.Open, which would create an empty store in a
+	// mistyped directory and then report that the user does not exist.
+	if _, err := os.Stat(store.DatabasePath(dir)); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return fail("no nestmtx database in %s; is the data directory right (--data-dir, NESTMTX_DATA_DIR)?", dir)
 		}
@@ -135,20 +120,12 @@ func resetPassword(args []string, lookupEnv func(string) (string, bool), stdin i
 	}
 	defer st.Close()
 
-	all, err := st.ListUsers()
+	user, err := st.UserByName(name)
+	if errors.Is(err, store.ErrNotFound) {
+		return fail("no user %q in %s", name, dir)
+	}
 	if err != nil {
 		return fail("reading the users: %v", err)
-	}
-	var user store.User
-	found := false
-	for _, u := range all {
-		if strings.EqualFold(u.Username, name) {
-			user, found = u, true
-			break
-		}
-	}
-	if !found {
-		return fail("no user %q in %s", name, dir)
 	}
 
 	// The login is enabled too: a reset is how an owner gets back in when
@@ -168,7 +145,7 @@ func resetPassword(args []string, lookupEnv func(string) (string, bool), stdin i
 
 	// The first start's file would now hold a password that no longer works.
 	if strings.EqualFold(user.Username, "admin") {
-		file := filepath.Join(dir, initialAdminPasswordFile)
+		file := app.InitialPasswordFile(dir)
 		if err := os.Remove(file); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			fmt.Fprintf(stderr, "nestmtx: warning: could not remove %s, which holds the old password: %v\n", file, err)
 		}
@@ -200,7 +177,7 @@ func parseInterspersed(fset *flag.FlagSet, args []string) ([]string, error) {
 
 // maxPasswordLine bounds what is read from standard input: the longest
 // password in bytes, and a line end.
-const maxPasswordLine = maxPasswordLen*utf8.UTFMax + 2
+const maxPasswordLine = password.MaxLength*utf8.UTFMax + 2
 
 // newPassword picks the new password's source. Standard input is read only
 // when it is a pipe or a file, so that a command typed at a terminal does
@@ -220,9 +197,7 @@ func newPassword(file string, stdin io.Reader) (pw string, generated bool, err e
 		}
 		return pw, false, checkNewPassword(pw, "the password on standard input")
 	default:
-		buf := make([]byte, 18)
-		_, _ = rand.Read(buf) // never fails; crypto/rand aborts the program instead
-		return base64.RawURLEncoding.EncodeToString(buf), true, nil
+		return password.Generate(), true, nil
 	}
 }
 
@@ -247,7 +222,7 @@ func readPasswordLine(r io.Reader) (string, error) {
 		return "", errors.New("no password on standard input")
 	}
 	if !strings.HasSuffix(line, "\n") && len(line) == maxPasswordLine {
-		return "", fmt.Errorf("the password on standard input is longer than %d characters", maxPasswordLen)
+		return "", fmt.Errorf("the password on standard input is longer than %d characters", password.MaxLength)
 	}
 	if strings.HasSuffix(line, "\r\n") {
 		return line[:len(line)-2], nil
@@ -260,8 +235,8 @@ func checkNewPassword(pw, what string) error {
 	if !utf8.ValidString(pw) {
 		return fmt.Errorf("%s is not valid UTF-8 text, so no login could send it", what)
 	}
-	if n := utf8.RuneCountInString(pw); n < minPasswordLen || n > maxPasswordLen {
-		return fmt.Errorf("%s must be %d to %d characters long, not %d", what, minPasswordLen, maxPasswordLen, n)
+	if n := utf8.RuneCountInString(pw); n < password.MinLength || n > password.MaxLength {
+		return fmt.Errorf("%s must be %d to %d characters long, not %d", what, password.MinLength, password.MaxLength, n)
 	}
 	return nil
 }

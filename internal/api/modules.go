@@ -19,8 +19,12 @@ type Deps struct {
 	Logins *login.Gate
 	// PasswordChanged is told after a user's password changed.
 	PasswordChanged func(store.User)
-	Health          *Health
-	Version         VersionInfo
+	// LoginsEnded is told when an account's logins must end (disabled,
+	// deleted, or a new password), so that open RTSP and MQTT connections
+	// do not outlive its tokens. except is the request's own connection.
+	LoginsEnded func(username, except string)
+	Health      *Health
+	Version     VersionInfo
 	// Cameras is told about every change a request makes to a camera, so
 	// that live streams follow at once. Nil means nobody listens.
 	Cameras CameraListener

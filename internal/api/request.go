@@ -33,6 +33,10 @@ type Request struct {
 	// Remote is the client's address (an IP, no port) as the transport
 	// knows it, "" when it does not: login throttling counts per address.
 	Remote string
+	// Client names the transport's connection that sent the request (an
+	// MQTT client id), "" when unknown: the one connection an account
+	// change does not end.
+	Client string
 }
 
 // ValidRequestID reports whether id may be used as a reply address.

@@ -4,14 +4,15 @@ import (
 	"context"
 	"regexp"
 
+	"github.com/nestmtx/nestmtx/internal/password"
 	"github.com/nestmtx/nestmtx/internal/store"
 )
 
 var usernamePattern = regexp.MustCompile(`^[A-Za-z0-9._@+-]+$`)
 
 const (
-	minPasswordLen = 6
-	maxPasswordLen = 1024
+	minPasswordLen = password.MinLength
+	maxPasswordLen = password.MaxLength
 )
 
 // userFields is what users create and update may set.
@@ -154,6 +155,9 @@ func usersModule(d Deps) Module {
 			if u.Password != nil && d.PasswordChanged != nil {
 				d.PasswordChanged(user)
 			}
+			if (u.Password != nil || !user.CanLogin) && d.LoginsEnded != nil {
+				d.LoginsEnded(user.Username, c.Client)
+			}
 			return viewUser(user), nil
 		}),
 		Delete: Admin(func(ctx context.Context, c *Call) (any, error) {
@@ -172,6 +176,9 @@ func usersModule(d Deps) Module {
 				return nil, err
 			}
 			d.Log.Info("user deleted", "user_id", id, "by", c.User.Username)
+			if d.LoginsEnded != nil {
+				d.LoginsEnded(user.Username, c.Client)
+			}
 			return viewUser(user), nil
 		}),
 	}

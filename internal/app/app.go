@@ -4,8 +4,6 @@ package app
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +24,7 @@ import (
 	"github.com/nestmtx/nestmtx/internal/mqtt"
 	"github.com/nestmtx/nestmtx/internal/nest"
 	"github.com/nestmtx/nestmtx/internal/nestsim"
+	"github.com/nestmtx/nestmtx/internal/password"
 	"github.com/nestmtx/nestmtx/internal/rtspserver"
 	"github.com/nestmtx/nestmtx/internal/store"
 	"github.com/nestmtx/nestmtx/internal/supervisor"
@@ -103,6 +102,7 @@ func (a *App) Start() error {
 		TokenTTL:        a.cfg.TokenTTL,
 		Logins:          a.gate,
 		PasswordChanged: a.passwordChanged,
+		LoginsEnded:     a.endLogins,
 		Health:          a.health,
 		Version:         a.version,
 		Cameras:         a.cameras,
@@ -204,10 +204,13 @@ func (a *App) Store() *store.Store { return a.store }
 // Bus gives the daemon's parts (and tests) the event bus.
 func (a *App) Bus() *events.Bus { return a.bus }
 
-// initialPasswordFile holds the generated admin password of the first start.
-func (a *App) initialPasswordFile() string {
-	return filepath.Join(a.cfg.DataDir, "initial-admin-password")
+// InitialPasswordFile holds the admin password the first start of the
+// data directory dataDir generated, until it is changed.
+func InitialPasswordFile(dataDir string) string {
+	return filepath.Join(dataDir, "initial-admin-password")
 }
+
+func (a *App) initialPasswordFile() string { return InitialPasswordFile(a.cfg.DataDir) }
 
 // passwordChanged removes the generated initial password once the admin has
 // chosen another: a file holding a dead password only misleads.
@@ -223,6 +226,20 @@ func (a *App) passwordChanged(u store.User) {
 	}
 }
 
+// endLogins ends the open RTSP and MQTT logins of an account whose tokens
+// just ended, but the connection that asked.
+func (a *App) endLogins(username, except string) {
+	a.rtsp.EndLogins(username)
+	if a.mqtt == nil {
+		return // not started yet: no request can have come through it
+	}
+	if b := a.mqtt.Broker(); b != nil {
+		if n := b.EndLogins(username, except); n > 0 {
+			a.log.Info("ended MQTT logins of a changed account", "username", username, "clients", n)
+		}
+	}
+}
+
 // firstStart creates the admin user when the store has no user at all.
 func (a *App) firstStart() error {
 	n, err := a.store.CountUsers()
@@ -232,17 +249,13 @@ func (a *App) firstStart() error {
 	pw := a.cfg.AdminPassword
 	generated := pw == ""
 	if generated {
-		buf := make([]byte, 18)
-		if _, err := rand.Read(buf); err != nil {
-			return err
-		}
-		pw = base64.RawURLEncoding.EncodeToString(buf)
+		pw = password.Generate()
 	}
 	if _, err := a.store.CreateUser("admin", pw, true, store.RoleAdmin); err != nil {
 		return fmt.Errorf("creating the admin user: %w", err)
 	}
 	if !generated {
-		a.log.Info("created the user admin with the password from NESTMTX_ADMIN_PASSWORD")
+		a.log.Info("created the user admin with the configured password (NESTMTX_ADMIN_PASSWORD or its _FILE)")
 		return nil
 	}
 	file := a.initialPasswordFile()

@@ -12,6 +12,7 @@ import (
 	"github.com/nestmtx/nestmtx/internal/credentials"
 	"github.com/nestmtx/nestmtx/internal/nest"
 	"github.com/nestmtx/nestmtx/internal/rtspserver"
+	"github.com/nestmtx/nestmtx/internal/store"
 	"github.com/nestmtx/nestmtx/internal/supervisor"
 )
 
@@ -39,7 +40,7 @@ func (a *App) startCameras() error {
 	res := &resolver{}
 	a.rtsp, err = rtspserver.Start(rtspserver.Options{Address: a.cfg.RTSPAddress, UDPRTPAddress: a.cfg.RTSPUDPAddress,
 		StartTimeout: a.cfg.OnDemandStartTimeout, Resolver: res, Log: a.log,
-		Authenticator: a.rtspAuthenticator(), Realm: rtspRealm, MaxConns: a.cfg.RTSPMaxConnections})
+		Authenticator: a.rtspAuthenticator(), Realm: store.DigestRealm, MaxConns: a.cfg.RTSPMaxConnections})
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -29,18 +30,31 @@ var frameLine = regexp.MustCompile(`frame=\s*(\d+)`)
 // ffmpegFrames reads url for d as Frigate does and returns the frames read.
 func ffmpegFrames(t *testing.T, url string, d time.Duration) int {
 	t.Helper()
-	bin := testkit.RequireTool(t, "ffmpeg", "ffmpeg")
-	args := append(append([]string{}, frigateArgs...), "-i", url, "-t", fmt.Sprint(d.Seconds()), "-c", "copy", "-f", "null", "-")
-	out, err := exec.Command(bin, args...).CombinedOutput()
+	out, n, err := runFFmpeg(t, frigateArgs, url, d)
 	if err != nil {
 		t.Fatalf("ffmpeg: %v\n%s", err, out)
 	}
-	m := frameLine.FindAllSubmatch(out, -1)
-	if len(m) == 0 {
+	if n < 0 {
 		t.Fatalf("no frame count in ffmpeg's output:\n%s", out)
 	}
-	n, _ := strconv.Atoi(string(m[len(m)-1][1]))
 	return n
+}
+
+// runFFmpeg reads url for d with the input arguments args, copying to
+// nowhere, and returns ffmpeg's output, the frames it read (-1 if it
+// printed no count) and its error. A minute bounds a hung ffmpeg.
+func runFFmpeg(t *testing.T, args []string, url string, d time.Duration) (string, int, error) {
+	t.Helper()
+	bin := testkit.RequireTool(t, "ffmpeg", "ffmpeg")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute+d)
+	defer cancel()
+	args = append(append([]string{}, args...), "-i", url, "-t", fmt.Sprint(d.Seconds()), "-c", "copy", "-f", "null", "-")
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	frames := -1
+	if m := frameLine.FindAllSubmatch(out, -1); len(m) > 0 {
+		frames, _ = strconv.Atoi(string(m[len(m)-1][1]))
+	}
+	return string(out), frames, err
 }
 
 // TestE2EFrigateReaderAcrossLifetimes is the core loop: an ffmpeg reader

@@ -13,13 +13,13 @@ import (
 )
 
 func (a *App) startHTTP() error {
-	// RequestTimeout stays 0: ReadHeaderTimeout and ReadTimeout below bound
-	// a request already. The idle timeout is the backstop for what they do
-	// not: there is no WriteTimeout (a pprof profile streams for as long as
-	// asked), so a client that stops reading its response would hold a
-	// conn and a handler forever; it sends nothing meanwhile.
+	// netguard only caps connections and survives EMFILE here: net/http's
+	// own timeouts below bound a request (ReadHeaderTimeout, ReadTimeout),
+	// an idle keep-alive (IdleTimeout) and a client that stops reading its
+	// response (WriteTimeout). A read-idle timeout would also cut a long
+	// handler, whose client rightly sends nothing while it waits.
 	ln, err := netguard.Listen("tcp", a.cfg.HTTPAddress, netguard.Options{
-		Name: "http", MaxConns: 256, IdleTimeout: 2 * time.Minute, Log: a.log,
+		Name: "http", MaxConns: 256, Log: a.log,
 	})
 	if err != nil {
 		return fmt.Errorf("http: listen on %s: %w", a.cfg.HTTPAddress, err)
@@ -35,8 +35,10 @@ func (a *App) startHTTP() error {
 	}
 	a.httpLn = ln
 	a.registerListenerHealth(ln)
+	// WriteTimeout leaves a pprof profile or trace up to about 4 minutes;
+	// pprof refuses longer ones with a clear error.
 	a.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-		IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10}
+		WriteTimeout: 5 * time.Minute, IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10}
 	go func() {
 		if err := a.httpSrv.Serve(ln); err != nil && err != http.ErrServerClosed {
 			a.log.Error("http server stopped", "error", err)

@@ -2,11 +2,15 @@ package app
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/nestmtx/nestmtx/internal/config"
+	"github.com/nestmtx/nestmtx/internal/nestsim"
+	"github.com/nestmtx/nestmtx/internal/store"
 	"github.com/nestmtx/nestmtx/internal/testkit"
 )
 
@@ -128,16 +132,82 @@ func TestInitialPasswordFileGoesWhenThePasswordChanges(t *testing.T) {
 }
 
 // TestAdminLockoutByStrangerFails: five wrong passwords for admin in a
-// minute used to lock the real admin out, from anywhere.
+// minute used to lock the real admin out, from anywhere. The stranger, a
+// guest account on the LAN, guesses from 127.0.0.2; the owner logs in from
+// 127.0.0.1.
 func TestAdminLockoutByStrangerFails(t *testing.T) {
 	a := startApp(t, nil)
-	// The attacker fails from the API over MQTT and from RTSP's door alike:
-	// one gate counts them all, per (username, address).
-	for i := 0; i < 10; i++ {
-		_, _ = a.gate.Check(t.Context(), "admin", "guess", "192.0.2.66")
+	addViewer(t, a, "guest", "guest-pw")
+	c, err := testkit.DialFrom("127.0.0.2", a.MQTTAddr(), "guest", "guest-pw", "stranger")
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer c.Close()
+	stranger, err := c.NewRR("nestmtx/requests")
+	if err != nil {
+		t.Fatal(err)
+	}
+	guess := req("create", "auth", "payload", map[string]any{"username": "admin", "password": "guess"})
+	for i := 0; i < 5; i++ {
+		wantCode(t, stranger.Call(t, guess), "UNAUTHORIZED")
+	}
+	wantCode(t, stranger.Call(t, guess), "TOO_MANY_REQUESTS")
+	// Even the right password waits, from the address that guessed.
+	wantCode(t, stranger.Call(t, req("create", "auth", "payload",
+		map[string]any{"username": "admin", "password": adminPassword})), "TOO_MANY_REQUESTS")
 	_, rr := client(t, a.MQTTAddr(), "nestmtx")
-	rr.Login(t, "admin", adminPassword) // from 127.0.0.1: never blocked
-	r := rr.Call(t, req("create", "auth", "payload", map[string]any{"username": "admin", "password": "guess"}))
-	wantCode(t, r, "UNAUTHORIZED")
+	rr.Login(t, "admin", adminPassword)
+}
+
+// TestChangedAccountLosesItsLogins: disabling an account, deleting it or
+// changing its password ends its tokens, and also its open RTSP readers and
+// MQTT connections, but the connection that made its own change.
+func TestChangedAccountLosesItsLogins(t *testing.T) {
+	t.Parallel()
+	e := startE2E(t, nestsim.Options{}, nil)
+	e.authorize()
+	e.sync(map[string]string{"Front Door": "front-door"})
+	guest, err := e.app.Store().CreateUser("guest", "guest-pw", true, store.RoleViewer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	play := func(pw string) *reader {
+		r := readPath(t, rtspURLAs(e.app, url.UserPassword("guest", pw), "front-door"))
+		r.flowing(t, 0)
+		return r
+	}
+	// The guest changes its own password: its other connections end, the
+	// one it asked from stays.
+	r := play("guest-pw")
+	other := testkit.Dial(t, e.app.MQTTAddr(), "guest", "guest-pw")
+	own := testkit.Dial(t, e.app.MQTTAddr(), "guest", "guest-pw")
+	ownRR, err := own.NewRR("nestmtx/requests")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := ownRR.Login(t, "guest", "guest-pw")
+	ownRR.Call(t, req("update", "users", "token", tok, "entity", fmt.Sprint(guest.ID), "payload",
+		map[string]any{"password": "guest-pw-2", "old_password": "guest-pw"})).MustOK(t, nil)
+	expectDisconnect(t, r)
+	expectGone(t, other)
+	ownRR.Call(t, req("read", "users", "token", tok, "entity", fmt.Sprint(guest.ID))).MustOK(t, nil)
+
+	// An admin disables it: everything ends, the asking client included
+	// (it is the guest's, not the admin's).
+	r = play("guest-pw-2")
+	e.call("update", "users", "entity", fmt.Sprint(guest.ID), "payload", map[string]any{"can_login": false})
+	expectDisconnect(t, r)
+	expectGone(t, own)
+	if _, err := openReader(rtspURLAs(e.app, url.UserPassword("guest", "guest-pw-2"), "front-door"), 0); err == nil {
+		t.Fatal("a disabled account still plays")
+	}
+}
+
+func expectGone(t *testing.T, c *testkit.Client) {
+	t.Helper()
+	select {
+	case <-c.Gone():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the MQTT client is still connected")
+	}
 }

@@ -1,15 +1,10 @@
 package app
 
 import (
-	"bytes"
-	"context"
 	"fmt"
 	"log/slog"
 	"net/url"
-	"os/exec"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,38 +23,11 @@ var frigateInputArgs = []string{"-hide_banner", "-avoid_negative_ts", "make_zero
 // output, the frames it read (-1 if it printed no count) and its error.
 func frigateRead(t *testing.T, rawURL string) (string, int, error) {
 	t.Helper()
-	bin := testkit.RequireTool(t, "ffmpeg", "ffmpeg")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	args := append(append([]string{}, frigateInputArgs...), "-i", rawURL, "-t", "3", "-c", "copy", "-f", "null", "-")
-	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
-	frames := -1
-	if m := frameLine.FindAllSubmatch(out, -1); len(m) > 0 {
-		frames, _ = strconv.Atoi(string(m[len(m)-1][1]))
-	}
-	return string(out), frames, err
-}
-
-// logBuffer keeps the daemon's log as text, for assertions on it.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	return runFFmpeg(t, frigateInputArgs, rawURL, 3*time.Second)
 }
 
 // captureLog makes the App log into the returned buffer (at debug level).
-func captureLog(buf *logBuffer) func(*App) {
+func captureLog(buf *testkit.SyncBuffer) func(*App) {
 	return func(a *App) {
 		a.log = slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -72,7 +40,7 @@ func captureLog(buf *logBuffer) func(*App) {
 func TestRTSPLoginFrigate(t *testing.T) {
 	t.Parallel()
 	testkit.RequireTool(t, "ffmpeg", "ffmpeg")
-	var log logBuffer
+	var log testkit.SyncBuffer
 	e := startE2EWith(t, nestsim.Options{}, nil, captureLog(&log))
 	e.authorize()
 	e.sync(map[string]string{"Front Door": "front-door"})
@@ -135,7 +103,7 @@ func TestRTSPLoginFrigate(t *testing.T) {
 func TestRTSPAnonymous(t *testing.T) {
 	t.Parallel()
 	testkit.RequireTool(t, "ffmpeg", "ffmpeg")
-	var log logBuffer
+	var log testkit.SyncBuffer
 	e := startE2EWith(t, nestsim.Options{}, func(c *config.Config) { c.RTSPAnonymous = true }, captureLog(&log))
 	e.authorize()
 	e.sync(map[string]string{"Front Door": "front-door"})

@@ -11,10 +11,6 @@ import (
 	"github.com/nestmtx/nestmtx/internal/store"
 )
 
-// rtspRealm is the realm of RTSP's challenges: the one the store's Digest
-// secrets are computed for.
-const rtspRealm = store.DigestRealm
-
 // rtspAuthenticator is what checks RTSP logins, against the nestmtx
 // accounts: nil (anyone plays) with NESTMTX_RTSP_ANONYMOUS, said once at
 // start since it opens every camera to the network.
@@ -45,21 +41,21 @@ func (r *rtspAuth) Basic(ctx context.Context, username, password, remote string)
 	if err != nil {
 		return rtspserver.Account{}, err
 	}
-	return rtspserver.Account{Username: u.Username, Role: string(u.Role)}, nil
+	return rtspserver.Account{Username: u.Username}, nil
 }
 
 // DigestHA1 implements rtspserver.Authenticator.
-func (r *rtspAuth) DigestHA1(username string) (ha1, realm string, acct rtspserver.Account, ok bool) {
+func (r *rtspAuth) DigestHA1(username string) (string, rtspserver.Account, bool) {
 	ha1, u, ok, err := r.store.DigestHA1(username)
 	if err != nil {
 		r.app.log.Error("rtsp digest login: reading the account", "username", username, "error", err)
-		return "", "", rtspserver.Account{}, false
+		return "", rtspserver.Account{}, false
 	}
-	if !ok {
-		return "", "", rtspserver.Account{}, false
-	}
-	return ha1, store.DigestRealm, rtspserver.Account{Username: u.Username, Role: string(u.Role)}, true
+	return ha1, rtspserver.Account{Username: u.Username}, ok
 }
+
+// Succeeded implements rtspserver.Authenticator.
+func (r *rtspAuth) Succeeded(username, remote string) { r.gate.Succeeded(username, remote) }
 
 // Failed implements rtspserver.Authenticator.
 func (r *rtspAuth) Failed(username, remote string) { r.gate.Failed(username, remote) }

@@ -21,13 +21,42 @@ func env(m map[string]string) func(string) (string, bool) {
 	}
 }
 
-func writeYAML(t testing.TB, content string) string {
+func writeYAML(t testing.TB, content string) string { return writeFile(t, "nestmtx.yml", content) }
+
+// writeFile writes content to a new file named name, mode 0600.
+func writeFile(t testing.TB, name, content string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "nestmtx.yml")
+	path := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// loadCase loads args and env: with wantErr nil the result must load and
+// validate; otherwise loading must fail with an error containing each of
+// wantErr. It returns the error.
+func loadCase(t *testing.T, args []string, environ map[string]string, wantErr []string) error {
+	t.Helper()
+	c, err := Load(args, env(environ), nil)
+	if wantErr == nil {
+		if err != nil {
+			t.Fatalf("unexpected error: %v", err)
+		}
+		if err := c.Validate(); err != nil {
+			t.Errorf("Validate() = %v", err)
+		}
+		return nil
+	}
+	if err == nil {
+		t.Fatal("want error, got nil")
+	}
+	for _, w := range wantErr {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not contain %q", err, w)
+		}
+	}
+	return err
 }
 
 func mustLoad(t *testing.T, args []string, e map[string]string) Config {
@@ -440,26 +469,7 @@ func TestCrossFieldChecks(t *testing.T) {
 		{"port 0 never clashes", []string{"--http-address=:0", "--rtsp-address=:0", "--mqtt-listen=:0"}, nil, nil},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c, err := Load(tt.args, env(tt.env), nil)
-			if tt.wantErr == nil {
-				if err != nil {
-					t.Fatalf("unexpected error: %v", err)
-				}
-				if err := c.Validate(); err != nil {
-					t.Errorf("Validate() = %v", err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatal("want error, got nil")
-			}
-			for _, w := range tt.wantErr {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not contain %q", err, w)
-				}
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { loadCase(t, tt.args, tt.env, tt.wantErr) })
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nestmtx/nestmtx/internal/store"
+	"github.com/nestmtx/nestmtx/internal/testkit"
 )
 
 type clock struct {
@@ -132,9 +133,9 @@ func TestQueueIsBoundedAndCleanAddressesGoFirst(t *testing.T) {
 	// Three wait (the queue's length); the fourth is refused at once.
 	run("a1", "x", "10.0.0.66")
 	run("a2", "x", "10.0.0.66")
-	waitFor(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.waiting == 2 })
+	testkit.Eventually(t, 5*time.Second, "logins to queue", func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.waiting == 2 })
 	run("admin", "right-password", "10.0.0.2")
-	waitFor(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.waiting == 3 })
+	testkit.Eventually(t, 5*time.Second, "logins to queue", func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.waiting == 3 })
 	if _, err := g.Check(ctx, "a3", "x", "10.0.0.66"); !errors.Is(err, ErrBusy) {
 		t.Fatalf("a login past the queue: %v, want ErrBusy", err)
 	}
@@ -146,16 +147,5 @@ func TestQueueIsBoundedAndCleanAddressesGoFirst(t *testing.T) {
 	close(sc.release)
 	for i := 0; i < 4; i++ {
 		<-results
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

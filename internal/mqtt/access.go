@@ -23,32 +23,29 @@ const (
 const (
 	propAccount   = "nestmtx-account"   // on a request: the login that sent it
 	propRemote    = "nestmtx-remote"    // on a request: the sender's IP
+	propClient    = "nestmtx-client"    // on a request: the sender's client id
 	propRecipient = "nestmtx-recipient" // on a reply: the only login that may receive it
 )
 
 type topicRules struct {
-	base     []string // the base topic's levels
+	base     string
+	prefix   string // base + "/"
 	requests string
-	replies  string // B/replies/: per-account reply prefix
 }
 
 func newTopicRules(base string) topicRules {
-	return topicRules{base: strings.Split(base, "/"), requests: base + "/requests", replies: base + "/replies/"}
+	return topicRules{base: base, prefix: base + "/", requests: base + "/requests"}
 }
 
-// under returns the levels of topic below the base topic, and whether it is
-// under it at all (the base itself counts, with no levels).
-func (r topicRules) under(topic string) ([]string, bool) {
-	levels := strings.Split(topic, "/")
-	if len(levels) < len(r.base) {
-		return nil, false
+// under returns what follows the base topic and its "/" in topic, and
+// whether topic is the base topic or below it. It runs on every delivery,
+// so it slices instead of splitting.
+func (r topicRules) under(topic string) (string, bool) {
+	if topic == r.base {
+		return "", true
 	}
-	for i, b := range r.base {
-		if levels[i] != b {
-			return nil, false
-		}
-	}
-	return levels[len(r.base):], true
+	rest, ok := strings.CutPrefix(topic, r.prefix)
+	return rest, ok
 }
 
 // canPublish says whether a client may publish to topic.
@@ -71,7 +68,7 @@ func (r topicRules) canPublish(kind clientKind, topic string) bool {
 // canReceive says whether a message on topic may be delivered to a client
 // logged in as account (lower case); mochi asks it for every delivery,
 // retained ones included.
-func (r topicRules) canReceive(kind clientKind, account, topic string, isAdmin func() bool) bool {
+func (r topicRules) canReceive(kind clientKind, account, topic string, isAdmin func(account string) bool) bool {
 	if kind == kindDaemon {
 		return true
 	}
@@ -81,26 +78,25 @@ func (r topicRules) canReceive(kind clientKind, account, topic string, isAdmin f
 		// nothing for strangers.
 		return kind == kindAccount && !strings.HasPrefix(topic, "$")
 	}
-	if len(rest) == 0 {
-		return false
-	}
-	switch rest[0] {
+	first, below, more := strings.Cut(rest, "/")
+	switch first {
 	case "status":
-		return len(rest) == 1
+		return !more
 	case "events", "stream", "state":
 		return true
 	}
 	if kind != kindAccount {
 		return false
 	}
-	switch rest[0] {
+	switch first {
 	case "responses", "failures":
-		// Who gets a reply is decided per message (selectRecipients).
+		// Who gets a reply is decided per message (accessHook.routing).
 		return true
 	case "replies":
-		return len(rest) >= 2 && strings.EqualFold(rest[1], account)
+		owner, _, _ := strings.Cut(below, "/")
+		return more && strings.EqualFold(owner, account)
 	case "logs":
-		return isAdmin()
+		return isAdmin(account)
 	}
 	return false
 }
@@ -108,7 +104,7 @@ func (r topicRules) canReceive(kind clientKind, account, topic string, isAdmin f
 // canSubscribe refuses filters that could only ever match what the client
 // may not read (B/requests above all); any other filter is allowed, since
 // each delivery is checked with canReceive, as Mosquitto does.
-func (r topicRules) canSubscribe(kind clientKind, account, filter string, isAdmin func() bool) bool {
+func (r topicRules) canSubscribe(kind clientKind, account, filter string, isAdmin func(account string) bool) bool {
 	if kind == kindDaemon {
 		return true
 	}
@@ -136,5 +132,6 @@ func (r topicRules) validReplyTopic(topic string) bool {
 	if !ours {
 		return true
 	}
-	return len(rest) >= 2 && (rest[0] == "responses" || rest[0] == "replies")
+	first, below, more := strings.Cut(rest, "/")
+	return more && below != "" && (first == "responses" || first == "replies")
 }

@@ -137,6 +137,7 @@ func StartBroker(o BrokerOptions) (*Broker, error) {
 	})
 	hook := &accessHook{srv: srv, o: o, rules: newTopicRules(o.BaseTopic), log: log.With("component", "mqtt-broker"),
 		internalUser: b.internalUser, internalPass: b.internalPass}
+	hook.adminCheck = hook.isAdmin
 	if err := srv.AddHook(hook, nil); err != nil {
 		public.Close()
 		internal.Close()
@@ -231,6 +232,9 @@ type accessHook struct {
 	// publishes replies, so there is at most one at a time: OnPublish sets
 	// it, each delivery's OnACLCheck consults it, OnPublished clears it.
 	routing atomic.Pointer[reply]
+	// adminCheck is isAdmin as a func value made once: mochi asks
+	// OnACLCheck for every delivery.
+	adminCheck func(account string) bool
 }
 
 type reply struct {
@@ -291,7 +295,7 @@ func (h *accessHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) 
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 	defer cancel()
-	_, err := h.o.Accounts.Check(ctx, string(user), string(pass), remoteIP(cl.Net.Remote))
+	_, err := h.o.Accounts.Check(ctx, string(user), string(pass), clientIP(cl))
 	if err != nil {
 		var th *login.ThrottledError
 		if !errors.Is(err, store.ErrBadCredentials) && !errors.As(err, &th) && !errors.Is(err, login.ErrBusy) {
@@ -320,8 +324,7 @@ func (h *accessHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool
 			return false
 		}
 	}
-	acct := account(cl)
-	return h.rules.canSubscribe(kind, acct, topic, func() bool { return h.isAdmin(acct) })
+	return h.rules.canSubscribe(kind, account(cl), topic, h.adminCheck)
 }
 
 func (h *accessHook) isAdmin(acct string) bool {
@@ -341,13 +344,14 @@ func (h *accessHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Pac
 		if pk.TopicName == h.rules.requests {
 			user := make([]packets.UserProperty, 0, len(pk.Properties.User)+2)
 			for _, p := range pk.Properties.User {
-				if p.Key != propAccount && p.Key != propRemote {
+				if p.Key != propAccount && p.Key != propRemote && p.Key != propClient {
 					user = append(user, p)
 				}
 			}
 			pk.Properties.User = append(user,
 				packets.UserProperty{Key: propAccount, Val: account(cl)},
-				packets.UserProperty{Key: propRemote, Val: remoteIP(cl.Net.Remote)})
+				packets.UserProperty{Key: propRemote, Val: clientIP(cl)},
+				packets.UserProperty{Key: propClient, Val: cl.ID})
 		}
 	case kindDaemon:
 		h.routing.Store(nil)
@@ -377,11 +381,36 @@ func (h *accessHook) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packets
 	return pk
 }
 
-func remoteIP(addr string) string {
-	if host, _, err := net.SplitHostPort(addr); err == nil {
-		return host
+// EndLogins disconnects every client logged in as username (in any case)
+// but the one with client id except, and forgets their sessions: the
+// account was disabled or deleted, or its password changed, and a login
+// must not outlive that. The client that made the change keeps its
+// connection (it gets its reply); like its token, it is the session that
+// proved the old password.
+func (b *Broker) EndLogins(username, except string) int {
+	n := 0
+	for _, cl := range b.server.Clients.GetAll() {
+		if cl.Net.Listener == "internal" || cl.ID == except || !strings.EqualFold(string(cl.Properties.Username), username) {
+			continue
+		}
+		if !cl.Closed() {
+			_ = b.server.DisconnectClient(cl, packets.ErrNotAuthorized)
+		}
+		cl.ClearInflights()
+		b.server.UnsubscribeClient(cl)
+		b.server.Clients.Delete(cl.ID)
+		n++
 	}
-	return addr
+	return n
+}
+
+// clientIP is cl's address as the login gate counts it, the same for
+// every door (netguard.ClientIP).
+func clientIP(cl *mochi.Client) string {
+	if cl.Net.Conn == nil {
+		return ""
+	}
+	return netguard.ClientIP(cl.Net.Conn.RemoteAddr())
 }
 
 func equal(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) == 1 }

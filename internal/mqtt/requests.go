@@ -54,11 +54,11 @@ func (s *Service) serve(p *paho.Publish) {
 		props = *p.Properties
 	}
 	reply := replyTo{correlation: props.CorrelationData, qos: min(p.QoS, 1)}
-	remote := ""
+	remote, client := "", ""
 	if s.broker != nil {
 		// Set by our own broker, which overwrites what clients send.
 		reply.recipient = props.User.Get(propAccount)
-		remote = props.User.Get(propRemote)
+		remote, client = props.User.Get(propRemote), props.User.Get(propClient)
 	}
 	badReplyTopic := props.ResponseTopic != "" && !s.topics.rules.validReplyTopic(props.ResponseTopic)
 	if props.ResponseTopic != "" && !badReplyTopic {
@@ -88,7 +88,7 @@ func (s *Service) serve(p *paho.Publish) {
 		s.respond(reply, nil, err.WithContext(req))
 		return
 	}
-	req.Remote = remote
+	req.Remote, req.Client = remote, client
 	if reply.topic == s.topics.failures {
 		err := api.Invalid(api.FieldError{Path: "requestId",
 			Message: "is required when the request has no MQTT v5 Response Topic"})

@@ -30,7 +30,9 @@ type Conn struct {
 // Read implements net.Conn.
 func (c *Conn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	if n > 0 && c.l.watchReads {
+	// A streaming conn is exempt from the timeouts, and Streaming(false)
+	// restarts both clocks: its reads (RTCP from a player) need no clock.
+	if n > 0 && c.l.watchReads && !c.streaming.Load() {
 		now := c.l.now()
 		c.lastRead.Store(now)
 		// A load first: the common case, a request already under way, then
@@ -169,4 +171,21 @@ func Streaming(c net.Conn, on bool) {
 	g.lastRead.Store(g.l.now())
 	g.reqStart.Store(0)
 	g.streaming.Store(false)
+}
+
+// ClientIP is a connection's remote address without its port: the client
+// address that login throttling counts by, the same string whichever
+// listener the client came through.
+func ClientIP(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
 }

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/nestmtx/nestmtx/internal/testkit"
 )
 
 const (
@@ -46,7 +48,7 @@ func TestAcceptSurvivesEMFILEWhereABareLoopWouldStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr lockedBuffer
+	var stderr testkit.SyncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -152,7 +154,7 @@ func TestAcceptSurvivesEMFILEWhereABareLoopWouldStop(t *testing.T) {
 		flood = append(flood, c)
 	}
 	var s Status
-	eventually(t, "the child to report EMFILE", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the child to report EMFILE", func() bool {
 		s = status()
 		return !s.Accepting && strings.Contains(s.LastError, "too many open files")
 	})
@@ -175,7 +177,7 @@ func TestAcceptSurvivesEMFILEWhereABareLoopWouldStop(t *testing.T) {
 		c.Close()
 	}
 	flood = nil
-	eventually(t, "the child to accept again", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the child to accept again", func() bool {
 		s = status()
 		return s.Accepting
 	})
@@ -237,23 +239,6 @@ func emfileChild() {
 		}
 	}
 	os.Exit(0)
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // The RTSP server's framebatch writes with writev(2) on the socket under a

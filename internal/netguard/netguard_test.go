@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nestmtx/nestmtx/internal/testkit"
 )
 
 // recLog records log lines so that tests can assert on them.
@@ -172,23 +174,6 @@ func roundTrip(t *testing.T, c net.Conn, msg, want string) {
 	}
 }
 
-// waitPeerClose waits until the server closes c and returns when it saw it.
-func waitPeerClose(t *testing.T, c net.Conn, within time.Duration) time.Time {
-	t.Helper()
-	c.SetReadDeadline(time.Now().Add(within))
-	buf := make([]byte, 64)
-	for {
-		_, err := c.Read(buf)
-		if err == nil {
-			continue
-		}
-		if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
-			return time.Now()
-		}
-		t.Fatalf("waiting for the server to close %s: %v", c.LocalAddr(), err)
-	}
-}
-
 // expectRefused dials and expects the server to close the conn at once.
 // The refusal is a reset, which can beat connect(2)'s own completion.
 func expectRefused(t *testing.T, ln net.Listener) {
@@ -201,18 +186,7 @@ func expectRefused(t *testing.T, ln net.Listener) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	waitPeerClose(t, c, 5*time.Second)
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.WaitPeerClose(t, c, 5*time.Second)
 }
 
 func TestMaxConnsRefusesAtTheCap(t *testing.T) {
@@ -245,7 +219,7 @@ func TestMaxConnsRefusesAtTheCap(t *testing.T) {
 	}
 
 	cs[0].Close()
-	eventually(t, "Open to drop to 2", func() bool { return ln.Status().Open == 2 })
+	testkit.Eventually(t, 5*time.Second, "Open to drop to 2", func() bool { return ln.Status().Open == 2 })
 	again := dial(t, ln)
 	roundTrip(t, again, "served", "served")
 	for _, c := range cs[1:] {
@@ -280,10 +254,10 @@ func TestHandshakeTimeout(t *testing.T) {
 	chatty := dial(t, ln)
 	roundTrip(t, chatty, "hi", "hi")
 
-	if d := waitPeerClose(t, silent, 5*time.Second).Sub(start); d < timeout {
+	if d := testkit.WaitPeerClose(t, silent, 5*time.Second).Sub(start); d < timeout {
 		t.Fatalf("a silent conn was closed after %v, before the %v handshake timeout", d, timeout)
 	}
-	if d := waitPeerClose(t, chatty, 5*time.Second).Sub(chattyStart); d < timeout {
+	if d := testkit.WaitPeerClose(t, chatty, 5*time.Second).Sub(chattyStart); d < timeout {
 		t.Fatalf("a conn that never finished its handshake was closed after %v, before %v", d, timeout)
 	}
 	// By now the established conns are well past the timeout.
@@ -345,14 +319,14 @@ func TestIdleTimeoutAndStreaming(t *testing.T) {
 	streamer := dial(t, ln)
 	roundTrip(t, streamer, "stream", "ok")
 
-	if d := waitPeerClose(t, quiet, 5*time.Second).Sub(quietSince); d < timeout {
+	if d := testkit.WaitPeerClose(t, quiet, 5*time.Second).Sub(quietSince); d < timeout {
 		t.Fatalf("an idle conn was closed after %v, before the %v idle timeout", d, timeout)
 	}
 	// One more idle conn closed from here puts the streamer and the talker
 	// at least one whole timeout past their last byte.
 	second := dial(t, ln)
 	roundTrip(t, second, "b", "b")
-	waitPeerClose(t, second, 5*time.Second)
+	testkit.WaitPeerClose(t, second, 5*time.Second)
 
 	close(stop)
 	if err := <-talked; err != nil {
@@ -363,12 +337,12 @@ func TestIdleTimeoutAndStreaming(t *testing.T) {
 	// Closed by the client before it could idle out, so that the count
 	// below is exact.
 	talker.Close()
-	eventually(t, "the talker's close", func() bool { return ln.Status().Open == 1 })
+	testkit.Eventually(t, 5*time.Second, "the talker's close", func() bool { return ln.Status().Open == 1 })
 
 	// Streaming off: idle again, timed from now, not from the last byte.
 	unstreamed := time.Now()
 	roundTrip(t, streamer, "unstream", "ok")
-	if d := waitPeerClose(t, streamer, 5*time.Second).Sub(unstreamed); d < timeout {
+	if d := testkit.WaitPeerClose(t, streamer, 5*time.Second).Sub(unstreamed); d < timeout {
 		t.Fatalf("a conn was closed %v after Streaming(false), before the %v idle timeout", d, timeout)
 	}
 
@@ -437,12 +411,12 @@ func TestRequestTimeout(t *testing.T) {
 	streamerStop := make(chan struct{})
 	streamerDone := trickle(streamer, "x", timeout/8, streamerStop)
 
-	if d := waitPeerClose(t, slow, 5*time.Second).Sub(slowStart); d < timeout {
+	if d := testkit.WaitPeerClose(t, slow, 5*time.Second).Sub(slowStart); d < timeout {
 		t.Fatalf("a trickled request was cut after %v, before the %v request timeout", d, timeout)
 	}
 	slow2 := dial(t, ln)
 	trickle(slow2, "SUBSCRIBE", timeout/8, stop)
-	waitPeerClose(t, slow2, 5*time.Second)
+	testkit.WaitPeerClose(t, slow2, 5*time.Second)
 
 	close(steadyStop)
 	close(streamerStop)
@@ -488,11 +462,11 @@ func TestOpenCountsEachCloseOnce(t *testing.T) {
 	}
 	cs[0].Close()
 	cs[1].Close()
-	eventually(t, "Open 3 after two client closes", func() bool { return ln.Status().Open == 3 })
+	testkit.Eventually(t, 5*time.Second, "Open 3 after two client closes", func() bool { return ln.Status().Open == 3 })
 
 	io.WriteString(cs[2], "bye\n")
-	waitPeerClose(t, cs[2], 5*time.Second)
-	eventually(t, "Open 2 after a server close", func() bool { return ln.Status().Open == 2 })
+	testkit.WaitPeerClose(t, cs[2], 5*time.Second)
+	testkit.Eventually(t, 5*time.Second, "Open 2 after a server close", func() bool { return ln.Status().Open == 2 })
 
 	// Closing the listener leaves its conns to their owners.
 	if err := ln.Close(); err != nil {
@@ -505,7 +479,7 @@ func TestOpenCountsEachCloseOnce(t *testing.T) {
 	}
 	cs[3].Close()
 	cs[4].Close()
-	eventually(t, "Open 0", func() bool { return ln.Status().Open == 0 })
+	testkit.Eventually(t, 5*time.Second, "Open 0", func() bool { return ln.Status().Open == 0 })
 
 	// The sweeper and the server both close a timed-out conn.
 	ln2, _ := serve(t, Options{Name: "t2", HandshakeTimeout: 100 * time.Millisecond}, echo)
@@ -514,9 +488,9 @@ func TestOpenCountsEachCloseOnce(t *testing.T) {
 		late = append(late, dial(t, ln2))
 	}
 	for _, c := range late {
-		waitPeerClose(t, c, 5*time.Second)
+		testkit.WaitPeerClose(t, c, 5*time.Second)
 	}
-	eventually(t, "Open 0 after timeouts", func() bool { return ln2.Status().Open == 0 })
+	testkit.Eventually(t, 5*time.Second, "Open 0 after timeouts", func() bool { return ln2.Status().Open == 0 })
 	if s := ln2.Status(); s.TimedOut != 3 {
 		t.Fatalf("TimedOut = %d, want 3", s.TimedOut)
 	}
@@ -659,7 +633,7 @@ func TestAcceptReturnsPermanentErrorsAndClose(t *testing.T) {
 		_, err := ln.Accept()
 		res <- err
 	}()
-	eventually(t, "Accepting false", func() bool { return !ln.Status().Accepting })
+	testkit.Eventually(t, 5*time.Second, "Accepting false", func() bool { return !ln.Status().Accepting })
 	ln.Close()
 	select {
 	case err := <-res:

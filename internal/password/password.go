@@ -144,3 +144,19 @@ func param(s, name string, max uint64) (uint64, error) {
 	}
 	return n, nil
 }
+
+// The lengths a password may have, in characters: one rule for the API
+// and the offline reset, so that a password set by one is accepted by the
+// other.
+const (
+	MinLength = 6
+	MaxLength = 1024
+)
+
+// Generate returns a random password (144 bits, URL-safe base64) for an
+// account nobody chose one for yet.
+func Generate() string {
+	buf := make([]byte, 18)
+	_, _ = rand.Read(buf) // never fails; crypto/rand aborts the program instead
+	return base64.RawURLEncoding.EncodeToString(buf)
+}

@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/md5"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net"
 	"regexp"
 	"strings"
@@ -17,6 +19,8 @@ import (
 	"github.com/bluenviron/gortsplib/v4"
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
 	"github.com/bluenviron/gortsplib/v4/pkg/headers"
+
+	"github.com/nestmtx/nestmtx/internal/netguard"
 )
 
 // Authenticator checks RTSP logins. nil serves every reader without a login.
@@ -26,20 +30,22 @@ type Authenticator interface {
 	// among its wrapped errors chooses the status answered (503 when the
 	// checker is busy, say), 401 otherwise.
 	Basic(ctx context.Context, username, password, remote string) (Account, error)
-	// DigestHA1 returns MD5(username:realm:password) for username and the
-	// realm it was computed for; ok is false when Digest is not possible
-	// for that account (unknown, may not log in, no HA1 stored).
-	DigestHA1(username string) (ha1, realm string, acct Account, ok bool)
-	// Failed records a failed Digest login (for throttling); Blocked says
-	// whether (username, remote) must be refused without checking, for now.
+	// DigestHA1 returns MD5(username:realm:password) for username, with
+	// Options.Realm as the realm, and the account; ok is false when Digest
+	// is not possible for that account (unknown, may not log in, no HA1
+	// stored).
+	DigestHA1(username string) (ha1 string, acct Account, ok bool)
+	// Failed and Succeeded record a Digest login's outcome (for
+	// throttling, which Basic does inside Basic); Blocked says whether
+	// (username, remote) must be refused without checking, for now.
 	Failed(username, remote string)
+	Succeeded(username, remote string)
 	Blocked(username, remote string) bool
 }
 
 // Account is who a connection logged in as.
 type Account struct {
 	Username string
-	Role     string
 }
 
 // DefaultRealm is the realm of the challenges when Options.Realm is empty.
@@ -63,9 +69,10 @@ type connState struct {
 	mu sync.Mutex
 	// account is who the connection logged in as, nil before a login.
 	account *Account
-	// key is the Authorization header that logged account in: the same
-	// header again is not checked again.
-	key string
+	// key is a hash of the Authorization header that logged account in:
+	// the same header again is not checked again. A hash, since a Basic
+	// header is the password itself.
+	key [sha256.Size]byte
 	// refusal, when set, is the status the next request that needs a
 	// login is answered with (a busy login checker), instead of 401.
 	refusal *StatusError
@@ -80,23 +87,9 @@ func newConnState(id string, c net.Conn) *connState {
 	_, _ = rand.Read(b) // crypto/rand never fails (Go 1.24+)
 	st := &connState{id: id, nonce: hex.EncodeToString(b)}
 	if c != nil {
-		st.remote = remoteIP(c.RemoteAddr())
+		st.remote = netguard.ClientIP(c.RemoteAddr())
 	}
 	return st
-}
-
-func remoteIP(a net.Addr) string {
-	if a == nil {
-		return ""
-	}
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.IP.String()
-	}
-	host, _, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	return host
 }
 
 func (s *Server) state(c *gortsplib.ServerConn) *connState {
@@ -129,7 +122,7 @@ func (s *Server) checkLogin(c *gortsplib.ServerConn, req *base.Request) {
 	if st == nil {
 		return
 	}
-	key := strings.Join(h, "\n")
+	key := sha256.Sum256([]byte(strings.Join(h, "\n")))
 	st.mu.Lock()
 	same := st.account != nil && st.key == key
 	st.mu.Unlock()
@@ -138,7 +131,7 @@ func (s *Server) checkLogin(c *gortsplib.ServerConn, req *base.Request) {
 	}
 	acct, username, method, err := s.verify(st, req, h)
 	st.mu.Lock()
-	st.account, st.key, st.refusal, st.stale = nil, "", nil, false
+	st.account, st.key, st.refusal, st.stale = nil, [sha256.Size]byte{}, nil, false
 	var se *StatusError
 	var stale *staleNonceError
 	switch {
@@ -267,10 +260,15 @@ func (s *Server) verifyDigest(st *connState, req *base.Request, a *headers.Autho
 	if auth.Blocked(a.Username, st.remote) {
 		return Account{}, errors.New("too many failed logins; refused without checking")
 	}
-	ha1, realm, acct, ok := auth.DigestHA1(a.Username)
-	if !ok || realm != a.Realm {
+	ha1, acct, ok := auth.DigestHA1(a.Username)
+	if !ok {
 		auth.Failed(a.Username, st.remote)
-		return Account{}, errors.New("no Digest login for this username (unknown, disabled, or password set before Digest support: use Basic or set the password again)")
+		return Account{}, errors.New("no Digest login for this username (unknown, disabled, or password set before Digest support: log in once with the password, by Basic, the API or MQTT)")
+	}
+	if a.Username != acct.Username {
+		// The HA1 was computed with the name as stored; the client hashed
+		// the name as typed. Not a wrong password, so not a failure.
+		return Account{}, fmt.Errorf("digest needs the username exactly as stored (%s)", acct.Username)
 	}
 	want := md5Hex(ha1 + ":" + a.Nonce + ":" + md5Hex(string(req.Method)+":"+a.URI))
 	if subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(a.Response))) != 1 {
@@ -283,24 +281,33 @@ func (s *Server) verifyDigest(st *connState, req *base.Request, a *headers.Autho
 	if subtle.ConstantTimeCompare([]byte(a.Nonce), []byte(st.nonce)) != 1 {
 		return Account{}, &staleNonceError{}
 	}
+	auth.Succeeded(a.Username, st.remote)
 	return acct, nil
 }
 
-// authorize says whether the connection may read path: nil if so, else
-// the response to send (see login; 403 when CanRead refuses). It is called
-// by every handler of a request that concerns a path, before the path is
-// looked up, so that an outsider cannot tell a served path from an unknown
-// one.
-func (s *Server) authorize(c *gortsplib.ServerConn, path string) *base.Response {
-	acct, res := s.login(c)
-	if res != nil || acct == nil {
-		return res
+// authorize says whether the connection may read: nil if so, else the
+// response to send (see login). Every account reads every path (both roles
+// may play streams). It is called by every handler of a request that
+// concerns a path, before the path is looked up, so that an outsider cannot
+// tell a served path from an unknown one.
+func (s *Server) authorize(c *gortsplib.ServerConn) *base.Response {
+	_, res := s.login(c)
+	return res
+}
+
+// loggedIn reports whether the connection may make requests that need a
+// login: always without an Authenticator.
+func (s *Server) loggedIn(c *gortsplib.ServerConn) bool {
+	if s.opts.Authenticator == nil {
+		return true
 	}
-	if s.opts.CanRead != nil && !s.opts.CanRead(*acct, pathName(path)) {
-		s.log.Info("rtsp read refused", "username", acct.Username, "remote", s.state(c).remote, "path", pathName(path))
-		return &base.Response{StatusCode: base.StatusForbidden}
+	st := s.state(c)
+	if st == nil {
+		return false
 	}
-	return nil
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.account != nil
 }
 
 // login returns the account the connection logged in as, or the response

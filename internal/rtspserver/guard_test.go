@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -14,28 +13,9 @@ import (
 
 	"github.com/nestmtx/nestmtx/internal/framebatch"
 	"github.com/nestmtx/nestmtx/internal/netguard"
-)
 
-// waitClosed waits until the server closes c (a read ends in EOF or a
-// reset, not a timeout).
-func waitClosed(t *testing.T, c net.Conn, within time.Duration) {
-	t.Helper()
-	_ = c.SetReadDeadline(time.Now().Add(within))
-	buf := make([]byte, 4096)
-	for {
-		_, err := c.Read(buf)
-		if err == nil {
-			continue
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatalf("the connection was not closed within %s", within)
-		}
-		if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
-			return
-		}
-		t.Fatalf("read: %v", err)
-	}
-}
+	"github.com/nestmtx/nestmtx/internal/testkit"
+)
 
 // The connection cap closes the connections past it at once, and the
 // listener is exposed for health reports.
@@ -58,7 +38,7 @@ func TestListenerCapsConnections(t *testing.T) {
 		t.Fatal(err)
 	default:
 		defer third.Close()
-		waitClosed(t, third, 5*time.Second)
+		testkit.WaitPeerClose(t, third, 5*time.Second)
 	}
 	if st := ts.srv.Listener().Status(); st.Refused != 1 || st.Open != 2 {
 		t.Fatalf("listener status %+v, want 1 refused and 2 open", st)
@@ -83,7 +63,7 @@ func TestHandshakeTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer silent.Close()
-	waitClosed(t, silent, 5*time.Second)
+	testkit.WaitPeerClose(t, silent, 5*time.Second)
 	// Older than the silent one, so past the handshake timeout too.
 	if res := spoke.do(base.Options, ts.url("", "", "cam"), nil); res.StatusCode != base.StatusOK {
 		t.Fatalf("OPTIONS on the connection that spoke: %d", res.StatusCode)
@@ -108,7 +88,7 @@ func TestPlayingReaderIsNotIdle(t *testing.T) {
 	// closed as idle, the reader has been quiet longer.
 	quiet := dialRaw(t, ts.addr)
 	quiet.do(base.Options, ts.url("", "", "cam"), nil)
-	waitClosed(t, quiet.nc, 5*time.Second)
+	testkit.WaitPeerClose(t, quiet.nc, 5*time.Second)
 	p.next(t, 10)
 	if st := ts.srv.Listener().Status(); st.TimedOut != 1 {
 		t.Fatalf("listener status %+v, want only the quiet connection timed out", st)

@@ -2,13 +2,12 @@ package rtspserver
 
 import (
 	"context"
-	"crypto/md5"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -32,6 +31,7 @@ type testAuth struct {
 	basicCalls  int
 	digestCalls int
 	failed      []string // "username@remote"
+	succeeded   []string
 	blocked     map[string]bool
 }
 
@@ -46,20 +46,28 @@ func (a *testAuth) Basic(_ context.Context, username, password, _ string) (Accou
 	a.basicCalls++
 	a.mu.Unlock()
 	if pw, ok := a.users[username]; ok && pw == password {
-		return Account{Username: username, Role: "viewer"}, nil
+		return Account{Username: username}, nil
 	}
 	return Account{}, errBadLogin
 }
 
-func (a *testAuth) DigestHA1(username string) (string, string, Account, bool) {
+func (a *testAuth) DigestHA1(username string) (string, Account, bool) {
 	a.mu.Lock()
 	a.digestCalls++
 	a.mu.Unlock()
-	pw, ok := a.users[username]
-	if !ok {
-		return "", "", Account{}, false
+	// As the store does: found in any case, the HA1 of the stored name.
+	for stored, pw := range a.users {
+		if strings.EqualFold(stored, username) {
+			return md5Hex(stored + ":" + DefaultRealm + ":" + pw), Account{Username: stored}, true
+		}
 	}
-	return md5Hex(username + ":" + DefaultRealm + ":" + pw), DefaultRealm, Account{Username: username, Role: "viewer"}, true
+	return "", Account{}, false
+}
+
+func (a *testAuth) Succeeded(username, remote string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.succeeded = append(a.succeeded, username+"@"+remote)
 }
 
 func (a *testAuth) Failed(username, remote string) {
@@ -233,7 +241,16 @@ func (r *rawConn) try(method base.Method, url string, h base.Header) (*base.Resp
 	if err := r.c.WriteRequest(&base.Request{Method: method, URL: u, Header: h}); err != nil {
 		return nil, err
 	}
-	return r.c.ReadResponse()
+	// A playing connection also carries interleaved media: skip it.
+	for {
+		what, err := r.c.Read()
+		if err != nil {
+			return nil, err
+		}
+		if res, ok := what.(*base.Response); ok {
+			return res, nil
+		}
+	}
 }
 
 func basicHeader(user, pass string) base.Header {
@@ -241,8 +258,7 @@ func basicHeader(user, pass string) base.Header {
 }
 
 func digestHeader(user, pass, nonce string, method base.Method, uri string) base.Header {
-	h := func(s string) string { b := md5.Sum([]byte(s)); return hex.EncodeToString(b[:]) }
-	resp := h(h(user+":"+DefaultRealm+":"+pass) + ":" + nonce + ":" + h(string(method)+":"+uri))
+	resp := md5Hex(md5Hex(user+":"+DefaultRealm+":"+pass) + ":" + nonce + ":" + md5Hex(string(method)+":"+uri))
 	return base.Header{"Authorization": headers.Authorization{Method: headers.AuthMethodDigest, Username: user,
 		Realm: DefaultRealm, Nonce: nonce, URI: uri, Response: resp}.Marshal()}
 }

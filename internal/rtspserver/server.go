@@ -30,6 +30,12 @@ type Reader struct {
 	RemoteAddr string
 	Query      string
 	Session    *gortsplib.ServerSession
+	// Account is the login the session was set up with ("" without
+	// logins), so that EndLogins can end it (guarded by the Server's mu).
+	Account string
+	// streamingOn is the connection exempted from idle timeouts while r
+	// plays (guarded by the Server's mu).
+	streamingOn net.Conn
 
 	// media guards conn and channels, which let the relay write to a TCP
 	// reader directly: its connection, and the interleaved RTP channel of
@@ -102,9 +108,6 @@ type Options struct {
 	// Realm is the realm of the challenges (DefaultRealm when empty); it
 	// must be the one the Authenticator's HA1s were computed for.
 	Realm string
-	// CanRead, if set, decides per account and path (nil: every logged-in
-	// account reads every path).
-	CanRead func(acct Account, path string) bool
 	// MaxConns bounds the RTSP connections open at once (0: no bound);
 	// more are closed at once.
 	MaxConns int
@@ -143,12 +146,14 @@ type Server struct {
 	// response matters: a SETUP (for its interleaved channels) or a PLAY
 	// (whose playback starts once it is answered).
 	pending map[*gortsplib.ServerConn]pendingRequest
+	// sessions are the open reader sessions: a UDP reader's session goes
+	// on without its control connection, so EndLogins must find it too.
+	sessions map[*gortsplib.ServerSession]*Reader
 }
 
 type pendingRequest struct {
 	reader *Reader
 	play   bool
-	tcp    bool // a PLAY whose media goes over this connection
 }
 
 // Start listens and serves.
@@ -157,7 +162,8 @@ func Start(o Options) (*Server, error) {
 		o.Log = slog.Default()
 	}
 	s := &Server{opts: o, log: o.Log.With("component", "rtsp"),
-		conns: map[*gortsplib.ServerConn]*connState{}, pending: map[*gortsplib.ServerConn]pendingRequest{}}
+		conns: map[*gortsplib.ServerConn]*connState{}, pending: map[*gortsplib.ServerConn]pendingRequest{},
+		sessions: map[*gortsplib.ServerSession]*Reader{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.srv = &gortsplib.Server{
 		Handler:        s,
@@ -253,6 +259,14 @@ func (s *Server) OnRequest(c *gortsplib.ServerConn, req *base.Request) {
 	netguard.RequestDone(c.NetConn())
 	netguard.Established(c.NetConn())
 	s.checkLogin(c, req)
+	// gortsplib answers TEARDOWN, and OPTIONS or GET_PARAMETER naming a
+	// session, inside that session, where no handler of ours sees them: a
+	// stranger knowing (or sniffing) a session id could end another
+	// reader's stream, or keep it alive. Without a login, the request names
+	// no session.
+	if _, named := req.Header["Session"]; named && !s.loggedIn(c) {
+		delete(req.Header, "Session")
+	}
 }
 
 // OnConnClose implements gortsplib.ServerHandlerOnConnClose.
@@ -269,12 +283,54 @@ func (s *Server) OnConnClose(ctx *gortsplib.ServerHandlerOnConnCloseCtx) {
 
 // OnSessionOpen implements gortsplib.ServerHandlerOnSessionOpen.
 func (s *Server) OnSessionOpen(ctx *gortsplib.ServerHandlerOnSessionOpenCtx) {
-	ctx.Session.SetUserData(&Reader{ID: uuid.NewString(), Type: "rtspSession",
-		RemoteAddr: ctx.Conn.NetConn().RemoteAddr().String(), Session: ctx.Session})
+	r := &Reader{ID: uuid.NewString(), Type: "rtspSession",
+		RemoteAddr: ctx.Conn.NetConn().RemoteAddr().String(), Session: ctx.Session}
+	ctx.Session.SetUserData(r)
+	s.mu.Lock()
+	s.sessions[ctx.Session] = r
+	s.mu.Unlock()
+}
+
+// EndLogins closes every connection logged in as username (in any case)
+// and every session set up by one: the account was disabled or deleted, or
+// its password changed, and a login must not outlive that. It returns how
+// many connections and sessions it closed.
+func (s *Server) EndLogins(username string) int {
+	var conns []*gortsplib.ServerConn
+	var sessions []*gortsplib.ServerSession
+	s.mu.Lock()
+	for c, st := range s.conns {
+		st.mu.Lock()
+		if st.account != nil && strings.EqualFold(st.account.Username, username) {
+			conns = append(conns, c)
+		}
+		st.mu.Unlock()
+	}
+	for ss, r := range s.sessions {
+		if r.Account != "" && strings.EqualFold(r.Account, username) {
+			sessions = append(sessions, ss)
+		}
+	}
+	s.mu.Unlock()
+	// Closing calls back into the handlers, which take s.mu.
+	for _, c := range conns {
+		c.Close()
+	}
+	for _, ss := range sessions {
+		ss.Close()
+	}
+	n := len(conns) + len(sessions)
+	if n > 0 {
+		s.log.Info("ended RTSP logins of a changed account", "username", username, "connections", len(conns), "sessions", len(sessions))
+	}
+	return n
 }
 
 // OnSessionClose implements gortsplib.ServerHandlerOnSessionClose.
 func (s *Server) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
+	s.mu.Lock()
+	delete(s.sessions, ctx.Session)
+	s.mu.Unlock()
 	if r, ok := ctx.Session.UserData().(*Reader); ok {
 		s.stopPlayback(r)
 		if r.path != nil {
@@ -283,11 +339,19 @@ func (s *Server) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
 	}
 }
 
+// stopPlayback ends r's playback, and with it the exemption of the
+// connection it played on from the idle timeouts: a reader that paused or
+// tore its session down must speak again like any other.
 func (s *Server) stopPlayback(r *Reader) {
 	s.mu.Lock()
 	pb := r.playback
 	r.playback = nil
+	on := r.streamingOn
+	r.streamingOn = nil
 	s.mu.Unlock()
+	if on != nil {
+		netguard.Streaming(on, false)
+	}
 	if pb != nil {
 		pb.Stop()
 	}
@@ -295,7 +359,7 @@ func (s *Server) stopPlayback(r *Reader) {
 
 // OnDescribe implements gortsplib.ServerHandlerOnDescribe.
 func (s *Server) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
-	if res := s.authorize(ctx.Conn, ctx.Path); res != nil {
+	if res := s.authorize(ctx.Conn); res != nil {
 		return res, nil, nil
 	}
 	p, ok := s.opts.Resolver.Lookup(pathName(ctx.Path))
@@ -319,8 +383,14 @@ func (s *Server) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response
 	if r == nil {
 		return &base.Response{StatusCode: base.StatusInternalServerError}, nil, nil
 	}
-	if res := s.authorize(ctx.Conn, ctx.Path); res != nil {
+	acct, res := s.login(ctx.Conn)
+	if res != nil {
 		return res, nil, nil
+	}
+	if acct != nil {
+		s.mu.Lock() // EndLogins reads it under mu
+		r.Account = acct.Username
+		s.mu.Unlock()
 	}
 	// Every SETUP of a session must return the same stream (gortsplib panics
 	// otherwise), even if the source restarted in between.
@@ -372,7 +442,7 @@ func (s *Server) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, 
 	}
 	// The session's path, checked at SETUP: a UDP session may be played
 	// from another connection, which must log in and may read it too.
-	if res := s.authorize(ctx.Conn, r.name); res != nil {
+	if res := s.authorize(ctx.Conn); res != nil {
 		return res, nil
 	}
 	s.mu.Lock()
@@ -398,8 +468,7 @@ func (s *Server) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, 
 	}
 	s.mu.Lock()
 	r.playback = pb
-	tr := ctx.Session.SetuppedTransport()
-	s.pending[ctx.Conn] = pendingRequest{reader: r, play: true, tcp: tr != nil && *tr == gortsplib.TransportTCP}
+	s.pending[ctx.Conn] = pendingRequest{reader: r, play: true}
 	s.mu.Unlock()
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
@@ -431,10 +500,13 @@ func (s *Server) OnResponse(c *gortsplib.ServerConn, res *base.Response) {
 	switch {
 	case pb == nil:
 	case res.StatusCode == base.StatusOK:
-		if p.tcp {
-			// The reader may now send nothing for as long as it plays.
-			netguard.Streaming(c.NetConn(), true)
-		}
+		// The reader may now send nothing on this connection for as long
+		// as it plays (over TCP, or over UDP with RTCP for keepalive);
+		// gortsplib's session timeout watches it instead.
+		s.mu.Lock()
+		p.reader.streamingOn = c.NetConn()
+		s.mu.Unlock()
+		netguard.Streaming(c.NetConn(), true)
 		pb.Started()
 	default:
 		pb.Stop()
@@ -446,7 +518,6 @@ func (s *Server) OnPause(ctx *gortsplib.ServerHandlerOnPauseCtx) (*base.Response
 	if _, res := s.login(ctx.Conn); res != nil {
 		return res, nil
 	}
-	netguard.Streaming(ctx.Conn.NetConn(), false)
 	if r, ok := ctx.Session.UserData().(*Reader); ok && r.path != nil {
 		s.stopPlayback(r)
 		r.path.Pause(r)

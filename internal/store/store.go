@@ -86,6 +86,10 @@ func Open(dataDir string, opt Options) (*Store, error) {
 	return s, nil
 }
 
+// DatabasePath is the database file of the data directory dataDir, for
+// tools that must not create one where there is none (Open would).
+func DatabasePath(dataDir string) string { return filepath.Join(dataDir, dbFileName) }
+
 // Close releases the database file and its lock.
 func (s *Store) Close() error { return s.db.Close() }
 

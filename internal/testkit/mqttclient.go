@@ -23,7 +23,16 @@ type Client struct {
 	subs []*subscription
 	seq  atomic.Uint64
 	id   string
+	// gone is closed when the broker sends DISCONNECT or the connection
+	// fails.
+	gone     chan struct{}
+	goneOnce sync.Once
 }
+
+// Gone is closed once the broker has disconnected the client.
+func (c *Client) Gone() <-chan struct{} { return c.gone }
+
+func (c *Client) lost() { c.goneOnce.Do(func() { close(c.gone) }) }
 
 type subscription struct {
 	filter string
@@ -44,13 +53,25 @@ func Dial(t testing.TB, addr, username, password string) *Client {
 
 // DialErr is Dial for code that is not a test (the load tool).
 func DialErr(addr, username, password, clientID string) (*Client, error) {
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	return DialFrom("", addr, username, password, clientID)
+}
+
+// DialFrom is DialErr from the local IP from (any of 127.0.0.0/8 on
+// loopback): a second client address for tests of per-address rules.
+func DialFrom(from, addr, username, password, clientID string) (*Client, error) {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if from != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+	}
+	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{id: clientID}
+	c := &Client{id: clientID, gone: make(chan struct{})}
 	c.cli = paho.NewClient(paho.ClientConfig{
-		Conn: conn,
+		Conn:               conn,
+		OnServerDisconnect: func(*paho.Disconnect) { c.lost() },
+		OnClientError:      func(error) { c.lost() },
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){
 			func(pr paho.PublishReceived) (bool, error) { c.deliver(pr.Packet); return true, nil },
 		},

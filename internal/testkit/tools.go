@@ -3,11 +3,15 @@
 package testkit
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -116,4 +120,44 @@ func FreeUDPPair(t testing.TB) string {
 	}
 	t.Fatal("no free even UDP port pair")
 	return ""
+}
+
+// WaitPeerClose waits until the other end closes c (a read ends in EOF or a
+// reset) and returns when it saw it; a timeout or another error fails t.
+func WaitPeerClose(t testing.TB, c net.Conn, within time.Duration) time.Time {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(within))
+	buf := make([]byte, 4096)
+	for {
+		_, err := c.Read(buf)
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+			return time.Now()
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("the connection was not closed within %s", within)
+		}
+		t.Fatalf("waiting for %s to be closed: %v", c.LocalAddr(), err)
+	}
+}
+
+// SyncBuffer is a bytes.Buffer that a process's output (or a logger) may
+// write while the test reads it.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
