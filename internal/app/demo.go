@@ -104,8 +104,9 @@ func (a *App) finishDemo() error {
 		}
 		a.cameras.CameraChanged(updated)
 	}
-	a.log.Info("demo cameras ready", "front_door", "rtsp://"+a.RTSPAddr()+"/front-door",
-		"backyard", "rtsp://"+a.RTSPAddr()+"/backyard", "stream_ttl", a.cfg.DemoStreamTTL.String(),
+	// The URLs name the login to use, never its password.
+	a.log.Info("demo cameras ready", "front_door", "rtsp://admin:PASSWORD@"+a.RTSPAddr()+"/front-door",
+		"backyard", "rtsp://admin:PASSWORD@"+a.RTSPAddr()+"/backyard", "stream_ttl", a.cfg.DemoStreamTTL.String(),
 		"faults", a.cfg.DemoFaults)
 	return nil
 }

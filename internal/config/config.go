@@ -186,7 +186,7 @@ var settings = []Setting{
 		func(c *Config) *string { return &c.AdminPasswordFile }, nil).passwordFileOf("admin_password"),
 	durationSetting("token_ttl", "24h", "Lifetime of API session tokens (at least 1m).",
 		func(c *Config) *time.Duration { return &c.TokenTTL }, time.Minute, math.MaxInt64, false),
-	intSetting("login_attempts_per_minute", "5", "Failed logins allowed per username per minute; then that username is refused (TOO_MANY_REQUESTS) until the minute has passed.",
+	intSetting("login_attempts_per_minute", "5", "Failed logins allowed per username and client address per minute (API, MQTT and RTSP together); then that pair is refused (TOO_MANY_REQUESTS) until the minute has passed, while the same username from other addresses still logs in.",
 		func(c *Config) *int { return &c.LoginAttemptsPerMinute }, 1, math.MaxInt),
 	enumSetting("log_level", "info", "Log verbosity: debug, info, warn or error.",
 		func(c *Config) *string { return &c.LogLevel }, "debug", "info", "warn", "error"),
