@@ -30,6 +30,7 @@ type options struct {
 	request string
 	// loginFlood is the wrong logins a second sent meanwhile.
 	loginFlood int
+	qos        int
 }
 
 func main() {
@@ -48,6 +49,7 @@ func main() {
 	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured time before each phase")
 	flag.BoolVar(&o.skipEcho, "no-echo", false, "skip the echo baseline")
 	flag.StringVar(&o.request, "request", "", `measure this JSON request instead of the read (the token is added), e.g. {"command":"list","module":"version"}`)
+	flag.IntVar(&o.qos, "qos", 0, "QoS of the requests (0 or 1); replies come back with the same")
 	flag.IntVar(&o.loginFlood, "login-flood", 0, "meanwhile send this many auth create a second with made-up usernames (a login flood), from another connection")
 	flag.Parse()
 	if o.brokerUser == "" {
@@ -143,6 +145,7 @@ func connect(o options, topic string) ([]*testkit.RR, error) {
 		if err != nil {
 			return nil, err
 		}
+		rr.QoS = byte(o.qos)
 		rrs = append(rrs, rr)
 	}
 	return rrs, nil

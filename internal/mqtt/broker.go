@@ -88,6 +88,9 @@ const (
 	// receiveMaximum bounds the QoS 1/2 messages a client may have
 	// unacknowledged towards the broker.
 	receiveMaximum = 64
+	// daemonInflight bounds the requests delivered to the daemon's own
+	// client and not yet acknowledged (mochi's default).
+	daemonInflight = 8192
 )
 
 // StartBroker listens and serves until Close.
@@ -121,7 +124,11 @@ func StartBroker(o BrokerOptions) (*Broker, error) {
 	caps.MaximumPacketSize = o.MaxPacketBytes
 	caps.MaximumClients = int64(o.MaxClients)
 	caps.MaximumSessionExpiryInterval = uint32(o.MaxSessionExpiry / time.Second)
-	caps.MaximumInflight = uint16(min(o.MaxQueued, 65535))
+	// mochi's own cap on a client's stored QoS 1/2 messages applies to the
+	// daemon's client too, which a burst of requests fills for a moment:
+	// it stays high, and accessHook.OnQosPublish holds every other client
+	// to MaxQueued.
+	caps.MaximumInflight = daemonInflight
 	caps.MaximumClientWritesPending = maxWritesPending
 	caps.ReceiveMaximum = receiveMaximum
 	caps.MaximumMessageExpiryInterval = int64(max(o.MaxSessionExpiry/time.Second, 60))
@@ -245,7 +252,7 @@ func (h *accessHook) ID() string { return "nestmtx-access" }
 
 func (h *accessHook) Provides(b byte) bool {
 	return bytes.Contains([]byte{mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck,
-		mochi.OnPublish, mochi.OnPublished, mochi.OnPacketEncode, mochi.OnSessionEstablished}, []byte{b})
+		mochi.OnPublish, mochi.OnPublished, mochi.OnPacketEncode, mochi.OnSessionEstablished, mochi.OnQosPublish}, []byte{b})
 }
 
 func (h *accessHook) kind(cl *mochi.Client) clientKind {
@@ -371,6 +378,31 @@ func (h *accessHook) OnPublished(cl *mochi.Client, pk packets.Packet) {
 	}
 }
 
+// OnQosPublish holds a client's stored QoS 1/2 messages (in flight, or
+// kept for an offline persistent session) to MaxQueued, dropping the
+// oldest: fifty abandoned sessions subscribed to everything must not grow
+// the daemon without bound. The daemon's own client is exempt. A client
+// over the bound is trimmed to three quarters of it at once, since finding
+// the oldest means copying and sorting them all.
+func (h *accessHook) OnQosPublish(cl *mochi.Client, pk packets.Packet, sent int64, resends int) {
+	if resends > 0 || cl.Net.Listener == "internal" || cl.State.Inflight.Len() <= h.o.MaxQueued {
+		return
+	}
+	keep := h.o.MaxQueued * 3 / 4
+	for _, old := range cl.State.Inflight.GetAll(false) {
+		if cl.State.Inflight.Len() <= keep {
+			return
+		}
+		if old.PacketID == pk.PacketID {
+			continue
+		}
+		if cl.State.Inflight.Delete(old.PacketID) {
+			// Its send quota was taken when it was stored.
+			cl.State.Inflight.IncreaseSendQuota()
+		}
+	}
+}
+
 // OnPacketEncode fixes mochi's PUBACK for QoS 1: it carries reason code
 // 0x01 (the SUBACK code "granted QoS 1"), which is not a PUBACK reason code
 // in MQTT v5, and strict clients (Node-RED's) drop the connection on it.
@@ -394,6 +426,12 @@ func (b *Broker) EndLogins(username, except string) int {
 			continue
 		}
 		if !cl.Closed() {
+			// mochi writes without a deadline, under the client's lock: a
+			// client that stopped reading would hold this caller (an API
+			// worker) forever. A second is enough to tell it why.
+			if cl.Net.Conn != nil {
+				_ = cl.Net.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+			}
 			_ = b.server.DisconnectClient(cl, packets.ErrNotAuthorized)
 		}
 		cl.ClearInflights()

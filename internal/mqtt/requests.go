@@ -14,28 +14,56 @@ import (
 // worker slot and the client still gets an answer.
 const requestTimeout = 30 * time.Second
 
-// onPublish runs on paho's receive goroutine. It only hands the message to a
-// worker; blocking here when every worker is busy slows the broker's delivery
-// to us, which is the back-pressure we want.
+// onPublish runs on paho's receive goroutine and never blocks: it queues
+// the request for the workers, or, with the queue full, has it answered
+// TOO_MANY_REQUESTS. Blocking here used to be the back-pressure, but it
+// stopped the daemon acknowledging what the broker delivered, and the
+// broker then dropped requests for good once the daemon's queue of
+// unacknowledged ones was full: a busy daemon must say so, not lose them.
 func (s *Service) onPublish(p *paho.Publish) bool {
 	if p.Topic != s.topics.requests {
 		return false
 	}
-	// Once shutdown began no new worker may join the WaitGroup Close waits on.
+	// Once shutdown began no new goroutine may join the WaitGroup Close
+	// waits on.
 	if s.ctx.Err() != nil {
 		return true
 	}
 	select {
-	case s.workers <- struct{}{}:
-	case <-s.ctx.Done():
+	case s.backlog <- p:
 		return true
+	default:
 	}
-	s.wg.Add(1)
-	go func() {
-		defer func() { <-s.workers; s.wg.Done() }()
-		s.serve(p)
-	}()
+	select {
+	case s.refusals <- struct{}{}:
+		s.wg.Add(1)
+		go func() {
+			defer func() { <-s.refusals; s.wg.Done() }()
+			s.serveRequest(p, true)
+		}()
+	default:
+		// Refusals pile up too: the last resort is to let this one go,
+		// and say so (at most once a minute).
+		s.dropped.Add(1)
+		if now := time.Now(); now.Sub(s.lastDropLog.Load().(time.Time)) > time.Minute {
+			s.lastDropLog.Store(now)
+			s.log.Warn("MQTT requests dropped: the request queue and the busy answers are full", "dropped_so_far", s.dropped.Load())
+		}
+	}
 	return true
+}
+
+// work serves queued requests until shutdown.
+func (s *Service) work() {
+	defer s.wg.Done()
+	for {
+		select {
+		case p := <-s.backlog:
+			s.serveRequest(p, false)
+		case <-s.ctx.Done():
+			return
+		}
+	}
 }
 
 // replyTo is where a response goes and what it must carry back.
@@ -48,7 +76,9 @@ type replyTo struct {
 	recipient string
 }
 
-func (s *Service) serve(p *paho.Publish) {
+// serveRequest answers one request, or with busy set refuses it with
+// TOO_MANY_REQUESTS at the reply address it asked for.
+func (s *Service) serveRequest(p *paho.Publish, busy bool) {
 	var props paho.PublishProperties
 	if p.Properties != nil {
 		props = *p.Properties
@@ -89,6 +119,11 @@ func (s *Service) serve(p *paho.Publish) {
 		return
 	}
 	req.Remote, req.Client = remote, client
+	if busy {
+		err := api.NewError(api.CodeTooManyRequests, "the daemon is busy: %d requests are waiting; try again in a moment", len(s.backlog))
+		s.respond(reply, nil, err.WithContext(req))
+		return
+	}
 	if reply.topic == s.topics.failures {
 		err := api.Invalid(api.FieldError{Path: "requestId",
 			Message: "is required when the request has no MQTT v5 Response Topic"})

@@ -38,6 +38,9 @@ type Options struct {
 	MaxRequestBytes int
 	// Workers bounds the requests handled at once.
 	Workers int
+	// Backlog bounds the requests waiting for a worker; more are answered
+	// TOO_MANY_REQUESTS.
+	Backlog int
 	// The embedded broker's logins and bounds (see BrokerOptions).
 	Accounts         Accounts
 	Users            Users
@@ -70,7 +73,10 @@ type Service struct {
 	readyOnce   sync.Once
 	connections atomic.Uint64
 	resync      chan struct{}
-	workers     chan struct{}
+	backlog     chan *paho.Publish
+	refusals    chan struct{}
+	dropped     atomic.Uint64
+	lastDropLog atomic.Value // time.Time
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -96,6 +102,9 @@ func Start(opts Options, h Handler, bus *events.Bus) (*Service, error) {
 	if opts.Workers <= 0 {
 		opts.Workers = 64
 	}
+	if opts.Backlog <= 0 {
+		opts.Backlog = 4096
+	}
 	if opts.MaxRequestBytes <= 0 {
 		opts.MaxRequestBytes = 64 << 10
 	}
@@ -108,7 +117,9 @@ func Start(opts Options, h Handler, bus *events.Bus) (*Service, error) {
 	}
 	s := &Service{opts: opts, topics: newTopics(opts.BaseTopic), handler: h, bus: bus,
 		log: opts.Log.With("component", "mqtt"), resync: make(chan struct{}, 1),
-		workers: make(chan struct{}, opts.Workers), firstReady: make(chan struct{})}
+		backlog: make(chan *paho.Publish, opts.Backlog), refusals: make(chan struct{}, opts.Workers),
+		firstReady: make(chan struct{})}
+	s.lastDropLog.Store(time.Time{})
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
 	serverURL, user, pass := opts.BrokerURL, opts.Username, opts.Password
@@ -152,8 +163,11 @@ func Start(opts Options, h Handler, bus *events.Bus) (*Service, error) {
 	}
 	s.cm = cm
 	sub := bus.Subscribe(4096)
-	s.wg.Add(1)
+	s.wg.Add(1 + opts.Workers)
 	go s.publishLoop(sub)
+	for range opts.Workers {
+		go s.work()
+	}
 
 	if s.broker != nil {
 		// The embedded broker is in this process: it is a bug, not an outage,

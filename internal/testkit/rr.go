@@ -19,6 +19,9 @@ type RR struct {
 	c         *Client
 	requests  string
 	respTopic string
+	// QoS is the requests' QoS (0 unless set); the replies come back with
+	// the same.
+	QoS byte
 
 	mu      sync.Mutex
 	pending map[string]chan *paho.Publish
@@ -59,7 +62,7 @@ func (rr *RR) Do(ctx context.Context, payload []byte, user paho.UserProperties) 
 	w := make(chan *paho.Publish, 1)
 	rr.pending[key] = w
 	rr.mu.Unlock()
-	err := rr.c.Publish(&paho.Publish{Topic: rr.requests, Payload: payload, Properties: &paho.PublishProperties{
+	err := rr.c.Publish(&paho.Publish{Topic: rr.requests, QoS: rr.QoS, Payload: payload, Properties: &paho.PublishProperties{
 		ResponseTopic: rr.respTopic, CorrelationData: []byte(key), User: user}})
 	if err != nil {
 		rr.drop(key)
