@@ -21,9 +21,10 @@ const (
 // The broker overwrites whatever a client sent under these keys, so the
 // daemon can trust them.
 const (
-	propAccount   = "nestmtx-account"   // on a request: the login that sent it
-	propRemote    = "nestmtx-remote"    // on a request: the sender's IP
-	propClient    = "nestmtx-client"    // on a request: the sender's client id
+	// propSender, on a request, is who sent it: "<login> <IP> <client id>"
+	// (neither of the first two has a space). One property, not three:
+	// the daemon decodes it with every request.
+	propSender    = "nestmtx-sender"
 	propRecipient = "nestmtx-recipient" // on a reply: the only login that may receive it
 )
 
@@ -66,7 +67,7 @@ func (r topicRules) canPublish(kind clientKind, topic string) bool {
 }
 
 // canReceive says whether a message on topic may be delivered to a client
-// logged in as account (lower case); mochi asks it for every delivery,
+// logged in as account (in any case); mochi asks it for every delivery,
 // retained ones included.
 func (r topicRules) canReceive(kind clientKind, account, topic string, isAdmin func(account string) bool) bool {
 	if kind == kindDaemon {
@@ -134,4 +135,24 @@ func (r topicRules) validReplyTopic(topic string) bool {
 	}
 	first, below, more := strings.Cut(rest, "/")
 	return more && below != "" && (first == "responses" || first == "replies")
+}
+
+// sender is what the broker stamps on a request about who sent it.
+type sender struct {
+	account, ip, client string
+}
+
+func (s sender) String() string { return s.account + " " + s.ip + " " + s.client }
+
+// parseSender reads a propSender value; the zero sender if malformed.
+func parseSender(v string) sender {
+	account, rest, ok := strings.Cut(v, " ")
+	if !ok {
+		return sender{}
+	}
+	ip, client, ok := strings.Cut(rest, " ")
+	if !ok {
+		return sender{}
+	}
+	return sender{account: account, ip: ip, client: client}
 }

@@ -66,3 +66,16 @@ func TestTopicRules(t *testing.T) {
 		}
 	}
 }
+
+func TestSenderRoundTrip(t *testing.T) {
+	for _, s := range []sender{{"alice", "127.0.0.1", "phone"}, {"bob", "::1", "client id with spaces"}, {"c", "10.0.0.2", ""}} {
+		if got := parseSender(s.String()); got != s {
+			t.Errorf("parseSender(%q) = %+v, want %+v", s.String(), got, s)
+		}
+	}
+	for _, bad := range []string{"", "alice", "alice 1.2.3.4"} {
+		if got := parseSender(bad); got != (sender{}) {
+			t.Errorf("parseSender(%q) = %+v, want nothing", bad, got)
+		}
+	}
+}

@@ -93,6 +93,13 @@ const (
 	daemonInflight = 8192
 )
 
+// mochi acknowledges a QoS 1 PUBLISH with the reason code it finds in
+// packets.QosCodes[1]: 0x01, which is SUBACK's "granted QoS 1" and no PUBACK
+// reason code in MQTT v5; strict clients (Node-RED's) drop the connection
+// on it. The map serves that one line of mochi and nothing else, so the
+// fix is made there, once, rather than in a hook on every packet sent.
+func init() { packets.QosCodes[1] = packets.CodeSuccess }
+
 // StartBroker listens and serves until Close.
 func StartBroker(o BrokerOptions) (*Broker, error) {
 	log := o.Log
@@ -252,7 +259,7 @@ func (h *accessHook) ID() string { return "nestmtx-access" }
 
 func (h *accessHook) Provides(b byte) bool {
 	return bytes.Contains([]byte{mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck,
-		mochi.OnPublish, mochi.OnPublished, mochi.OnPacketEncode, mochi.OnSessionEstablished, mochi.OnQosPublish}, []byte{b})
+		mochi.OnPublish, mochi.OnPublished, mochi.OnSessionEstablished, mochi.OnQosPublish}, []byte{b})
 }
 
 func (h *accessHook) kind(cl *mochi.Client) clientKind {
@@ -327,11 +334,12 @@ func (h *accessHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool
 		return h.rules.canPublish(kind, topic)
 	}
 	if r := h.routing.Load(); r != nil && r.topic == topic && kind != kindDaemon {
-		if kind != kindAccount || account(cl) != r.recipient {
+		// EqualFold on the raw name: no lower-cased copy per delivery.
+		if kind != kindAccount || !strings.EqualFold(string(cl.Properties.Username), r.recipient) {
 			return false
 		}
 	}
-	return h.rules.canSubscribe(kind, account(cl), topic, h.adminCheck)
+	return h.rules.canSubscribe(kind, string(cl.Properties.Username), topic, h.adminCheck)
 }
 
 func (h *accessHook) isAdmin(acct string) bool {
@@ -349,16 +357,14 @@ func (h *accessHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Pac
 	switch h.kind(cl) {
 	case kindAccount:
 		if pk.TopicName == h.rules.requests {
-			user := make([]packets.UserProperty, 0, len(pk.Properties.User)+2)
+			user := make([]packets.UserProperty, 0, len(pk.Properties.User)+1)
 			for _, p := range pk.Properties.User {
-				if p.Key != propAccount && p.Key != propRemote && p.Key != propClient {
+				if p.Key != propSender {
 					user = append(user, p)
 				}
 			}
-			pk.Properties.User = append(user,
-				packets.UserProperty{Key: propAccount, Val: account(cl)},
-				packets.UserProperty{Key: propRemote, Val: clientIP(cl)},
-				packets.UserProperty{Key: propClient, Val: cl.ID})
+			from := sender{account: account(cl), ip: clientIP(cl), client: cl.ID}
+			pk.Properties.User = append(user, packets.UserProperty{Key: propSender, Val: from.String()})
 		}
 	case kindDaemon:
 		h.routing.Store(nil)
@@ -403,15 +409,6 @@ func (h *accessHook) OnQosPublish(cl *mochi.Client, pk packets.Packet, sent int6
 	}
 }
 
-// OnPacketEncode fixes mochi's PUBACK for QoS 1: it carries reason code
-// 0x01 (the SUBACK code "granted QoS 1"), which is not a PUBACK reason code
-// in MQTT v5, and strict clients (Node-RED's) drop the connection on it.
-func (h *accessHook) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packets.Packet {
-	if pk.FixedHeader.Type == packets.Puback && pk.ReasonCode == packets.CodeGrantedQos1.Code {
-		pk.ReasonCode = packets.CodeSuccess.Code
-	}
-	return pk
-}
 
 // EndLogins disconnects every client logged in as username (in any case)
 // but the one with client id except, and forgets their sessions: the

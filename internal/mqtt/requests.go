@@ -87,8 +87,8 @@ func (s *Service) serveRequest(p *paho.Publish, busy bool) {
 	remote, client := "", ""
 	if s.broker != nil {
 		// Set by our own broker, which overwrites what clients send.
-		reply.recipient = props.User.Get(propAccount)
-		remote, client = props.User.Get(propRemote), props.User.Get(propClient)
+		from := parseSender(props.User.Get(propSender))
+		reply.recipient, remote, client = from.account, from.ip, from.client
 	}
 	badReplyTopic := props.ResponseTopic != "" && !s.topics.rules.validReplyTopic(props.ResponseTopic)
 	if props.ResponseTopic != "" && !badReplyTopic {
