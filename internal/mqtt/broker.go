@@ -409,7 +409,6 @@ func (h *accessHook) OnQosPublish(cl *mochi.Client, pk packets.Packet, sent int6
 	}
 }
 
-
 // EndLogins disconnects every client logged in as username (in any case)
 // but the one with client id except, and forgets their sessions: the
 // account was disabled or deleted, or its password changed, and a login
