@@ -13,9 +13,10 @@
 //     current minute is refused without hashing until the minute is over;
 //     an address that has not failed still goes through.
 //   - argon2id runs one at a time (internal/password) and at most
-//     QueueLength logins wait for it; the rest are refused at once (busy)
-//     instead of holding the transports' request workers. Addresses that
-//     have not failed wait in a lane of their own that is served first.
+//     QueueLength logins wait for it in each of two lanes, addresses that
+//     have not failed and those that have; the rest are refused at once
+//     (busy) instead of holding the transports' request workers. The lane
+//     of addresses that have not failed is served first.
 //
 // A verified login is remembered for a few minutes, keyed by a salted
 // SHA-256 of username and password and tied to the stored hash, so that
@@ -93,7 +94,10 @@ type Gate struct {
 	hashing chan struct{}
 	waiting int
 	clean   int
-	turn    *sync.Cond
+	// inLine counts each address's logins waiting or hashing: a second
+	// one from the same address at once is a flood, not an owner typing.
+	inLine map[string]int
+	turn   *sync.Cond
 }
 
 type cached struct {
@@ -126,7 +130,7 @@ func New(check Checker, o Options) *Gate {
 		o.Log = slog.Default()
 	}
 	g := &Gate{o: o, check: check, pairs: newWindow(o.MaxTracked), addrs: newWindow(o.MaxTracked),
-		cache: map[[32]byte]cached{}, hashing: make(chan struct{}, 1)}
+		cache: map[[32]byte]cached{}, hashing: make(chan struct{}, 1), inLine: map[string]int{}}
 	g.turn = sync.NewCond(&g.mu)
 	_, _ = rand.Read(g.salt[:])
 	return g
@@ -148,7 +152,7 @@ func (g *Gate) Check(ctx context.Context, username, password, address string) (s
 		return store.User{}, err
 	}
 	u, err := g.check.Authenticate(username, password)
-	g.leave()
+	g.leave(address)
 	switch {
 	case errors.Is(err, store.ErrBadCredentials):
 		g.Failed(username, address)
@@ -215,23 +219,31 @@ func (g *Gate) globalCountLocked(now time.Time) int {
 }
 
 // enter waits for the hasher, refusing at once when too many wait. Clean
-// addresses are admitted before those with failures.
+// addresses (no failure, no other login in line) are admitted before the
+// others. On success the caller must call leave.
 func (g *Gate) enter(ctx context.Context, address string) error {
 	g.mu.Lock()
 	_, fails := g.addrs.count(address, g.o.Now())
-	isClean := fails == 0
-	if g.waiting >= g.o.QueueLength {
+	isClean := fails == 0 && g.inLine[address] == 0
+	// Each lane has its own bound, so that addresses that failed cannot
+	// fill the queue in front of those that have not.
+	if lane := g.waiting - g.clean; isClean && g.clean >= g.o.QueueLength || !isClean && lane >= g.o.QueueLength {
 		g.mu.Unlock()
 		return ErrBusy
 	}
 	g.waiting++
+	g.inLine[address]++
 	if isClean {
 		g.clean++
 	}
+	admitted := false
 	defer func() {
 		g.waiting--
 		if isClean {
 			g.clean--
+		}
+		if !admitted {
+			g.leftLineLocked(address)
 		}
 		g.mu.Unlock()
 	}()
@@ -249,6 +261,7 @@ func (g *Gate) enter(ctx context.Context, address string) error {
 		if isClean || g.clean == 0 {
 			select {
 			case g.hashing <- struct{}{}:
+				admitted = true
 				return nil
 			default:
 			}
@@ -257,11 +270,18 @@ func (g *Gate) enter(ctx context.Context, address string) error {
 	}
 }
 
-func (g *Gate) leave() {
+func (g *Gate) leave(address string) {
 	<-g.hashing
 	g.mu.Lock()
+	g.leftLineLocked(address)
 	g.turn.Broadcast()
 	g.mu.Unlock()
+}
+
+func (g *Gate) leftLineLocked(address string) {
+	if g.inLine[address]--; g.inLine[address] <= 0 {
+		delete(g.inLine, address)
+	}
 }
 
 func (g *Gate) cacheKey(username, password string) [32]byte {
