@@ -38,7 +38,14 @@ func TestTokenIssueLookupExpire(t *testing.T) {
 	if err != nil || got.ID != u.ID || !gotExp.Equal(exp) {
 		t.Fatalf("LookupToken = %+v, %v, %v", got, gotExp, err)
 	}
-	if _, _, err := s.LookupToken(tok[:42] + "A"); !errors.Is(err, ErrTokenInvalid) {
+	// Change the last character to another one: a token ending in "A" is
+	// common (its last character carries only four bits), so a fixed
+	// replacement would sometimes give the token back unchanged.
+	other := "A"
+	if strings.HasSuffix(tok, "A") {
+		other = "E"
+	}
+	if _, _, err := s.LookupToken(tok[:42] + other); !errors.Is(err, ErrTokenInvalid) {
 		t.Fatalf("unknown token: %v", err)
 	}
 	for _, bad := range []string{"", "x", strings.Repeat("A", 10000)} {
