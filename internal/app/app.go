@@ -116,7 +116,8 @@ func (a *App) Start() error {
 		BaseTopic: a.cfg.MQTTBaseTopic, ClientID: a.cfg.MQTTClientID, KeepAlive: a.cfg.MQTTKeepAlive,
 		CAFile: a.cfg.MQTTCAFile, CertFile: a.cfg.MQTTCertFile, KeyFile: a.cfg.MQTTKeyFile,
 		MaxRequestBytes: a.cfg.MQTTMaxRequestBytes,
-		Accounts:        a.gate, Users: a.store, Anonymous: a.cfg.MQTTAnonymous,
+		SessionExpiry:   a.cfg.MQTTSessionExpiry, RequestMaxAge: a.cfg.MQTTRequestMaxAge, EventBuffer: a.cfg.MQTTEventBuffer,
+		Accounts: a.gate, Users: a.store, Anonymous: a.cfg.MQTTAnonymous,
 		MaxClients: a.cfg.MQTTMaxClients, MaxSessionExpiry: a.cfg.MQTTMaxSessionExpiry, MaxQueued: a.cfg.MQTTMaxQueuedMessages,
 		Log: a.log,
 	}, a.api, a.bus)

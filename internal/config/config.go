@@ -57,6 +57,13 @@ type Config struct {
 	MQTTCertFile        string
 	MQTTKeyFile         string
 	MQTTMaxRequestBytes int
+	// MQTTSessionExpiry is the session the daemon's client asks an external
+	// broker to keep while it is away, so requests sent meanwhile wait.
+	MQTTSessionExpiry time.Duration
+	// MQTTRequestMaxAge: older requests are refused, not executed late.
+	MQTTRequestMaxAge time.Duration
+	// MQTTEventBuffer bounds the events kept while the broker is away.
+	MQTTEventBuffer int
 
 	// Limits of the embedded broker.
 	MQTTMaxClients        int
@@ -72,6 +79,10 @@ type Config struct {
 
 	LogLevel  string
 	LogFormat string
+
+	// ShutdownTimeout bounds a stop (SIGTERM): final events, Google
+	// sessions stopped, offline published.
+	ShutdownTimeout time.Duration
 
 	OnDemandStartTimeout time.Duration
 	OnDemandCloseAfter   time.Duration
@@ -174,6 +185,12 @@ var settings = []Setting{
 		func(c *Config) *string { return &c.MQTTKeyFile }, nil),
 	intSetting("mqtt_max_request_bytes", "65536", "Largest API request payload accepted over MQTT, in bytes (at least 1024).",
 		func(c *Config) *int { return &c.MQTTMaxRequestBytes }, 1024, maxMQTTPacket),
+	durationSetting("mqtt_session_expiry", "1h", "Session Expiry Interval the daemon asks an external broker for: while the daemon is away (a restart, a broker outage) the broker keeps its subscription and queues the QoS 1 requests for it. 0 asks for no session (each connection starts clean); whole seconds, at most 24h. The embedded broker needs none.",
+		func(c *Config) *time.Duration { return &c.MQTTSessionExpiry }, 0, 24*time.Hour, true),
+	durationSetting("mqtt_request_max_age", "5m", "A request older than this when the daemon receives it (kept by the broker while the daemon was away) is answered with the error REQUEST_EXPIRED instead of being executed late; a request's own Message Expiry Interval is honoured too (at least 1s).",
+		func(c *Config) *time.Duration { return &c.MQTTRequestMaxAge }, time.Second, math.MaxInt64, false),
+	intSetting("mqtt_event_buffer", "1024", "Events kept in order while the broker is away and published when it returns; beyond this the oldest are dropped, counted and logged (at least 16).",
+		func(c *Config) *int { return &c.MQTTEventBuffer }, 16, 1<<20),
 	intSetting("mqtt_max_clients", "256", "Most clients the embedded broker holds at once (the daemon's own included); more are refused (at least 2).",
 		func(c *Config) *int { return &c.MQTTMaxClients }, 2, math.MaxInt),
 	durationSetting("mqtt_max_session_expiry", "1h", "Longest session expiry the embedded broker grants; a client asking for more gets this. 0 keeps no session after a disconnect; whole seconds, at most 24h.",
@@ -192,6 +209,8 @@ var settings = []Setting{
 		func(c *Config) *string { return &c.LogLevel }, "debug", "info", "warn", "error"),
 	enumSetting("log_format", "text", "Log output format: text or json.",
 		func(c *Config) *string { return &c.LogFormat }, "text", "json"),
+	durationSetting("shutdown_timeout", "8s", "How long a stop (SIGTERM) may take: readers get unread, cameras unDemand and notReady, live Google sessions are stopped, the retained state says stopped and the status offline. Keep it below the service manager's stop timeout (TimeoutStopSec=10s in the shipped unit); at least 1s.",
+		func(c *Config) *time.Duration { return &c.ShutdownTimeout }, time.Second, 10*time.Minute, false),
 	durationSetting("on_demand_start_timeout", "20s", "How long an RTSP client waits for a camera stream to start (at least 1s).",
 		func(c *Config) *time.Duration { return &c.OnDemandStartTimeout }, time.Second, math.MaxInt64, false),
 	durationSetting("on_demand_close_after", "30s", "How long a camera stream stays open after its last RTSP reader leaves (0 closes at once).",

@@ -77,6 +77,10 @@ func TestDefaults(t *testing.T) {
 		MQTTBaseTopic:          "nestmtx",
 		MQTTKeepAlive:          30 * time.Second,
 		MQTTMaxRequestBytes:    65536,
+		MQTTSessionExpiry:      time.Hour,
+		MQTTRequestMaxAge:      5 * time.Minute,
+		MQTTEventBuffer:        1024,
+		ShutdownTimeout:        8 * time.Second,
 		MQTTMaxClients:         256,
 		MQTTMaxSessionExpiry:   time.Hour,
 		MQTTMaxQueuedMessages:  256,
@@ -717,6 +721,7 @@ func TestSettingsCoverConfig(t *testing.T) {
 		"demo_faults": "extend_fail", "stall_timeout": "7s",
 		"mqtt_anonymous": "true", "rtsp_anonymous": "true", "mqtt_max_clients": "3", "mqtt_max_session_expiry": "2m",
 		"mqtt_max_queued_messages": "17", "rtsp_max_connections": "9",
+		"mqtt_session_expiry": "3m", "mqtt_request_max_age": "4s", "mqtt_event_buffer": "99", "shutdown_timeout": "3s",
 		"admin_password_file": "/run/credentials/admin", "mqtt_password_file": "/run/secrets/mqtt",
 	}
 	typ := reflect.TypeFor[Config]()

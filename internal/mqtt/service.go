@@ -41,6 +41,13 @@ type Options struct {
 	// Backlog bounds the requests waiting for a worker; more are answered
 	// TOO_MANY_REQUESTS.
 	Backlog int
+	// SessionExpiry is the session an external broker is asked to keep
+	// while the daemon is away; 0 starts every connection clean.
+	SessionExpiry time.Duration
+	// RequestMaxAge: a request older than this on arrival is refused.
+	RequestMaxAge time.Duration
+	// EventBuffer bounds the events kept while the broker is away.
+	EventBuffer int
 	// The embedded broker's logins and bounds (see BrokerOptions).
 	Accounts         Accounts
 	Users            Users
