@@ -187,7 +187,7 @@ var settings = []Setting{
 		func(c *Config) *int { return &c.MQTTMaxRequestBytes }, 1024, maxMQTTPacket),
 	durationSetting("mqtt_session_expiry", "1h", "Session Expiry Interval the daemon asks an external broker for: while the daemon is away (a restart, a broker outage) the broker keeps its subscription and queues the QoS 1 requests for it. 0 asks for no session (each connection starts clean); whole seconds, at most 24h. The embedded broker needs none.",
 		func(c *Config) *time.Duration { return &c.MQTTSessionExpiry }, 0, 24*time.Hour, true),
-	durationSetting("mqtt_request_max_age", "5m", "A request older than this when the daemon receives it (kept by the broker while the daemon was away) is answered with the error REQUEST_EXPIRED instead of being executed late; a request's own Message Expiry Interval is honoured too (at least 1s).",
+	durationSetting("mqtt_request_max_age", "5m", "A request older than this when the daemon receives it (kept by the broker while the daemon was away) is answered with an error (BAD_REQUEST, \"request expired\") instead of being executed late; a request's own Message Expiry Interval is honoured too (at least 1s).",
 		func(c *Config) *time.Duration { return &c.MQTTRequestMaxAge }, time.Second, math.MaxInt64, false),
 	intSetting("mqtt_event_buffer", "1024", "Events kept in order while the broker is away and published when it returns; beyond this the oldest are dropped, counted and logged (at least 16).",
 		func(c *Config) *int { return &c.MQTTEventBuffer }, 16, 1<<20),
