@@ -2,10 +2,12 @@ package relay
 
 import (
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4"
@@ -198,9 +200,22 @@ func (d *directReader) fail(err error) {
 	d.stop()
 	if !already {
 		d.dropped.Add(1)
-		d.log.Info("RTSP reader dropped", "reason", err)
+		if hungUp(err) {
+			// The reader left while a write was under way: an ordinary
+			// disconnect, not something an operator needs to see.
+			d.log.Debug("RTSP reader disconnected during a write", "reason", err)
+		} else {
+			d.log.Info("RTSP reader dropped", "reason", err)
+		}
 		go d.ss.Close()
 	}
+}
+
+// hungUp tells a write that failed because the reader closed its side
+// (or gortsplib closed the session) from a reader the relay gave up on.
+func hungUp(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // stop ends the writer; the relay forgets the reader at its next push.
