@@ -30,6 +30,7 @@ func simulate(args []string, stdout, stderr io.Writer) int {
 	streamTTL := fs.Duration("stream-ttl", 5*time.Minute, "lifetime of a generated or extended stream session")
 	accessTTL := fs.Duration("access-token-ttl", time.Hour, "lifetime of the OAuth access tokens")
 	faultSpec := fs.String("faults", "", "faults to inject, a comma list: extend_fail, drop=<duration>, rate_limit (as NESTMTX_DEMO_FAULTS)")
+	clockOffset := fs.Duration("clock-offset", 0, "run the simulator's clock (its Date headers and expiresAt values) ahead (positive) or behind (negative) by this much, as if the daemon's clock were off the other way")
 	enforceQuota := fs.Bool("enforce-quota", false, "answer 429 beyond 10 executeCommand calls per minute, as Google's sandbox does")
 	caFile := fs.String("ca-file", "./nestsim-ca.pem", "where to write the RTSPS server's CA certificate (PEM) for NESTMTX_GOOGLE_CA_FILE")
 	clipDir := fs.String("clip-dir", "", "directory holding the clip every simulated camera plays instead of the built-in one: "+
@@ -100,6 +101,7 @@ Flags:
 		AccessTokenTTL: *accessTTL,
 		StreamTTL:      *streamTTL,
 		EnforceQuota:   *enforceQuota,
+		ClockOffset:    *clockOffset,
 		Clip:           clip,
 		Log:            log.With("component", "nestsim"),
 	})
@@ -116,7 +118,7 @@ Flags:
 	printSimulateBanner(stdout, sim, caPath)
 	log.Info("simulator running", "http", sim.HTTPAddress(), "rtsps", sim.RTSPSAddress(),
 		"ca_file", caPath, "stream_ttl", streamTTL.String(), "access_token_ttl", accessTTL.String(),
-		"faults", faults.String(), "enforce_quota", *enforceQuota)
+		"faults", faults.String(), "enforce_quota", *enforceQuota, "clock_offset", clockOffset.String())
 
 	s := <-sig
 	log.Info("shutting down", "signal", s.String())

@@ -159,9 +159,14 @@ func (c *Client) ExecuteCommand(ctx context.Context, deviceName, command string,
 }
 
 func (c *Client) execute(ctx context.Context, op, deviceName, command string, params any, secrets ...string) (json.RawMessage, error) {
+	raw, _, err := c.executeDated(ctx, op, deviceName, command, params, secrets...)
+	return raw, err
+}
+
+func (c *Client) executeDated(ctx context.Context, op, deviceName, command string, params any, secrets ...string) (json.RawMessage, answer, error) {
 	name, err := c.deviceName(deviceName)
 	if err != nil {
-		return nil, fmt.Errorf("nest: %s: %w", op, err)
+		return nil, answer{}, fmt.Errorf("nest: %s: %w", op, err)
 	}
 	if params == nil {
 		params = struct{}{}
@@ -171,23 +176,24 @@ func (c *Client) execute(ctx context.Context, op, deviceName, command string, pa
 		Params  any    `json:"params"`
 	}{command, params})
 	if err != nil {
-		return nil, fmt.Errorf("nest: %s: encode params: %w", op, err)
+		return nil, answer{}, fmt.Errorf("nest: %s: encode params: %w", op, err)
 	}
 	// One wait per logical command: the retry after a 401 is not charged
 	// again, since Google rejects it before it reaches the device.
 	if err := c.limiter.Wait(ctx, name, command); err != nil {
-		return nil, err
+		return nil, answer{}, err
 	}
 	var resp struct {
 		Results json.RawMessage `json:"results"`
 	}
-	if err := c.do(ctx, op, http.MethodPost, name+":executeCommand", body, &resp, secrets...); err != nil {
+	ans, err := c.doDated(ctx, op, http.MethodPost, name+":executeCommand", body, &resp, secrets...)
+	if err != nil {
 		if IsRateLimited(err) {
 			c.limiter.Penalize(c.limiter.Limits().Window)
 		}
-		return nil, err
+		return nil, ans, err
 	}
-	return resp.Results, nil
+	return resp.Results, ans, nil
 }
 
 type rtspResults struct {
@@ -199,11 +205,39 @@ type rtspResults struct {
 	ExpiresAt            string `json:"expiresAt"`
 }
 
-func (c *Client) expiresAt(s string) time.Time {
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return t
+// maxPlausibleLifetime bounds a lifetime computed from Google's clock: a
+// Date header that far from expiresAt is broken, not a long session.
+const maxPlausibleLifetime = time.Hour
+
+// timing fills a session's expiry fields from an answer. The lifetime comes
+// from Google's clock alone (expiresAt minus its Date header), and the local
+// expiry is that lifetime after the answer arrived, on the monotonic clock:
+// a host clock minutes off (no NTP at boot, drift) then neither extends too
+// late nor regenerates healthy sessions. Without a usable Date header the
+// lifetime falls back to expiresAt against the local clock.
+func (c *Client) timing(s *RTSPStream, expiresAt string, ans answer) {
+	received := ans.received
+	if received.IsZero() {
+		received = time.Now()
 	}
-	return c.now().Add(defaultStreamLifetime)
+	t, err := time.Parse(time.RFC3339Nano, expiresAt)
+	if err != nil {
+		s.ExpiresAt = c.now().Add(defaultStreamLifetime)
+		s.Lifetime, s.ReceivedAt, s.ClockSkew = defaultStreamLifetime, received, 0
+		return
+	}
+	s.ExpiresAt = t
+	s.ReceivedAt = received
+	s.ClockSkew = 0
+	if !ans.googleDate.IsZero() {
+		if life := t.Sub(ans.googleDate); life > 0 && life <= maxPlausibleLifetime {
+			s.Lifetime = life
+			// Date has whole seconds: only a skew well above that is real.
+			s.ClockSkew = c.now().Sub(ans.googleDate).Truncate(time.Second)
+			return
+		}
+	}
+	s.Lifetime = max(t.Sub(c.now()), 0)
 }
 
 // GenerateRtspStream starts a session. Each generated URL admits one RTSP
@@ -211,7 +245,7 @@ func (c *Client) expiresAt(s string) time.Time {
 // per viewer.
 func (c *Client) GenerateRtspStream(ctx context.Context, deviceName string) (RTSPStream, error) {
 	const op = "GenerateRtspStream"
-	raw, err := c.execute(ctx, op, deviceName, CmdGenerateRtspStream, nil)
+	raw, ans, err := c.executeDated(ctx, op, deviceName, CmdGenerateRtspStream, nil)
 	if err != nil {
 		return RTSPStream{}, err
 	}
@@ -223,13 +257,14 @@ func (c *Client) GenerateRtspStream(ctx context.Context, deviceName string) (RTS
 		return RTSPStream{}, fmt.Errorf("nest: %s: response has no rtspUrl", op)
 	}
 	name, _ := c.deviceName(deviceName)
-	return RTSPStream{
+	s := RTSPStream{
 		DeviceName:     name,
 		URL:            r.StreamURLs.RTSPURL,
 		StreamToken:    r.StreamToken,
 		ExtensionToken: r.StreamExtensionToken,
-		ExpiresAt:      c.expiresAt(r.ExpiresAt),
-	}, nil
+	}
+	c.timing(&s, r.ExpiresAt, ans)
+	return s, nil
 }
 
 // ExtendRtspStream extends s with its (newest) extension token and returns
@@ -240,7 +275,7 @@ func (c *Client) ExtendRtspStream(ctx context.Context, s RTSPStream) (RTSPStream
 	if s.ExtensionToken == "" {
 		return s, fmt.Errorf("nest: %s: stream has no extension token", op)
 	}
-	raw, err := c.execute(ctx, op, s.DeviceName, CmdExtendRtspStream,
+	raw, ans, err := c.executeDated(ctx, op, s.DeviceName, CmdExtendRtspStream,
 		map[string]string{"streamExtensionToken": s.ExtensionToken},
 		s.ExtensionToken, s.StreamToken)
 	if err != nil {
@@ -255,7 +290,7 @@ func (c *Client) ExtendRtspStream(ctx context.Context, s RTSPStream) (RTSPStream
 	}
 	s.ExtensionToken = r.StreamExtensionToken
 	s.StreamToken = r.StreamToken
-	s.ExpiresAt = c.expiresAt(r.ExpiresAt)
+	c.timing(&s, r.ExpiresAt, ans)
 	s.URL = withStreamToken(s.URL, r.StreamToken)
 	return s, nil
 }
@@ -301,6 +336,26 @@ func shortCommand(cmd string) string {
 // do sends one SDM request, retrying once with a fresh token after a 401.
 // secrets are values in the request that Google might echo in an error.
 func (c *Client) do(ctx context.Context, op, method, path string, body []byte, out any, secrets ...string) error {
+	_, err := c.doDated(ctx, op, method, path, body, out, secrets...)
+	return err
+}
+
+// answer is what an SDM reply says besides its body: when it arrived here
+// (with Go's monotonic reading) and Google's clock at that moment (its Date
+// header; zero when absent or unparsable).
+type answer struct {
+	received   time.Time
+	googleDate time.Time
+}
+
+// doDated is do, also returning when the answer came and Google's Date.
+func (c *Client) doDated(ctx context.Context, op, method, path string, body []byte, out any, secrets ...string) (answer, error) {
+	var ans answer
+	err := c.doInto(ctx, op, method, path, body, out, &ans, secrets...)
+	return ans, err
+}
+
+func (c *Client) doInto(ctx context.Context, op, method, path string, body []byte, out any, ans *answer, secrets ...string) error {
 	for attempt := 0; ; attempt++ {
 		tok, err := c.tokens.AccessToken(ctx)
 		if err != nil {
@@ -338,6 +393,10 @@ func (c *Client) do(ctx context.Context, op, method, path string, body []byte, o
 				ae.Message = http.StatusText(resp.StatusCode)
 			}
 			return ae
+		}
+		ans.received = time.Now()
+		if d, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
+			ans.googleDate = d
 		}
 		data, err := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes))
 		resp.Body.Close()

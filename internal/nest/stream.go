@@ -15,7 +15,27 @@ type RTSPStream struct {
 	URL            string // rtsps://...?auth=<StreamToken>
 	StreamToken    string
 	ExtensionToken string // the newest one; Extend and Stop must use it
-	ExpiresAt      time.Time
+	// ExpiresAt is Google's expiresAt, on Google's clock.
+	ExpiresAt time.Time
+	// Lifetime is how long the session had left when Google answered,
+	// measured on Google's clock (expiresAt minus the answer's Date).
+	Lifetime time.Duration
+	// ReceivedAt is when the answer arrived, on this host's clock with its
+	// monotonic reading, so LocalExpiry is immune to wall-clock steps.
+	ReceivedAt time.Time
+	// ClockSkew is this host's clock minus Google's, to whole seconds; zero
+	// when Google sent no Date header.
+	ClockSkew time.Duration
+}
+
+// LocalExpiry is when the session expires, on this host's clock: Lifetime
+// after the answer arrived. Timers and expiry checks must use it rather
+// than ExpiresAt, which a skewed local clock misreads.
+func (s RTSPStream) LocalExpiry() time.Time {
+	if s.ReceivedAt.IsZero() {
+		return s.ExpiresAt
+	}
+	return s.ReceivedAt.Add(s.Lifetime)
 }
 
 // RedactedURL is URL with the auth value replaced by "REDACTED".

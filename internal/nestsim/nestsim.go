@@ -118,6 +118,11 @@ type Options struct {
 	// Now is the clock for token and stream expiry and the call log.
 	// Default time.Now. Media pacing always uses the real clock.
 	Now func() time.Time
+	// ClockOffset sets the simulated Google's clock ahead (positive) or
+	// behind (negative) of Now: its Date headers, expiresAt values and
+	// expiry checks all follow it, as they would on a daemon host whose
+	// clock is off by -ClockOffset.
+	ClockOffset time.Duration
 }
 
 // Camera describes one shared device. Despite the name it also describes
@@ -234,6 +239,10 @@ func Start(o Options) (*Sim, error) {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if off := o.ClockOffset; off != 0 {
+		base := o.Now
+		o.Now = func() time.Time { return base().Add(off) }
 	}
 	if o.Clip == nil {
 		// The clip is built into the binary, so the demo and `nestmtx

@@ -93,6 +93,10 @@ func (s *Sim) wrap(h func(*http.Request) *reply) http.Handler {
 			w.Header().Set("Content-Type", rep.ctype)
 		}
 		w.Header().Set("Cache-Control", "no-store")
+		// The Date header comes from the simulator's own clock, as Google's
+		// comes from Google's: a daemon that derives session lifetimes from
+		// it must agree with the expiresAt values whatever its clock says.
+		w.Header().Set("Date", s.now().UTC().Format(http.TimeFormat))
 		w.WriteHeader(rep.status)
 		w.Write(rep.body)
 	})
