@@ -405,7 +405,7 @@ func TestTokenSourceErrorPassesThrough(t *testing.T) {
 }
 
 func TestAPIErrorMapping(t *testing.T) {
-	type helpers struct{ rate, notFound, unauth, denied, transient, lost bool }
+	type helpers struct{ rate, notFound, unauth, denied, transient, lost, refused bool }
 	cases := []struct {
 		name    string
 		status  int
@@ -420,13 +420,13 @@ func TestAPIErrorMapping(t *testing.T) {
 			"NOT_FOUND", "Device enterprises/project-id/devices/device-id not found.", helpers{notFound: true, lost: true}},
 		{"permission denied", 403, "application/json",
 			`{"error":{"code":403,"message":"The caller does not have permission","status":"PERMISSION_DENIED"}}`,
-			"PERMISSION_DENIED", "The caller does not have permission", helpers{denied: true, lost: true}},
+			"PERMISSION_DENIED", "The caller does not have permission", helpers{denied: true, lost: true, refused: true}},
 		{"rate limited", 429, "application/json",
 			`{"error":{"code":429,"message":"Rate limited for the ExecuteDeviceCommand API for the user.","status":"RESOURCE_EXHAUSTED"}}`,
 			"RESOURCE_EXHAUSTED", "Rate limited for the ExecuteDeviceCommand API for the user.", helpers{rate: true}},
 		{"failed precondition", 400, "application/json",
 			`{"error":{"code":400,"message":"Stream extension token CjY5ext0 is expired.","status":"FAILED_PRECONDITION"}}`,
-			"FAILED_PRECONDITION", "Stream extension token REDACTED is expired.", helpers{lost: true}},
+			"FAILED_PRECONDITION", "Stream extension token REDACTED is expired.", helpers{lost: true, refused: true}},
 		{"conflict", 409, "text/plain", ``, "", "Conflict", helpers{lost: true}},
 		{"internal", 500, "application/json",
 			`{"error":{"code":500,"message":"Internal error encountered.","status":"INTERNAL"}}`,
@@ -457,7 +457,7 @@ func TestAPIErrorMapping(t *testing.T) {
 			if len(ae.Message) > maxMessageLen+len("…") || strings.ContainsAny(ae.Message, "\n\r") {
 				t.Fatalf("message not truncated/flattened: %q", ae.Message)
 			}
-			got := helpers{IsRateLimited(err), IsNotFound(err), IsUnauthenticated(err), IsPermissionDenied(err), IsTransient(err), IsSessionLost(err)}
+			got := helpers{IsRateLimited(err), IsNotFound(err), IsUnauthenticated(err), IsPermissionDenied(err), IsTransient(err), IsSessionLost(err), IsRefused(err)}
 			if got != tc.want {
 				t.Fatalf("helpers = %+v, want %+v", got, tc.want)
 			}

@@ -133,6 +133,22 @@ func IsPermissionDenied(err error) bool {
 	return ae != nil && (ae.HTTPStatus == http.StatusForbidden || ae.Status == "PERMISSION_DENIED")
 }
 
+// IsRefused reports an answer that asking again will not change: 400
+// (INVALID_ARGUMENT, FAILED_PRECONDITION: say, RTSP asked of a camera that
+// streams only over WebRTC) or 403 (PERMISSION_DENIED). A 404 is reported by
+// IsNotFound instead, as it means the device itself is gone.
+func IsRefused(err error) bool {
+	ae := apiError(err)
+	if ae == nil {
+		return false
+	}
+	switch ae.HTTPStatus {
+	case http.StatusBadRequest, http.StatusForbidden:
+		return true
+	}
+	return ae.Status == "FAILED_PRECONDITION" || ae.Status == "INVALID_ARGUMENT" || ae.Status == "PERMISSION_DENIED"
+}
+
 // IsSessionLost reports any 4xx other than 401 and 429. Google documents no
 // single code for an expired extension token, so an Extend refused this way
 // means the stream session is gone and must be regenerated.

@@ -52,9 +52,40 @@ type Limiter struct {
 
 type waiter struct {
 	key     string
-	prio    int // lower goes first; see commandPriority
+	prio    int  // lower goes first; see commandPriority
+	urgent  bool // may use the slots a Stop normally leaves free (WithReserve)
 	granted bool
 	wake    context.CancelFunc // cuts the waiter's sleep short once granted
+}
+
+// QuotaWait tells a caller that its command waits for the quota.
+type QuotaWait struct {
+	// Until is about when the command can be sent: exact for a penalty or
+	// a free slot, an estimate when other commands are queued ahead.
+	Until time.Time
+	// Penalized: Google answered 429 and nothing is sent before Until.
+	Penalized bool
+	// Ahead counts the commands queued before this one.
+	Ahead int
+	// PerWindow and Window are the credential's quota, for messages.
+	PerWindow int
+	Window    time.Duration
+}
+
+type quotaNoticeKey struct{}
+type reserveKey struct{}
+
+// WithQuotaNotice makes Wait call fn (outside the limiter's lock) each time
+// the command must wait, so that a caller can say why it is not done yet.
+func WithQuotaNotice(ctx context.Context, fn func(QuotaWait)) context.Context {
+	return context.WithValue(ctx, quotaNoticeKey{}, fn)
+}
+
+// WithReserve lets a Stop use the slots Stops normally leave to extensions
+// and starts: a Stop at shutdown, or of a session whose readers all left,
+// is the last word on that session and worth a reserved slot.
+func WithReserve(ctx context.Context) context.Context {
+	return context.WithValue(ctx, reserveKey{}, true)
 }
 
 // NewLimiter uses the real clock.
@@ -94,6 +125,8 @@ func (l *Limiter) Wait(ctx context.Context, device, command string) error {
 		return err
 	}
 	w := &waiter{key: device + "\x00" + command, prio: commandPriority(command)}
+	w.urgent, _ = ctx.Value(reserveKey{}).(bool)
+	notice, _ := ctx.Value(quotaNoticeKey{}).(func(QuotaWait))
 	l.mu.Lock()
 	l.queue = append(l.queue, w)
 	for {
@@ -106,9 +139,16 @@ func (l *Limiter) Wait(ctx context.Context, device, command string) error {
 		if d <= 0 {
 			continue
 		}
+		var info QuotaWait
+		if notice != nil {
+			info = l.estimateLocked(w, now)
+		}
 		sctx, cancel := context.WithCancel(ctx)
 		w.wake = cancel
 		l.mu.Unlock()
+		if notice != nil {
+			notice(info)
+		}
 		_ = l.sleep(sctx, d) // woken early by grant or ctx; both re-checked below
 		cancel()
 		l.mu.Lock()
@@ -206,8 +246,8 @@ func commandPriority(command string) int {
 // for the extensions and starts that keep cameras up. (In an hour's soak
 // with one-minute sessions, a Stop taking the last slot made an extension
 // wait past its session's expiry.)
-func (l *Limiter) reserveFor(prio int) int {
-	if prio == commandPriority(CmdStopRtspStream) {
+func (l *Limiter) reserveFor(w *waiter) int {
+	if w.prio == commandPriority(CmdStopRtspStream) && !w.urgent {
 		return l.limits.PerCredential / 5
 	}
 	return 0
@@ -237,7 +277,7 @@ func (l *Limiter) grantPriorityLocked(now time.Time, prio int) {
 		if w.granted || w.prio != prio {
 			continue
 		}
-		credOK := l.limits.PerCredential <= 0 || len(l.all) < l.limits.PerCredential-l.reserveFor(w.prio)
+		credOK := l.limits.PerCredential <= 0 || len(l.all) < l.limits.PerCredential-l.reserveFor(w)
 		keyOK := l.limits.PerDeviceCommand <= 0 || len(l.perKey[w.key]) < l.limits.PerDeviceCommand
 		if credOK && keyOK {
 			l.all = append(l.all, now)
@@ -264,6 +304,42 @@ func (l *Limiter) nextChangeLocked(now time.Time) time.Time {
 		return l.all[0].Add(l.limits.Window)
 	}
 	return now.Add(l.limits.Window) // unreachable with sane limits; never spin
+}
+
+// estimateLocked says about when w will get a slot: after a penalty, or
+// when as many of the window's starts have aged out as there are commands
+// ahead of it (the starts age out oldest first, a window after each).
+func (l *Limiter) estimateLocked(w *waiter, now time.Time) QuotaWait {
+	info := QuotaWait{PerWindow: l.limits.PerCredential, Window: l.limits.Window}
+	for _, q := range l.queue {
+		if q == w {
+			break
+		}
+		if !q.granted && q.prio <= w.prio {
+			info.Ahead++
+		}
+	}
+	if now.Before(l.penalty) {
+		info.Until, info.Penalized = l.penalty, true
+		return info
+	}
+	info.Until = l.nextChangeLocked(now)
+	limit := l.limits.PerCredential - l.reserveFor(w)
+	if limit <= 0 || len(l.all) == 0 {
+		return info
+	}
+	// The j-th start to age out frees the slot w needs; beyond the starts
+	// in the window, each further window frees limit more.
+	j := info.Ahead + len(l.all) - limit
+	if j < 0 {
+		return info // blocked by its own device's limit: the next change
+	}
+	rounds := j / len(l.all)
+	at := l.all[j%len(l.all)].Add(l.limits.Window * time.Duration(rounds+1))
+	if at.After(info.Until) {
+		info.Until = at
+	}
+	return info
 }
 
 func (l *Limiter) removeLocked(w *waiter) {

@@ -255,3 +255,62 @@ func TestLimiterStopLeavesReserve(t *testing.T) {
 		t.Fatalf("granted %s", got)
 	}
 }
+
+// TestLimiterReserveForFinalStops: a Stop at shutdown, or when a camera's
+// readers left, may use the reserve; the courtesy Stop of a regeneration
+// may not.
+func TestLimiterReserveForFinalStops(t *testing.T) {
+	clk := newFakeClock()
+	l := NewLimiterWithClock(DefaultLimits(), clk.Now, clk.Sleep)
+	ctx := context.Background()
+	for i := range 8 {
+		if err := l.Wait(ctx, fmt.Sprintf("enterprises/p/devices/d%d", i), CmdGenerateRtspStream); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 2 {
+		done := make(chan error, 1)
+		go func() { done <- l.Wait(WithReserve(ctx), fmt.Sprintf("enterprises/p/devices/d%d", i), CmdStopRtspStream) }()
+		if err := recv(t, done); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := l.Stats(); st.InWindow != 10 {
+		t.Fatalf("%d commands in the window, want 10", st.InWindow)
+	}
+}
+
+// TestLimiterQuotaNotice: a command that must wait says until when, and how
+// many commands are ahead of it, before it sleeps.
+func TestLimiterQuotaNotice(t *testing.T) {
+	clk := newFakeClock()
+	lim := Limits{PerCredential: 2, PerDeviceCommand: 5, Window: time.Minute}
+	l := NewLimiterWithClock(lim, clk.Now, clk.Sleep)
+	ctx := context.Background()
+	start := clk.Now()
+	for i := range 2 {
+		if err := l.Wait(ctx, fmt.Sprintf("enterprises/p/devices/d%d", i), CmdGenerateRtspStream); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(10 * time.Second)
+	}
+	notices := make(chan QuotaWait, 8)
+	for i := range 3 {
+		nctx := WithQuotaNotice(ctx, func(w QuotaWait) { notices <- w })
+		go func() { _ = l.Wait(nctx, fmt.Sprintf("enterprises/p/devices/w%d", i), CmdGenerateRtspStream) }()
+		w := recv(t, notices)
+		// The first two waiters get the slots of the two starts; the third
+		// waits a window more.
+		want := []time.Time{start.Add(time.Minute), start.Add(70 * time.Second), start.Add(2 * time.Minute)}[i]
+		if w.Ahead != i || !w.Until.Equal(want) || w.Penalized || w.PerWindow != 2 || w.Window != time.Minute {
+			t.Fatalf("waiter %d: notice %+v, want %d ahead until %v", i, w, i, want)
+		}
+		clk.waitSleepers(t, i+1)
+	}
+	l.Penalize(5 * time.Minute)
+	nctx := WithQuotaNotice(ctx, func(w QuotaWait) { notices <- w })
+	go func() { _ = l.Wait(nctx, "enterprises/p/devices/late", CmdGenerateRtspStream) }()
+	if w := recv(t, notices); !w.Penalized || w.Until.Before(clk.Now().Add(5*time.Minute)) {
+		t.Fatalf("notice under a penalty: %+v", w)
+	}
+}
