@@ -65,7 +65,7 @@ type App struct {
 
 // New opens the store and builds the API; nothing listens yet.
 func New(cfg config.Config, log *slog.Logger, version api.VersionInfo) (*App, error) {
-	st, err := store.Open(cfg.DataDir, store.Options{})
+	st, err := store.Open(cfg.DataDir, store.Options{Log: log.With("component", "store")})
 	if err != nil {
 		return nil, err
 	}
@@ -279,13 +279,7 @@ func (a *App) registerHealth() {
 		return api.OK(map[string]any{"goroutines": runtime.NumGoroutine(), "heap_alloc_bytes": ms.HeapAlloc,
 			"sys_bytes": ms.Sys, "uptime_seconds": int(time.Since(a.started).Seconds())})
 	})
-	a.health.Register("store", func(ctx context.Context) api.Check {
-		v, err := a.store.SchemaVersion()
-		if err != nil {
-			return api.Failing(map[string]any{"error": "the database cannot be read"})
-		}
-		return api.OK(map[string]any{"schema_version": v})
-	})
+	a.registerStoreHealth()
 	a.health.Register("mqtt", func(ctx context.Context) api.Check {
 		meta := map[string]any{"embedded_broker": a.cfg.MQTTURL == ""}
 		if a.mqtt != nil && a.mqtt.Ready() {

@@ -187,7 +187,7 @@ func (s *Store) GetCameraByPath(p string) (Camera, error) {
 // from mutate aborts. ID, UID, CredentialID and CreatedAt cannot be changed.
 func (s *Store) UpdateCamera(id uint64, mutate func(*Camera) error) (Camera, error) {
 	var c Camera
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.update(func(tx *bbolt.Tx) error {
 		orig, err := loadCamera(tx, id)
 		if err != nil {
 			return err
@@ -214,7 +214,7 @@ func (s *Store) UpsertCamera(credentialID uint64, uid string, mutate func(c *Cam
 		return Camera{}, fmt.Errorf("camera uid must not be empty: %w", ErrInvalid)
 	}
 	var c Camera
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.update(func(tx *bbolt.Tx) error {
 		if tx.Bucket(bucketCredentials).Get(itob(credentialID)) == nil {
 			return fmt.Errorf("credential %d: %w", credentialID, ErrNotFound)
 		}
@@ -259,7 +259,7 @@ func (s *Store) UpsertCamera(credentialID uint64, uid string, mutate func(c *Cam
 
 // DeleteCamera removes the camera and its index entries.
 func (s *Store) DeleteCamera(id uint64) error {
-	return s.db.Update(func(tx *bbolt.Tx) error { return deleteCamera(tx, id) })
+	return s.update(func(tx *bbolt.Tx) error { return deleteCamera(tx, id) })
 }
 
 func keepIdentity(c *Camera, orig Camera) {

@@ -124,7 +124,7 @@ func (s *Store) putCredential(tx *bbolt.Tx, c Credential) error {
 func (s *Store) CreateCredential(c Credential) (Credential, error) {
 	now := s.now()
 	c.CreatedAt, c.UpdatedAt = now, now
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.update(func(tx *bbolt.Tx) error {
 		id, err := tx.Bucket(bucketCredentials).NextSequence()
 		if err != nil {
 			return err
@@ -186,7 +186,7 @@ func (s *Store) ListCredentials() ([]Credential, error) {
 // ID and CreatedAt cannot be changed.
 func (s *Store) UpdateCredential(id uint64, mutate func(*Credential) error) (Credential, error) {
 	var c Credential
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.update(func(tx *bbolt.Tx) error {
 		orig, err := s.loadCredential(tx, id)
 		if err != nil {
 			return err
@@ -207,7 +207,7 @@ func (s *Store) UpdateCredential(id uint64, mutate func(*Credential) error) (Cre
 // DeleteCredential removes the credential and every camera reached through
 // it, since those cameras can no longer be streamed.
 func (s *Store) DeleteCredential(id uint64) error {
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.update(func(tx *bbolt.Tx) error {
 		creds := tx.Bucket(bucketCredentials)
 		if creds.Get(itob(id)) == nil {
 			return fmt.Errorf("credential %d: %w", id, ErrNotFound)

@@ -91,7 +91,7 @@ func (s *Store) migrate() error {
 		if v == known {
 			return nil
 		}
-		err = s.db.Update(func(tx *bbolt.Tx) error {
+		err = s.update(func(tx *bbolt.Tx) error {
 			if err := migrations[v](tx); err != nil {
 				return err
 			}

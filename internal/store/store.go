@@ -5,6 +5,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -25,8 +26,16 @@ type Options struct {
 	// LockTimeout bounds the wait for another process to release the
 	// database; 0 means 3s. bbolt would otherwise wait forever.
 	LockTimeout time.Duration
-	// Now replaces time.Now, so tests can move the clock for token expiry.
+	// Now replaces time.Now, so tests can move the clock for token expiry
+	// and the write probe's schedule.
 	Now func() time.Time
+	// Log receives one WARN line when the database's writes start failing
+	// (a full disk) and one INFO line when they work again; nil means
+	// slog.Default(). SetLogger changes it later.
+	Log *slog.Logger
+	// WriteProbeInterval bounds how often Writable probes the disk; 0
+	// means 30s. SetWriteProbeInterval changes it later.
+	WriteProbeInterval time.Duration
 }
 
 // Store is safe for concurrent use. bbolt allows one writer at a time and any
@@ -38,10 +47,13 @@ type Store struct {
 	nowFn   func() time.Time
 	path    string
 	keyPath string
+	writes  writeMonitor
 }
 
 // Open opens (creating if needed) the database in dataDir and brings its
-// schema up to date.
+// schema up to date. A new database is built in a temporary file and moved
+// into place complete, so a first start that fails (a full disk) leaves no
+// database behind rather than an empty or half-written one.
 func Open(dataDir string, opt Options) (*Store, error) {
 	if opt.LockTimeout <= 0 {
 		opt.LockTimeout = defaultLockTimeout
@@ -49,10 +61,16 @@ func Open(dataDir string, opt Options) (*Store, error) {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
+	if opt.Log == nil {
+		opt.Log = slog.Default()
+	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
 	path := filepath.Join(dataDir, dbFileName)
+	if err := ensureDatabase(dataDir, path, opt); err != nil {
+		return nil, err
+	}
 
 	// Lock the database before touching secret.key: only the process holding
 	// the lock may create the key, so two daemons started at once cannot each
@@ -72,6 +90,11 @@ func Open(dataDir string, opt Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{db: db, box: box, nowFn: opt.Now, path: path, keyPath: keyPath}
+	s.SetLogger(opt.Log)
+	s.SetWriteProbeInterval(opt.WriteProbeInterval)
+	// Holding the lock, this process is the database's only user: any
+	// temporary file next to it is left over from a crashed creation.
+	removeStaleTemps(dataDir)
 	if err := s.migrate(); err != nil {
 		db.Close()
 		return nil, err
@@ -127,7 +150,7 @@ func (s *Store) checkKey() error {
 	if err != nil || ok {
 		return err
 	}
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.update(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketMeta).Put(keyCheckKey, s.box.Seal(keyCheckPlain))
 	})
 }

@@ -40,7 +40,7 @@ func (s *Store) IssueToken(userID uint64, ttl time.Duration) (string, time.Time,
 	token := base64.RawURLEncoding.EncodeToString(raw)
 	now := s.now()
 	rec := tokenRecord{UserID: userID, CreatedAt: now, ExpiresAt: now.Add(ttl)}
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.update(func(tx *bbolt.Tx) error {
 		u, err := loadUser(tx, userID)
 		if err != nil {
 			return err
@@ -107,7 +107,7 @@ func (s *Store) LookupToken(token string) (User, time.Time, error) {
 }
 
 func (s *Store) deleteTokenIfExpired(key []byte, now time.Time) error {
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketTokens)
 		var rec tokenRecord
 		// Another request may already have deleted it.
@@ -124,7 +124,7 @@ func (s *Store) deleteTokenIfExpired(key []byte, now time.Time) error {
 // RevokeToken deletes a token. Revoking an unknown or already revoked token
 // is not an error: the caller's goal, a token that no longer works, holds.
 func (s *Store) RevokeToken(token string) error {
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.update(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketTokens).Delete(tokenKey(token))
 	})
 }
@@ -133,7 +133,7 @@ func (s *Store) RevokeToken(token string) error {
 func (s *Store) PruneExpiredTokens() (int, error) {
 	now := s.now()
 	n := 0
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.update(func(tx *bbolt.Tx) error {
 		return deleteTokensWhere(tx, func(_ []byte, r tokenRecord) bool {
 			if !now.Before(r.ExpiresAt) {
 				n++

@@ -122,7 +122,7 @@ func (s *Store) CreateUser(username, pw string, canLogin bool, role Role) (User,
 	now := s.now()
 	u := User{Username: username, Role: role, CanLogin: canLogin, PasswordHash: hash, CreatedAt: now, UpdatedAt: now}
 	digest := s.box.Seal([]byte(digestHA1(username, pw)))
-	err = s.db.Update(func(tx *bbolt.Tx) error {
+	err = s.update(func(tx *bbolt.Tx) error {
 		byName := tx.Bucket(bucketUsersByName)
 		if byName.Get(key) != nil {
 			return fmt.Errorf("username %q is already taken: %w", username, ErrConflict)
@@ -227,7 +227,7 @@ func (s *Store) UpdateUser(id uint64, upd UserUpdate) (User, error) {
 	}
 
 	var u User
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.update(func(tx *bbolt.Tx) error {
 		var err error
 		if u, err = loadUser(tx, id); err != nil {
 			return err
@@ -301,7 +301,7 @@ func (s *Store) UpdateUser(id uint64, upd UserUpdate) (User, error) {
 
 // DeleteUser removes the user and all of its tokens.
 func (s *Store) DeleteUser(id uint64) error {
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.update(func(tx *bbolt.Tx) error {
 		u, err := loadUser(tx, id)
 		if err != nil {
 			return err
@@ -477,7 +477,7 @@ func (s *Store) Authenticate(username, pw string) (User, error) {
 
 func (s *Store) backfillDigest(u User, pw string) error {
 	sealed := s.box.Seal([]byte(digestHA1(u.Username, pw)))
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.update(func(tx *bbolt.Tx) error {
 		cur, err := loadUser(tx, u.ID)
 		if errors.Is(err, ErrNotFound) {
 			return nil
