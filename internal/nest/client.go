@@ -229,15 +229,25 @@ func (c *Client) timing(s *RTSPStream, expiresAt string, ans answer) {
 	s.ExpiresAt = t
 	s.ReceivedAt = received
 	s.ClockSkew = 0
+	local := t.Sub(c.now())
 	if !ans.googleDate.IsZero() {
-		if life := t.Sub(ans.googleDate); life > 0 && life <= maxPlausibleLifetime {
-			s.Lifetime = life
-			// Date has whole seconds: only a skew well above that is real.
+		// Date has whole seconds, so Google's clock read somewhere in
+		// [Date, Date+1s): the lifetime lies in (upper-1s, upper]. Within
+		// that second the local clock is the finer reading when it agrees
+		// with Google's; otherwise the short end is the safe one (a second
+		// early costs nothing, a second late loses the session).
+		if upper := t.Sub(ans.googleDate); upper > 0 && upper <= maxPlausibleLifetime {
+			lower := max(upper-time.Second, 0)
+			s.Lifetime = lower
+			if local >= lower && local <= upper {
+				s.Lifetime = local
+			}
+			// Only a skew well above the header's resolution is real.
 			s.ClockSkew = c.now().Sub(ans.googleDate).Truncate(time.Second)
 			return
 		}
 	}
-	s.Lifetime = max(t.Sub(c.now()), 0)
+	s.Lifetime = max(local, 0)
 }
 
 // GenerateRtspStream starts a session. Each generated URL admits one RTSP

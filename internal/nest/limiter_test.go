@@ -270,7 +270,9 @@ func TestLimiterReserveForFinalStops(t *testing.T) {
 	}
 	for i := range 2 {
 		done := make(chan error, 1)
-		go func() { done <- l.Wait(WithReserve(ctx), fmt.Sprintf("enterprises/p/devices/d%d", i), CmdStopRtspStream) }()
+		go func() {
+			done <- l.Wait(WithReserve(ctx), fmt.Sprintf("enterprises/p/devices/d%d", i), CmdStopRtspStream)
+		}()
 		if err := recv(t, done); err != nil {
 			t.Fatal(err)
 		}

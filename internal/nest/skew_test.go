@@ -32,11 +32,13 @@ func TestSessionLifetimeFollowsGoogleClock(t *testing.T) {
 			c := newTestClient(s, &fakeTokens{})
 			check := func(st RTSPStream, before, after time.Time) {
 				t.Helper()
-				if st.Lifetime != 60*time.Second {
-					t.Fatalf("lifetime %v, want 60s by Google's clock", st.Lifetime)
+				// Google's Date has whole seconds: the lifetime is known to
+				// within one, and a skewed host takes the short end.
+				if st.Lifetime < 59*time.Second || st.Lifetime > 60*time.Second || (offset != 0 && st.Lifetime != 59*time.Second) {
+					t.Fatalf("lifetime %v, want 59-60 s by Google's clock (59 s when the clocks disagree)", st.Lifetime)
 				}
-				if exp := st.LocalExpiry(); exp.Before(before.Add(60*time.Second)) || exp.After(after.Add(60*time.Second)) {
-					t.Fatalf("local expiry %v is not 60 s after the answer (%v..%v)", exp, before, after)
+				if exp := st.LocalExpiry(); exp.Before(before.Add(59*time.Second)) || exp.After(after.Add(60*time.Second)) {
+					t.Fatalf("local expiry %v is not 59-60 s after the answer (%v..%v)", exp, before, after)
 				}
 				if d := st.ClockSkew + offset; d < -2*time.Second || d > 2*time.Second {
 					t.Fatalf("clock skew %v, want about %v", st.ClockSkew, -offset)
