@@ -26,11 +26,6 @@ var (
 	commit  = "unknown"
 )
 
-// shutdownGrace is how long a stop may take before the process just exits:
-// systemd's default stop timeout is far longer, but a NAS user restarting the
-// service should not wait.
-const shutdownGrace = 5 * time.Second
-
 // defaultMemoryLimit is the soft heap limit when GOMEMLIMIT is unset.
 const defaultMemoryLimit = 40 << 20
 
@@ -110,7 +105,10 @@ func serve(args []string, stderr io.Writer) int {
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	s := <-sig
 	log.Info("shutting down", "signal", s.String())
-	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	// NESTMTX_SHUTDOWN_TIMEOUT (8 s) bounds the stop; a second later the
+	// process exits regardless, still inside the unit's TimeoutStopSec=10s,
+	// so systemd never has to SIGKILL it.
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- a.Shutdown(ctx) }()
@@ -124,7 +122,7 @@ func serve(args []string, stderr io.Writer) int {
 	case <-sig:
 		log.Warn("second signal: exiting without finishing the shutdown")
 		return 1
-	case <-time.After(shutdownGrace + time.Second):
+	case <-time.After(cfg.ShutdownTimeout + time.Second):
 		log.Error("shutdown did not finish in time; exiting")
 		return 1
 	}

@@ -147,10 +147,14 @@ func (a *App) Shutdown(ctx context.Context) error {
 			a.stop()
 		}
 		// Cameras first: they stop their Google sessions and end their
-		// readers while the events can still reach MQTT.
+		// readers while the events can still reach MQTT. They get the
+		// budget but what MQTT needs to publish their last events and
+		// offline.
 		if a.stopCameras != nil {
+			cctx, cancel := context.WithDeadline(ctx, cameraDeadline(ctx))
+			a.cameras.Shutdown(cctx)
+			cancel()
 			a.stopCameras()
-			a.cameras.Wait()
 		}
 		if a.rtsp != nil {
 			a.rtsp.Close()
@@ -173,6 +177,21 @@ func (a *App) Shutdown(ctx context.Context) error {
 		errs = append(errs, a.store.Close())
 	})
 	return errors.Join(errs...)
+}
+
+// mqttFlushBudget is what a shutdown keeps, after the cameras, for MQTT
+// to publish their final events and state and then offline.
+const mqttFlushBudget = 2 * time.Second
+
+// cameraDeadline is when the cameras' part of a shutdown must end: the
+// whole deadline but MQTT's share (or a quarter of what is left, if less).
+func cameraDeadline(ctx context.Context) time.Time {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return time.Now().Add(10 * time.Second)
+	}
+	left := time.Until(deadline)
+	return deadline.Add(-min(mqttFlushBudget, left/4))
 }
 
 // HTTPAddr is the HTTP listener's address.

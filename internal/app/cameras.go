@@ -57,6 +57,7 @@ func (a *App) startCameras() error {
 		Endpoints: nest.Endpoints{AuthURL: a.cfg.GoogleAuthURL, TokenURL: a.cfg.GoogleTokenURL, SDMURL: a.cfg.GoogleSDMURL},
 		Limits:    a.googleLimits})
 	a.creds = creds
+	a.registerQuotaHealth()
 	res.m.Store(a.cameras)
 	if err := creds.Start(); err != nil {
 		return err

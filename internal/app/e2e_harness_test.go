@@ -55,7 +55,16 @@ func startE2EWith(t testing.TB, simOpts nestsim.Options, mutate func(*config.Con
 		}
 	}, adjust)
 	e := &e2e{t: t, app: a, sim: sim, cams: map[string]uint64{}}
-	e.mqtt, e.rr = client(t, a.MQTTAddr(), "nestmtx")
+	brokerAddr := a.MQTTAddr()
+	if brokerAddr == "" { // an external broker
+		u, err := url.Parse(a.cfg.MQTTURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		brokerAddr = u.Host
+		testkit.Eventually(t, 10*time.Second, "the daemon's subscription on the broker", a.mqtt.Ready)
+	}
+	e.mqtt, e.rr = client(t, brokerAddr, "nestmtx")
 	e.events = e.mqtt.Subscribe("nestmtx/events/#")
 	e.token = e.rr.Login(t, "admin", adminPassword)
 	return e

@@ -81,15 +81,24 @@ func TestRecoveryRateLimited(t *testing.T) {
 	e.sim.Faults().RateLimitEveryOther(true)
 	readPath(t, e.rtspURL("front-door")).flowing(t, 0) // this command passes
 	start := time.Now()
-	st, _ := describe(t, e.rtspURL("backyard")) // this one gets 429
+	st, reason := describeReason(t, e.rtspURL("backyard")) // this one gets 429
 	if st != base.StatusServiceUnavailable {
 		t.Fatalf("status %d, want 503 after the start timeout", st)
 	}
 	if took := time.Since(start); took < 2500*time.Millisecond {
 		t.Fatalf("refused after %s: a rate-limited start must hold the reader", took)
 	}
-	var state map[string]any
-	_ = json.Unmarshal(e.call("read", "cameras", "entity", fmt.Sprint(e.cams["Backyard"])), &state)
+	// The reader, the state and health all say why.
+	if !strings.Contains(reason, "429") {
+		t.Fatalf("503 reason %q does not say Google answered 429", reason)
+	}
+	state, _ := cameraState(e.app, e.cams["Backyard"])
+	if state.LastError == nil || !strings.Contains(*state.LastError, "RESOURCE_EXHAUSTED") {
+		t.Fatalf("state's last_error %v", state.LastError)
+	}
+	if health := string(e.call("list", "health")); !strings.Contains(health, `"penalized_until":"`) {
+		t.Fatalf("health does not show the 429 penalty: %s", health)
+	}
 	if e.sim.CountCalls("GenerateRtspStream") < 2 {
 		t.Fatal("no second Generate call was made")
 	}

@@ -4,6 +4,7 @@
 package credentials
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -12,6 +13,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -164,6 +166,25 @@ func (s *Service) Google(credentialID uint64) (supervisor.Google, string) {
 		return cr.client, down
 	}
 	return cr.client, ""
+}
+
+// Quota is one credential's command quota, for health.
+type Quota struct {
+	CredentialID uint64
+	nest.LimiterStats
+}
+
+// Quotas reports the command quota of every running credential: commands
+// in the window, commands waiting, and a 429 penalty if one runs.
+func (s *Service) Quotas() []Quota {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Quota, 0, len(s.creds))
+	for id, cr := range s.creds {
+		out = append(out, Quota{CredentialID: id, LimiterStats: cr.client.Limiter().Stats()})
+	}
+	slices.SortFunc(out, func(a, b Quota) int { return cmp.Compare(a.CredentialID, b.CredentialID) })
+	return out
 }
 
 // refreshLoop keeps one credential's access token fresh until ctx ends or

@@ -8,6 +8,7 @@ package supervisor
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -38,6 +39,10 @@ type Config struct {
 	Path       string
 	Enabled    bool
 	Persistent bool
+	// Unsupported says why the camera cannot be served at all (say, it
+	// streams only over WebRTC); "" when it can. Such a camera is failed
+	// without a single call to Google.
+	Unsupported string
 }
 
 // Options are shared by every camera.
@@ -50,8 +55,15 @@ type Options struct {
 	// ExtendAt is the fraction of a session's lifetime after which it is
 	// extended (0.8: at 4 of Google's 5 minutes).
 	ExtendAt float64
-	// StopTimeout bounds the StopRtspStream call made when a session ends.
+	// StopTimeout bounds the Stops of a camera deleted while the daemon
+	// runs; at shutdown the manager's deadline bounds them instead, and
+	// otherwise a Stop waits for the quota until its session would expire.
 	StopTimeout time.Duration
+	// RefusedBackoff is how long a camera Google refused to stream (a 400
+	// or 403 to Generate) stays failed before it is tried again; it doubles
+	// with each refusal up to 12 times this. A config change or a sync
+	// retries at once.
+	RefusedBackoff time.Duration
 	// StallTimeout is how long an upstream may send nothing before it is
 	// regenerated (NestMTX #39: streams that looked alive for hours).
 	StallTimeout time.Duration
@@ -59,6 +71,13 @@ type Options struct {
 	// (unshared in Partner Connections), so that a sync can record it.
 	DeviceGone func(cameraID uint64)
 	Log        *slog.Logger
+
+	// shutdown gives the deadline of the daemon's stop (set by the Manager);
+	// nil when the camera ends alone (deleted).
+	shutdown func() context.Context
+	// skew warns once about a host clock far from Google's (shared by the
+	// Manager's cameras).
+	skew *skewWarning
 }
 
 type phase int
@@ -99,6 +118,15 @@ type Camera struct {
 	srcCtx    context.Context // the current generation's; nil between generations
 	lastError string
 	attempts  int // consecutive failed starts, for backoff
+	// failed says why Google refused to stream this camera; no start is
+	// tried until failTimer fires or the row changes.
+	failed    string
+	failures  int // consecutive refusals, for the failed backoff
+	failTimer *time.Timer
+	// waitingFor says what a start waits for (Google's quota), "" when
+	// nothing: published in the state and in the 503 of a start timeout.
+	waitingFor string
+	stopping   bool // the daemon is shutting down: the state says stopped
 
 	startTimer, closeTimer, extendTimer, retryTimer *time.Timer
 	watchdog                                        *time.Ticker
@@ -126,6 +154,9 @@ func New(cfg Config, g Google, o Options) *Camera {
 	}
 	if o.StallTimeout <= 0 {
 		o.StallTimeout = 5 * time.Second
+	}
+	if o.RefusedBackoff <= 0 {
+		o.RefusedBackoff = 5 * time.Minute
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
@@ -159,6 +190,12 @@ func (c *Camera) Run(ctx context.Context) {
 		case <-timerC(c.retryTimer):
 			c.retryTimer = nil
 			c.startSource()
+		case <-timerC(c.failTimer):
+			c.failTimer = nil
+			c.log.Info("trying the camera again after Google refused it", "after", c.failedBackoff())
+			c.failed = ""
+			c.publishState()
+			c.maybePersist()
 		case <-tickerC(c.watchdog):
 			c.checkStall()
 		}
@@ -244,7 +281,17 @@ func (c *Camera) await(ctx context.Context, r *rtspserver.Reader, addReader bool
 	case res := <-reply:
 		return res.relay, res.err
 	case <-ctx.Done():
-		c.post(context.Background(), func() { c.dropWaiter(reply) })
+		// The RTSP server's own start timeout usually ends the wait a
+		// moment before the camera's: the reader still gets the camera's
+		// reason (what it waits for, what failed).
+		var why string
+		c.call(func() {
+			c.dropWaiter(reply)
+			why = c.startTimeoutReason()
+		})
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) && why != "" {
+			return nil, &rtspserver.StatusError{Status: base.StatusServiceUnavailable, Reason: why}
+		}
 		return nil, ctx.Err()
 	case <-c.done:
 		return nil, errCameraGone
@@ -264,6 +311,12 @@ func (c *Camera) onRequest(r *rtspserver.Reader, addReader bool, reply chan desc
 		// Answered without asking Google again: a reader retrying every
 		// 10 s must not spend the quota on a device that is not there.
 		reply <- describeResult{err: &rtspserver.StatusError{Status: base.StatusNotFound, Reason: c.gone}}
+		return
+	}
+	if why := c.refusal(); why != "" {
+		// The same for a camera Google will not stream: at once, and no
+		// Generate until the backoff ends or the row changes.
+		reply <- describeResult{err: &rtspserver.StatusError{Status: base.StatusServiceUnavailable, Reason: why}}
 		return
 	}
 	if addReader {
@@ -390,7 +443,13 @@ func (c *Camera) Update(cfg Config) {
 	c.post(context.Background(), func() {
 		old := c.cfg
 		c.cfg = cfg
-		c.gone = "" // a changed row (a sync, an edit) gets a new chance
+		// A changed row (a sync, an edit) gets a new chance.
+		c.gone = ""
+		if c.failed != "" {
+			c.failed, c.failures = "", 0
+			stopTimer(&c.failTimer)
+			c.lastError = ""
+		}
 		switch {
 		case !cfg.Enabled && old.Enabled:
 			c.takeDown("the camera was disabled")
@@ -472,34 +531,33 @@ func (c *Camera) stopSource() {
 	}
 }
 
-// stopRetiring stops retired sessions now: no Generate is coming.
+// stopRetiring stops retired sessions now: no Generate is coming, and
+// nobody reads them, so these Stops may use the quota's reserve.
 func (c *Camera) stopRetiring() {
 	for _, s := range c.retiring {
-		c.stopSession(s)
+		c.stopSessionWith(c.google, s, true)
 	}
 	c.retiring = nil
 }
 
-func (c *Camera) stopSession(s nest.RTSPStream) { c.stopSessionWith(c.google, s) }
-
-// stopSessionWith stops a session in the background, best effort. It reads
-// only immutable fields, so any goroutine may call it.
-func (c *Camera) stopSessionWith(g Google, s nest.RTSPStream) {
-	timeout, log := c.opts.StopTimeout, c.log
-	if g == nil || time.Now().After(s.ExpiresAt) {
-		// No client any more, or already expired: Google would refuse the
-		// Stop, and the quota slot is better spent on a live camera.
+// stopSessionWith stops a session in the background, best effort. A Stop
+// waits for the quota as long as its session lives: once the session has
+// expired Google would refuse it, and the slot is better spent on a live
+// camera. A final Stop (the camera's readers are gone) may use the
+// reserve the limiter keeps for extensions and starts; the Stop of a
+// session replaced by a regeneration may not. It reads only immutable
+// fields, so any goroutine may call it.
+func (c *Camera) stopSessionWith(g Google, s nest.RTSPStream, final bool) {
+	log := c.log
+	if g == nil || !time.Now().Before(s.LocalExpiry()) {
 		return
 	}
 	go func() {
-		// A Stop still queued behind the quota when the session expires
-		// is pointless: give up then.
-		deadline := time.Now().Add(timeout)
-		if s.ExpiresAt.Before(deadline) {
-			deadline = s.ExpiresAt
-		}
-		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		ctx, cancel := context.WithDeadline(context.Background(), s.LocalExpiry())
 		defer cancel()
+		if final {
+			ctx = nest.WithReserve(ctx)
+		}
 		if err := g.StopRtspStream(ctx, s); err != nil {
 			log.Debug("stopping the Google stream session", "error", err)
 		}
@@ -517,14 +575,22 @@ func (c *Camera) runSource(ctx context.Context, gen int, g Google, device string
 			}
 		})
 	}
-	s, err := g.GenerateRtspStream(ctx, device)
+	// While the Generate waits for the quota, the camera says so.
+	noticed := nest.WithQuotaNotice(ctx, func(w nest.QuotaWait) {
+		report(func() { c.onQuotaWait(w) })
+	})
+	s, err := g.GenerateRtspStream(noticed, device)
 	for _, old := range retire {
-		c.stopSessionWith(g, old)
+		c.stopSessionWith(g, old, false)
 	}
 	if nest.IsNotFound(err) {
 		// The device itself is unknown (an expired session would fail on
 		// Extend, never here): it was unshared.
 		report(func() { c.deviceGone(err) })
+		return
+	}
+	if nest.IsRefused(err) {
+		report(func() { c.onRefused(err) })
 		return
 	}
 	if err != nil {
@@ -534,13 +600,13 @@ func (c *Camera) runSource(ctx context.Context, gen int, g Google, device string
 	posted := c.post(context.Background(), func() {
 		if c.gen != gen {
 			// Superseded while Google answered: nobody will read it.
-			c.stopSessionWith(g, s)
+			c.stopSessionWith(g, s, true)
 			return
 		}
 		c.onSession(s)
 	})
 	if !posted {
-		c.stopSessionWith(g, s) // the camera is gone
+		c.stopSessionWith(g, s, true) // the camera is gone
 		return
 	}
 	if ctx.Err() != nil {
@@ -644,7 +710,64 @@ func (c *Camera) closeRelay() {
 
 func (c *Camera) onSession(s nest.RTSPStream) {
 	c.session = &s
+	c.waitingFor = ""
+	c.opts.skew.note(c.log, s.ClockSkew)
 	c.armExtend()
+	c.publishState()
+}
+
+// onQuotaWait records that the start waits for Google's quota: the state
+// and a start timeout's 503 say until when, and the log says it once per
+// wait.
+func (c *Camera) onQuotaWait(w nest.QuotaWait) {
+	first := c.waitingFor == ""
+	c.waitingFor = describeQuotaWait(w)
+	if first {
+		c.log.Info("the camera's start waits for Google's command quota", "until", w.Until.UTC().Format(time.RFC3339),
+			"queued_ahead", w.Ahead, "after_429", w.Penalized)
+	}
+	c.publishState()
+}
+
+func describeQuotaWait(w nest.QuotaWait) string {
+	at := w.Until.UTC().Format(time.RFC3339)
+	if w.Penalized {
+		return "Google's command quota: Google answered 429 (quota exhausted), so no command is sent before " + at
+	}
+	msg := fmt.Sprintf("Google's command quota: the credential's %d commands per %s are in use", w.PerWindow, w.Window.Round(time.Second))
+	if w.Ahead > 0 {
+		msg += fmt.Sprintf(", %d queued ahead", w.Ahead)
+	}
+	return msg + "; next slot about " + at
+}
+
+// onRefused fails the camera after Google refused to stream it (a 400 or
+// 403 to Generate): asking again will not change the answer, so readers get
+// a 503 at once and no Generate is spent until the backoff ends, the row
+// changes or a sync runs.
+func (c *Camera) onRefused(err error) {
+	c.failures++
+	wait := c.failedBackoff()
+	c.log.Warn("Google refused to stream the camera; not trying again for a while", "error", err, "retry_in", wait)
+	reason := fmt.Sprintf("Google refused to stream this camera (%v); tried again in %s, or at once after an edit or a sync", err, wait)
+	c.takeDown(reason)
+	c.failed, c.lastError = reason, reason
+	c.failTimer = time.NewTimer(wait)
+	c.publishState()
+}
+
+// failedBackoff doubles with each refusal, from RefusedBackoff up to 12
+// times it (an hour by default).
+func (c *Camera) failedBackoff() time.Duration {
+	return min(c.opts.RefusedBackoff<<min(max(c.failures-1, 0), 4), 12*c.opts.RefusedBackoff)
+}
+
+// refusal is why the camera cannot be streamed now, "" when it can.
+func (c *Camera) refusal() string {
+	if c.cfg.Unsupported != "" {
+		return c.cfg.Unsupported
+	}
+	return c.failed
 }
 
 func (c *Camera) onReady(p relay.Params) {
@@ -675,6 +798,9 @@ const describeGrace = 5 * time.Second
 // once while the readers stay connected.
 func (c *Camera) onSourceFailed(err error) {
 	c.lastError = err.Error()
+	if !nest.IsRateLimited(err) {
+		c.waitingFor = ""
+	}
 	c.log.Warn("camera stream failed", "error", err)
 	wasReady := c.phase == ready
 	c.stopSource()
@@ -710,7 +836,7 @@ func (c *Camera) deviceGone(err error) {
 }
 
 func (c *Camera) wantsPersistent() bool {
-	return c.cfg.Enabled && c.cfg.Persistent && c.credDown == "" && c.gone == ""
+	return c.cfg.Enabled && c.cfg.Persistent && c.credDown == "" && c.gone == "" && c.refusal() == ""
 }
 
 // backoff grows from 1 s to 30 s; the Google client's own limiter already
@@ -720,14 +846,29 @@ func backoff(attempt int) time.Duration {
 	return min(d, 30*time.Second)
 }
 
-func (c *Camera) onStartTimeout() {
+// startTimeoutReason is the 503 reason for a reader whose wait ended.
+func (c *Camera) startTimeoutReason() string {
 	reason := fmt.Sprintf("the camera did not start within %s", c.opts.StartTimeout)
-	if c.lastError != "" {
+	if c.waitingFor != "" {
+		reason += ": waiting for " + c.waitingFor
+	} else if c.lastError != "" {
 		reason += ": " + c.lastError
 	}
+	return reason
+}
+
+func (c *Camera) onStartTimeout() {
+	reason := c.startTimeoutReason()
 	c.answerWaiters(describeResult{err: &rtspserver.StatusError{Status: base.StatusServiceUnavailable, Reason: reason}})
 	if c.wantsPersistent() || len(c.readers) > 0 {
 		return // keep trying for those who stay
+	}
+	if c.waitingFor != "" {
+		// The start holds its place in the quota queue: a reader that
+		// retries (Frigate does, every few seconds) joins it rather than
+		// making a new demand at the back of the queue. If nobody comes
+		// back, the stream closes after the close delay once it is ready.
+		return
 	}
 	c.endDemand()
 	c.stopSource()
@@ -767,6 +908,7 @@ func (c *Camera) takeDown(reason string) {
 func (c *Camera) goIdle() {
 	c.stopRetiring()
 	c.endDemand()
+	c.waitingFor = ""
 	stopTimer(&c.startTimer)
 	stopTimer(&c.closeTimer)
 	stopTimer(&c.extendTimer)
@@ -779,25 +921,72 @@ func (c *Camera) goIdle() {
 	c.publishState()
 }
 
+// shutdown ends the camera, for a daemon stop or its deletion: its live
+// Google session is stopped first (a Stop may use the quota's reserve,
+// within the manager's deadline), then the readers get unread, the demand
+// its unDemand and a ready stream its notReady, and at a daemon stop the
+// retained state says stopped, so that nothing keeps believing the camera
+// streams. (A deleted camera's state is removed by the manager.)
 func (c *Camera) shutdown() {
+	var ctx context.Context
+	if c.opts.shutdown != nil {
+		ctx = c.opts.shutdown()
+	}
+	if ctx != nil {
+		c.stopping = true
+	} else {
+		ctx = context.Background()
+	}
 	c.stopSource()
-	// Stop the Google sessions in parallel, within the shutdown budget.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.opts.StopTimeout)
+		defer cancel()
+	}
 	var wg sync.WaitGroup
 	for _, s := range c.retiring {
-		if c.google == nil {
-			break
+		if c.google == nil || !time.Now().Before(s.LocalExpiry()) {
+			continue
 		}
 		wg.Add(1)
-		go func() { defer wg.Done(); _ = c.google.StopRtspStream(ctx, s) }()
+		go func() {
+			defer wg.Done()
+			sctx, cancel := context.WithDeadline(nest.WithReserve(ctx), s.LocalExpiry())
+			defer cancel()
+			if err := c.google.StopRtspStream(sctx, s); err != nil {
+				c.log.Warn("could not stop the Google stream session at shutdown; it expires by itself",
+					"expires_at", s.ExpiresAt.UTC().Format(time.RFC3339), "error", err)
+			}
+		}()
 	}
-	wg.Wait()
 	c.retiring = nil
-	c.answerWaiters(describeResult{err: &rtspserver.StatusError{Status: base.StatusServiceUnavailable, Reason: "the server is shutting down"}})
+
+	const reason = "the server is shutting down"
+	for r, playing := range c.readers {
+		if playing {
+			c.emit(events.CameraUnread, readerDetails(c.cfg.Path, r))
+		}
+	}
+	clear(c.readers)
+	c.endDemand() // before notReady, as MediaMTX orders them
+	if c.phase == ready {
+		c.emit(events.CameraNotReady, map[string]any{"path": c.cfg.Path, "source_type": "rtspsSource",
+			"source_id": "", "reason": reason})
+	}
+	c.answerWaiters(describeResult{err: &rtspserver.StatusError{Status: base.StatusServiceUnavailable, Reason: reason}})
 	if c.relay != nil {
 		c.relay.Close()
+		c.relay = nil
 	}
+	for _, t := range []**time.Timer{&c.startTimer, &c.closeTimer, &c.extendTimer, &c.retryTimer, &c.failTimer} {
+		stopTimer(t)
+	}
+	c.phase = idle
+	c.waitingFor = ""
+	if c.stopping {
+		c.publishState()
+	}
+	wg.Wait()
 }
 
 // checkStall regenerates a stream that stopped sending, or whose Google
@@ -811,7 +1000,7 @@ func (c *Camera) checkStall() {
 		c.onSourceFailed(fmt.Errorf("no media from Google for %s", quiet.Round(time.Second)))
 		return
 	}
-	if c.session != nil && time.Now().After(c.session.ExpiresAt) {
+	if c.session != nil && time.Now().After(c.session.LocalExpiry()) {
 		c.onSourceFailed(fmt.Errorf("the Google session expired at %s without an extension",
 			c.session.ExpiresAt.UTC().Format(time.RFC3339)))
 	}
@@ -826,7 +1015,9 @@ func (c *Camera) armExtend() {
 	if c.session == nil {
 		return
 	}
-	left := time.Until(c.session.ExpiresAt)
+	// On the monotonic clock, from the lifetime Google's own clock gave:
+	// a host clock minutes off must neither extend late nor never.
+	left := time.Until(c.session.LocalExpiry())
 	c.extendTimer = time.NewTimer(max(time.Duration(float64(left)*c.opts.ExtendAt), 0))
 }
 
@@ -852,7 +1043,7 @@ func (c *Camera) extend() {
 				// old extension token, which Google now refuses; only the
 				// new one can stop the session.
 				if err == nil {
-					c.stopSessionWith(g, next)
+					c.stopSessionWith(g, next, false)
 				}
 				return
 			}
@@ -865,13 +1056,14 @@ func (c *Camera) extend() {
 			// The live connection keeps running; the new URL (new auth
 			// token) is what a reconnect would use.
 			c.session = &next
+			c.opts.skew.note(c.log, next.ClockSkew)
 			c.emit(events.CameraExtended, map[string]any{"name": c.cfg.Name,
 				"expires_at": next.ExpiresAt.UTC().Format(time.RFC3339)})
 			c.armExtend()
 			c.publishState()
 		})
 		if !posted && err == nil {
-			c.stopSessionWith(g, next) // the camera is gone
+			c.stopSessionWith(g, next, true) // the camera is gone
 		}
 	}()
 }
@@ -890,6 +1082,9 @@ type State struct {
 	Path      *string    `json:"path"`
 	ExpiresAt *time.Time `json:"expires_at"`
 	LastError *string    `json:"last_error"`
+	// WaitingFor says what a start waits for (Google's quota, with the
+	// time of the next slot); null when it waits for nothing.
+	WaitingFor *string `json:"waiting_for"`
 }
 
 func (c *Camera) publishState() {
@@ -906,13 +1101,25 @@ func (c *Camera) publishState() {
 		e := c.lastError
 		st.LastError = &e
 	}
+	if c.waitingFor != "" {
+		w := c.waitingFor
+		st.WaitingFor = &w
+	}
 	switch {
+	case c.stopping:
+		st.Status = "stopped"
 	case c.cfg.Path == "":
 		st.Status = "unconfigured"
 	case !c.cfg.Enabled:
 		st.Status = "disabled"
 	case c.credDown != "":
 		st.Status = "unauthenticated"
+	case c.refusal() != "" || c.gone != "":
+		st.Status = "failed"
+		if st.LastError == nil {
+			e := c.refusal()
+			st.LastError = &e
+		}
 	case c.phase == ready:
 		st.Status = "ready"
 	case c.phase == starting:

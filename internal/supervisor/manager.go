@@ -2,9 +2,12 @@ package supervisor
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/nestmtx/nestmtx/internal/events"
+	"github.com/nestmtx/nestmtx/internal/nest"
 	"github.com/nestmtx/nestmtx/internal/rtspserver"
 	"github.com/nestmtx/nestmtx/internal/store"
 )
@@ -20,8 +23,12 @@ type Manager struct {
 	opts   Options
 	google GoogleFor
 
-	ctx context.Context
-	wg  sync.WaitGroup
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	// stopCtx bounds the cameras' shutdown; set by Shutdown before it
+	// cancels ctx, read by the cameras after.
+	stopCtx context.Context
 
 	mu     sync.RWMutex
 	byID   map[uint64]*managed
@@ -37,12 +44,35 @@ type managed struct {
 
 // NewManager creates a manager whose cameras live until ctx ends.
 func NewManager(ctx context.Context, o Options, google GoogleFor) *Manager {
-	return &Manager{opts: o, google: google, ctx: ctx, byID: map[uint64]*managed{}, byPath: map[string]*Camera{}}
+	m := &Manager{google: google, byID: map[uint64]*managed{}, byPath: map[string]*Camera{}}
+	m.ctx, m.cancel = context.WithCancel(ctx)
+	o.skew = &skewWarning{}
+	o.shutdown = func() context.Context {
+		m.mu.RLock()
+		defer m.mu.RUnlock()
+		return m.stopCtx // nil unless the daemon is stopping
+	}
+	m.opts = o
+	return m
 }
 
 func configOf(c store.Camera) Config {
 	return Config{ID: c.ID, Name: c.Name, Device: c.UID, Path: c.MTXPath,
-		Enabled: c.IsEnabled && !c.Missing, Persistent: c.IsPersistent}
+		Enabled: c.IsEnabled && !c.Missing, Persistent: c.IsPersistent, Unsupported: unsupported(c.Protocols)}
+}
+
+// unsupported says why a camera with these protocols cannot be served, ""
+// when it can (or when Google did not say: then Generate is asked).
+func unsupported(protocols []string) string {
+	if len(protocols) == 0 {
+		return ""
+	}
+	for _, p := range protocols {
+		if p == nest.ProtocolRTSP {
+			return ""
+		}
+	}
+	return fmt.Sprintf("this camera streams only over %s, which nestmtx cannot serve yet (only RTSP cameras)", strings.Join(protocols, ", "))
 }
 
 // Lookup implements rtspserver.Resolver: enabled cameras by path.
@@ -115,3 +145,19 @@ func (m *Manager) CredentialChanged(credentialID uint64) {
 
 // Wait blocks until every supervisor has stopped (after ctx ended).
 func (m *Manager) Wait() { m.wg.Wait() }
+
+// Shutdown stops every camera at once: each stops its Google session (within
+// ctx's deadline), emits its final events and publishes its stopped state.
+// It returns when all have finished, or when ctx ends.
+func (m *Manager) Shutdown(ctx context.Context) {
+	m.mu.Lock()
+	m.stopCtx = ctx
+	m.mu.Unlock()
+	m.cancel()
+	done := make(chan struct{})
+	go func() { m.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
