@@ -6,7 +6,6 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/nestmtx/nestmtx/internal/credentials"
 	"github.com/nestmtx/nestmtx/internal/nest"
 	"github.com/nestmtx/nestmtx/internal/store"
 )
@@ -215,7 +214,7 @@ func googleError(err error) error {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return err
-	case errors.Is(err, credentials.ErrNotAuthenticated):
+	case errors.Is(err, nest.ErrNotAuthenticated):
 		return NewError(CodeBadRequest, "%s", err.Error())
 	case errors.Is(err, nest.ErrInvalidGrant):
 		return NewError(CodeBadRequest, "Google refused the authorization code (invalid_grant): codes are single-use and expire within minutes, and redirect_uri must be the one used to get it; authorize again")

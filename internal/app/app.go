@@ -27,7 +27,6 @@ import (
 	"github.com/nestmtx/nestmtx/internal/password"
 	"github.com/nestmtx/nestmtx/internal/rtspserver"
 	"github.com/nestmtx/nestmtx/internal/store"
-	"github.com/nestmtx/nestmtx/internal/supervisor"
 )
 
 // App is one running daemon.
@@ -42,7 +41,7 @@ type App struct {
 	health  *api.Health
 	api     *api.Dispatcher
 	rtsp    *rtspserver.Server
-	cameras *supervisor.Manager
+	cameras *cameraDirectory
 	creds   *credentials.Service
 	mqtt    *mqtt.Service
 

@@ -6,11 +6,14 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/nestmtx/nestmtx/internal/credentials"
 	"github.com/nestmtx/nestmtx/internal/nest"
+	"github.com/nestmtx/nestmtx/internal/relay"
 	"github.com/nestmtx/nestmtx/internal/rtspserver"
 	"github.com/nestmtx/nestmtx/internal/store"
 	"github.com/nestmtx/nestmtx/internal/supervisor"
@@ -47,18 +50,26 @@ func (a *App) startCameras() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stopCameras = cancel
 	var creds *credentials.Service
-	a.cameras = supervisor.NewManager(ctx, supervisor.Options{
-		RTSP: a.rtsp.Gortsplib(), Bus: a.bus, UpstreamTLS: upstreamTLS,
+	server := a.rtsp.Gortsplib()
+	a.cameras = &cameraDirectory{Manager: supervisor.NewManager(ctx, supervisor.Options{
+		NewRelay: func(p relay.Params) (*relay.Relay, error) { return relay.New(server, p) },
+		Bus:      a.bus, UpstreamTLS: upstreamTLS,
 		StartTimeout: a.cfg.OnDemandStartTimeout, CloseAfter: a.cfg.OnDemandCloseAfter,
 		StallTimeout: a.cfg.StallTimeout, Log: a.log,
 		DeviceGone: func(cameraID uint64) { go a.syncCameraCredential(cameraID) },
-	}, func(id uint64) (supervisor.Google, string) { return creds.Google(id) })
+	}, func(id uint64) (supervisor.Google, string) {
+		c, why := creds.Google(id)
+		if c == nil {
+			return nil, why // not a nil *nest.Client in a non-nil interface
+		}
+		return c, why
+	})}
 	creds = credentials.New(credentials.Options{Store: a.store, Bus: a.bus, Listener: a.cameras, Log: a.log,
 		Endpoints: nest.Endpoints{AuthURL: a.cfg.GoogleAuthURL, TokenURL: a.cfg.GoogleTokenURL, SDMURL: a.cfg.GoogleSDMURL},
 		Limits:    a.googleLimits})
 	a.creds = creds
 	a.registerQuotaHealth()
-	res.m.Store(a.cameras)
+	res.m.Store(a.cameras.Manager)
 	if err := creds.Start(); err != nil {
 		return err
 	}
@@ -70,6 +81,35 @@ func (a *App) startCameras() error {
 		a.cameras.CameraChanged(c)
 	}
 	return nil
+}
+
+// cameraDirectory hands the camera rows the API and the Google sync change
+// to the supervisors, as the configuration each camera runs with: what a
+// row means for streaming (enabled, missing, its protocols) is decided here,
+// so the supervisor knows nothing of the store.
+type cameraDirectory struct {
+	*supervisor.Manager
+}
+
+// CameraChanged implements api.CameraListener and the sync's listener.
+func (d *cameraDirectory) CameraChanged(row store.Camera) {
+	d.Apply(cameraConfig(row), row.CredentialID)
+}
+
+func cameraConfig(c store.Camera) supervisor.Config {
+	return supervisor.Config{ID: c.ID, Name: c.Name, Device: c.UID, Path: c.MTXPath,
+		// A camera Google no longer lists is not served, whatever its row
+		// says; its settings return with it.
+		Enabled: c.IsEnabled && !c.Missing, Persistent: c.IsPersistent, Unsupported: unsupported(c.Protocols)}
+}
+
+// unsupported says why a camera with these protocols cannot be served, ""
+// when it can (or when Google did not say: then Generate is asked).
+func unsupported(protocols []string) string {
+	if len(protocols) == 0 || slices.Contains(protocols, nest.ProtocolRTSP) {
+		return ""
+	}
+	return fmt.Sprintf("this camera streams only over %s, which nestmtx cannot serve yet (only RTSP cameras)", strings.Join(protocols, ", "))
 }
 
 // upstreamTLS trusts the system's CAs plus NESTMTX_GOOGLE_CA_FILE.

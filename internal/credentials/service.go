@@ -20,7 +20,6 @@ import (
 	"github.com/nestmtx/nestmtx/internal/events"
 	"github.com/nestmtx/nestmtx/internal/nest"
 	"github.com/nestmtx/nestmtx/internal/store"
-	"github.com/nestmtx/nestmtx/internal/supervisor"
 )
 
 // Listener is told what credentials and sync change.
@@ -77,8 +76,6 @@ type oauthState struct {
 // has replaced the refresh token it used.
 var errSuperseded = errors.New("the credential's refresh token was replaced")
 
-// ErrNotAuthenticated is returned for operations that need Google's consent first.
-var ErrNotAuthenticated = errors.New("the credential is not authenticated with Google yet")
 
 // New creates the service; Start runs it.
 func New(o Options) *Service {
@@ -153,9 +150,9 @@ func (s *Service) startCredential(c store.Credential) {
 	}()
 }
 
-// Google gives a credential's SDM client to its cameras, or the reason
-// they cannot stream (supervisor.GoogleFor).
-func (s *Service) Google(credentialID uint64) (supervisor.Google, string) {
+// Google gives a credential's SDM client to its cameras (nil when it has
+// none), and the reason they cannot stream ("" when they can).
+func (s *Service) Google(credentialID uint64) (*nest.Client, string) {
 	s.mu.Lock()
 	cr := s.creds[credentialID]
 	s.mu.Unlock()

@@ -18,7 +18,7 @@ func (s *Service) Sync(ctx context.Context, credentialID uint64) (int, error) {
 	cr := s.creds[credentialID]
 	s.mu.Unlock()
 	if cr == nil {
-		return 0, ErrNotAuthenticated
+		return 0, nest.ErrNotAuthenticated
 	}
 	devices, err := cr.client.ListDevices(ctx)
 	if err != nil {

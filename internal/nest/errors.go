@@ -133,6 +133,10 @@ func IsPermissionDenied(err error) bool {
 	return ae != nil && (ae.HTTPStatus == http.StatusForbidden || ae.Status == "PERMISSION_DENIED")
 }
 
+// ErrNotAuthenticated is returned for operations that need Google's
+// consent on a credential first.
+var ErrNotAuthenticated = errors.New("the credential is not authenticated with Google yet")
+
 // IsRefused reports an answer that asking again will not change: 400
 // (INVALID_ARGUMENT, FAILED_PRECONDITION: say, RTSP asked of a camera that
 // streams only over WebRTC) or 403 (PERMISSION_DENIED). A 404 is reported by

@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/bluenviron/gortsplib/v4"
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
 
 	"github.com/nestmtx/nestmtx/internal/events"
@@ -47,7 +46,9 @@ type Config struct {
 
 // Options are shared by every camera.
 type Options struct {
-	RTSP         *gortsplib.Server
+	// NewRelay makes the output relay a camera's readers are served from,
+	// for a source with the given tracks (on the RTSP server).
+	NewRelay     func(relay.Params) (*relay.Relay, error)
 	Bus          *events.Bus
 	UpstreamTLS  *tls.Config
 	StartTimeout time.Duration
@@ -676,7 +677,7 @@ func (c *Camera) relayFor(p relay.Params) (*relay.Relay, error) {
 		c.closeRelay()
 	}
 	if c.relay == nil {
-		r, err := relay.New(c.opts.RTSP, p)
+		r, err := c.opts.NewRelay(p)
 		if err != nil {
 			return nil, err
 		}

@@ -2,14 +2,10 @@ package supervisor
 
 import (
 	"context"
-	"fmt"
-	"strings"
 	"sync"
 
 	"github.com/nestmtx/nestmtx/internal/events"
-	"github.com/nestmtx/nestmtx/internal/nest"
 	"github.com/nestmtx/nestmtx/internal/rtspserver"
-	"github.com/nestmtx/nestmtx/internal/store"
 )
 
 // GoogleFor gives the SDM client of a credential, and why it cannot be used
@@ -56,25 +52,6 @@ func NewManager(ctx context.Context, o Options, google GoogleFor) *Manager {
 	return m
 }
 
-func configOf(c store.Camera) Config {
-	return Config{ID: c.ID, Name: c.Name, Device: c.UID, Path: c.MTXPath,
-		Enabled: c.IsEnabled && !c.Missing, Persistent: c.IsPersistent, Unsupported: unsupported(c.Protocols)}
-}
-
-// unsupported says why a camera with these protocols cannot be served, ""
-// when it can (or when Google did not say: then Generate is asked).
-func unsupported(protocols []string) string {
-	if len(protocols) == 0 {
-		return ""
-	}
-	for _, p := range protocols {
-		if p == nest.ProtocolRTSP {
-			return ""
-		}
-	}
-	return fmt.Sprintf("this camera streams only over %s, which nestmtx cannot serve yet (only RTSP cameras)", strings.Join(protocols, ", "))
-}
-
 // Lookup implements rtspserver.Resolver: enabled cameras by path.
 func (m *Manager) Lookup(name string) (rtspserver.Path, bool) {
 	m.mu.RLock()
@@ -83,20 +60,20 @@ func (m *Manager) Lookup(name string) (rtspserver.Path, bool) {
 	return c, ok
 }
 
-// CameraChanged creates or updates a camera's supervisor (api.CameraListener).
-func (m *Manager) CameraChanged(row store.Camera) {
-	cfg := configOf(row)
+// Apply creates or updates a camera's supervisor from its configuration;
+// credentialID names the Google credential it streams with.
+func (m *Manager) Apply(cfg Config, credentialID uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	mc, ok := m.byID[row.ID]
+	mc, ok := m.byID[cfg.ID]
 	if !ok {
-		g, down := m.google(row.CredentialID)
+		g, down := m.google(credentialID)
 		ctx, cancel := context.WithCancel(m.ctx)
-		mc = &managed{cam: New(cfg, g, m.opts), cfg: cfg, credID: row.CredentialID, cancel: cancel}
+		mc = &managed{cam: New(cfg, g, m.opts), cfg: cfg, credID: credentialID, cancel: cancel}
 		if down != "" {
 			mc.cam.credDown = down // before Run: the goroutine has not started
 		}
-		m.byID[row.ID] = mc
+		m.byID[cfg.ID] = mc
 		m.wg.Add(1)
 		go func() { defer m.wg.Done(); mc.cam.Run(ctx) }()
 	} else {
