@@ -15,7 +15,7 @@ import (
 )
 
 // frigateInputArgs are Frigate's preset-rtsp-generic input arguments (its
-// default input preset; shared/docs/users-and-consumers.md §4).
+// default input preset; docs/users-and-consumers.md §4).
 var frigateInputArgs = []string{"-hide_banner", "-avoid_negative_ts", "make_zero", "-fflags", "+genpts+discardcorrupt",
 	"-rtsp_transport", "tcp", "-timeout", "5000000", "-use_wallclock_as_timestamps", "1"}
 
