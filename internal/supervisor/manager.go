@@ -69,10 +69,7 @@ func (m *Manager) Apply(cfg Config, credentialID uint64) {
 	if !ok {
 		g, down := m.google(credentialID)
 		ctx, cancel := context.WithCancel(m.ctx)
-		mc = &managed{cam: New(cfg, g, m.opts), cfg: cfg, credID: credentialID, cancel: cancel}
-		if down != "" {
-			mc.cam.credDown = down // before Run: the goroutine has not started
-		}
+		mc = &managed{cam: New(cfg, Credential{Google: g, Down: down}, m.opts), cfg: cfg, credID: credentialID, cancel: cancel}
 		m.byID[cfg.ID] = mc
 		m.wg.Add(1)
 		go func() { defer m.wg.Done(); mc.cam.Run(ctx) }()
@@ -115,7 +112,7 @@ func (m *Manager) CredentialChanged(credentialID uint64) {
 	defer m.mu.RUnlock()
 	for _, mc := range m.byID {
 		if mc.credID == credentialID {
-			mc.cam.SetGoogle(g, down)
+			mc.cam.SetCredential(Credential{Google: g, Down: down})
 		}
 	}
 }

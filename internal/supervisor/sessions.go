@@ -1,0 +1,355 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nestmtx/nestmtx/internal/events"
+	"github.com/nestmtx/nestmtx/internal/nest"
+	"github.com/nestmtx/nestmtx/internal/relay"
+	"github.com/nestmtx/nestmtx/internal/source"
+)
+
+// Google's side of a camera: a generation generates a session, runs the
+// upstream behind the source contract, and is extended, retired and
+// stopped here. Reports come back as inputs carrying their generation.
+
+// startSource begins a new generation: a fresh Google session and upstream.
+func (c *Camera) startSource() {
+	c.stopSource()
+	c.gen++
+	ctx, cancel := context.WithCancel(context.Background())
+	c.srcCtx, c.cancelSrc = ctx, cancel
+	retire := c.retiring
+	c.retiring = nil
+	go c.runSource(ctx, c.gen, c.google, c.cfg.Device, retire)
+}
+
+// stopSource ends the current generation's upstream; its session is kept
+// to be stopped after the next Generate (or by stopRetiring).
+func (c *Camera) stopSource() {
+	if c.cancelSrc != nil {
+		c.cancelSrc()
+		c.srcCtx, c.cancelSrc = nil, nil
+		// Its reports (a cancelled Generate, say) are stale from now on.
+		c.gen++
+	}
+	if c.watchdog != nil {
+		c.watchdog.Stop()
+		c.watchdog = nil
+	}
+	stopTimer(&c.extendTimer)
+	if c.session != nil {
+		if !c.sessionLost {
+			c.retiring = append(c.retiring, *c.session)
+		}
+		c.session, c.sessionLost = nil, false
+	}
+}
+
+// stopRetiring stops retired sessions now: no Generate is coming, and
+// nobody reads them, so these Stops may use the quota's reserve.
+func (c *Camera) stopRetiring() {
+	for _, s := range c.retiring {
+		c.stopSessionWith(c.google, s, true)
+	}
+	c.retiring = nil
+}
+
+// stopSessionWith stops a session in the background, best effort. A Stop
+// waits for the quota as long as its session lives: once the session has
+// expired Google would refuse it, and the slot is better spent on a live
+// camera. A final Stop (the camera's readers are gone) may use the
+// reserve the limiter keeps for extensions and starts; the Stop of a
+// session replaced by a regeneration may not. It reads only immutable
+// fields, so any goroutine may call it.
+func (c *Camera) stopSessionWith(g Google, s nest.RTSPStream, final bool) {
+	log := c.log
+	if g == nil || !c.clock.Now().Before(s.LocalExpiry()) {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithDeadline(context.Background(), s.LocalExpiry())
+		defer cancel()
+		if final {
+			ctx = nest.WithReserve(ctx)
+		}
+		if err := g.StopRtspStream(ctx, s); err != nil {
+			log.Debug("stopping the Google stream session", "error", err)
+		}
+	}()
+}
+
+// runSource is one generation's goroutine: it generates the session and
+// runs the upstream, reporting to the camera goroutine, which ignores
+// reports of stale generations.
+func (c *Camera) runSource(ctx context.Context, gen int, g Google, device string, retire []nest.RTSPStream) {
+	report := func(in input) { c.post(context.Background(), in) }
+	// While the Generate waits for the quota, the camera says so.
+	noticed := nest.WithQuotaNotice(ctx, func(w nest.QuotaWait) { report(quotaWaitIn{gen: gen, wait: w}) })
+	s, err := g.GenerateRtspStream(noticed, device)
+	for _, old := range retire {
+		c.stopSessionWith(g, old, false)
+	}
+	if err != nil {
+		report(generateFailedIn{gen: gen, err: err})
+		return
+	}
+	if !c.post(context.Background(), sessionIn{gen: gen, session: s, google: g}) {
+		c.stopSessionWith(g, s, true) // the camera is gone
+		return
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	err = c.opts.Runner.Run(ctx, source.RunParams{URL: s.URL, StallTimeout: c.opts.StallTimeout}, &sourceParent{c: c, gen: gen})
+	if ctx.Err() == nil {
+		if err == nil {
+			err = errors.New("the upstream ended")
+		}
+		report(sourceEndedIn{gen: gen, err: err})
+	}
+}
+
+// sourceParent is how a generation's source reports to its camera.
+type sourceParent struct {
+	c   *Camera
+	gen int
+}
+
+// Connected implements source.Parent.
+func (p *sourceParent) Connected(ctx context.Context, params relay.Params) (*relay.Segment, error) {
+	reply := make(chan segmentResult, 1)
+	if !p.c.post(ctx, connectedIn{gen: p.gen, params: params, reply: reply}) {
+		return nil, errCameraGone
+	}
+	select {
+	case res := <-reply:
+		return res.seg, res.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-p.c.done:
+		return nil, errCameraGone
+	}
+}
+
+// Ready implements source.Parent.
+func (p *sourceParent) Ready(params relay.Params) {
+	p.c.post(context.Background(), readyIn{gen: p.gen, params: params})
+}
+
+var errSuperseded = errors.New("the source was superseded")
+
+// onConnected gives a connected upstream the segment of the relay that can
+// carry its tracks.
+func (c *Camera) onConnected(gen int, p relay.Params) segmentResult {
+	if gen != c.gen {
+		return segmentResult{err: errSuperseded}
+	}
+	r, err := c.relayFor(p)
+	if err != nil {
+		return segmentResult{err: err}
+	}
+	return segmentResult{seg: r.BeginSegment()}
+}
+
+func (c *Camera) onSession(m sessionIn) {
+	if m.gen != c.gen {
+		// Superseded while Google answered: nobody will read it.
+		c.stopSessionWith(m.google, m.session, true)
+		return
+	}
+	s := m.session
+	c.session = &s
+	c.waitingFor = ""
+	c.opts.skew.note(c.log, s.ClockSkew)
+	c.armExtend()
+	c.publishState()
+}
+
+func (c *Camera) onGenerateFailed(err error) {
+	switch {
+	case nest.IsNotFound(err):
+		// The device itself is unknown (an expired session would fail on
+		// Extend, never here): it was unshared.
+		c.deviceGone(err)
+	case nest.IsRefused(err):
+		c.onRefused(err)
+	default:
+		c.onSourceFailed(fmt.Errorf("generating a stream: %w", err))
+	}
+}
+
+// onQuotaWait records that the start waits for Google's quota: the state
+// and a start timeout's 503 say until when, and the log says it once per
+// wait.
+func (c *Camera) onQuotaWait(w nest.QuotaWait) {
+	first := c.waitingFor == ""
+	c.waitingFor = describeQuotaWait(w)
+	if first {
+		c.log.Info("the camera's start waits for Google's command quota", "until", w.Until.UTC().Format(time.RFC3339),
+			"queued_ahead", w.Ahead, "after_429", w.Penalized)
+	}
+	c.publishState()
+}
+
+func describeQuotaWait(w nest.QuotaWait) string {
+	at := w.Until.UTC().Format(time.RFC3339)
+	if w.Penalized {
+		return "Google's command quota: Google answered 429 (quota exhausted), so no command is sent before " + at
+	}
+	msg := fmt.Sprintf("Google's command quota: the credential's %d commands per %s are in use", w.PerWindow, w.Window.Round(time.Second))
+	if w.Ahead > 0 {
+		msg += fmt.Sprintf(", %d queued ahead", w.Ahead)
+	}
+	return msg + "; next slot about " + at
+}
+
+// relayFor returns the relay to feed an upstream with params p: the current
+// one when it can carry p (readers notice nothing), else a new one.
+func (c *Camera) relayFor(p relay.Params) (*relay.Relay, error) {
+	if c.relay != nil && !c.relay.Params().Equal(p) {
+		// Feeding readers a stream their decoders were not set up for
+		// would wedge them: end their sessions so they reconnect.
+		c.log.Info("the camera's codec parameters changed; readers reconnect")
+		c.closeRelay()
+	}
+	if c.relay == nil {
+		r, err := c.opts.NewRelay(p)
+		if err != nil {
+			return nil, err
+		}
+		c.relay = r
+	}
+	return c.relay, nil
+}
+
+func (c *Camera) onReady(p relay.Params) {
+	c.lastError = ""
+	c.attempts = 0
+	stopTimer(&c.startTimer)
+	stopTimer(&c.retryTimer)
+	c.phase = ready
+	if c.watchdog == nil {
+		c.watchdog = c.clock.NewTicker(max(c.opts.StallTimeout/4, 100*time.Millisecond))
+	}
+	c.emit(events.CameraReady, map[string]any{"path": c.cfg.Path, "source_type": "rtspsSource",
+		"source_id": "", "tracks": p.Tracks()})
+	c.answerWaiters(describeResult{relay: c.relay})
+	// Clients answered here have only DESCRIBEd; their SETUP is on its way.
+	// A close-after shorter than that round trip would stop the stream under
+	// them and cost a second Generate.
+	c.armCloseIfUnusedAtLeast(describeGrace)
+	c.publishState()
+}
+
+// describeGrace is the least time a just-started stream waits for the
+// SETUP of the clients that asked for it.
+const describeGrace = 5 * time.Second
+
+// onSourceFailed handles every failure of a generation: before ready it is
+// retried with backoff while someone waits; after ready it regenerates at
+// once while the readers stay connected.
+func (c *Camera) onSourceFailed(err error) {
+	c.lastError = err.Error()
+	if !nest.IsRateLimited(err) {
+		c.waitingFor = ""
+	}
+	c.log.Warn("camera stream failed", "error", err)
+	wasReady := c.phase == ready
+	c.stopSource()
+	if wasReady {
+		c.emit(events.CameraNotReady, map[string]any{"path": c.cfg.Path, "source_type": "rtspsSource",
+			"source_id": "", "reason": err.Error()})
+	}
+	if len(c.readers) == 0 && len(c.waiters) == 0 && !c.wantsPersistent() {
+		c.goIdle()
+		return
+	}
+	c.phase = starting
+	if wasReady {
+		c.attempts = 0
+		c.startSource()
+	} else {
+		c.attempts++
+		c.retryTimer = c.clock.NewTimer(backoff(c.attempts))
+	}
+	c.publishState()
+}
+
+// checkExpiry regenerates a stream whose Google session is past its expiry
+// (an extension that never came back): the readers would otherwise wait on
+// a dead stream. (The source itself notices a stream that stops sending.)
+func (c *Camera) checkExpiry() {
+	if c.phase != ready || c.session == nil {
+		return
+	}
+	if c.clock.Now().After(c.session.LocalExpiry()) {
+		c.onSourceFailed(fmt.Errorf("the Google session expired at %s without an extension",
+			c.session.ExpiresAt.UTC().Format(time.RFC3339)))
+	}
+}
+
+// armExtend schedules the next extension at ExtendAt of the session's
+// remaining lifetime, re-armed from every new expiresAt.
+func (c *Camera) armExtend() {
+	stopTimer(&c.extendTimer)
+	if c.session == nil {
+		return
+	}
+	// On the monotonic clock, from the lifetime Google's own clock gave:
+	// a host clock minutes off must neither extend late nor never.
+	left := c.session.LocalExpiry().Sub(c.clock.Now())
+	c.extendTimer = c.clock.NewTimer(max(time.Duration(float64(left)*c.opts.ExtendAt), 0))
+}
+
+func (c *Camera) extend() {
+	if c.session == nil {
+		return
+	}
+	s, g, gen := *c.session, c.google, c.gen
+	// The extension belongs to this generation: one still queued behind
+	// the quota when the generation ends (a regeneration, unDemand) is
+	// dropped rather than spent on a session nobody reads.
+	genCtx := c.srcCtx
+	if genCtx == nil {
+		genCtx = context.Background()
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(genCtx, 30*time.Second)
+		defer cancel()
+		next, err := g.ExtendRtspStream(ctx, s)
+		if !c.post(context.Background(), extendedIn{gen: gen, google: g, next: next, err: err}) && err == nil {
+			c.stopSessionWith(g, next, true) // the camera is gone
+		}
+	}()
+}
+
+func (c *Camera) onExtended(m extendedIn) {
+	if m.gen != c.gen || c.session == nil {
+		// Retired while Google answered: the retired copy holds the old
+		// extension token, which Google now refuses; only the new one can
+		// stop the session.
+		if m.err == nil {
+			c.stopSessionWith(m.google, m.next, false)
+		}
+		return
+	}
+	if m.err != nil {
+		c.emit(events.CameraFailedExtension, map[string]any{"name": c.cfg.Name, "error": m.err.Error()})
+		c.sessionLost = nest.IsSessionLost(m.err)
+		c.onSourceFailed(fmt.Errorf("extending the stream: %w", m.err))
+		return
+	}
+	// The live connection keeps running; the new URL (new auth token) is
+	// what a reconnect would use.
+	next := m.next
+	c.session = &next
+	c.opts.skew.note(c.log, next.ClockSkew)
+	c.emit(events.CameraExtended, map[string]any{"name": c.cfg.Name,
+		"expires_at": next.ExpiresAt.UTC().Format(time.RFC3339)})
+	c.armExtend()
+	c.publishState()
+}

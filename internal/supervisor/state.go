@@ -1,0 +1,69 @@
+package supervisor
+
+import (
+	"time"
+
+	"github.com/nestmtx/nestmtx/internal/events"
+)
+
+// What a camera tells the world: its events and its retained state.
+
+func (c *Camera) emit(name string, details map[string]any) {
+	c.opts.Bus.Emit(events.Event{Domain: events.DomainCamera, Entity: events.ID(c.cfg.ID), Event: name, Details: details})
+}
+
+// State is the retained per-camera state (docs/mqtt-api.md §4).
+type State struct {
+	Status    string     `json:"status"`
+	Ready     bool       `json:"ready"`
+	Readers   int        `json:"readers"`
+	Path      *string    `json:"path"`
+	ExpiresAt *time.Time `json:"expires_at"`
+	LastError *string    `json:"last_error"`
+	// WaitingFor says what a start waits for (Google's quota, with the
+	// time of the next slot); null when it waits for nothing.
+	WaitingFor *string `json:"waiting_for"`
+}
+
+func (c *Camera) publishState() {
+	st := State{Readers: len(c.readers), Ready: c.phase == ready}
+	if c.cfg.Path != "" {
+		p := c.cfg.Path
+		st.Path = &p
+	}
+	if c.session != nil {
+		t := c.session.ExpiresAt.UTC()
+		st.ExpiresAt = &t
+	}
+	if c.lastError != "" {
+		e := c.lastError
+		st.LastError = &e
+	}
+	if c.waitingFor != "" {
+		w := c.waitingFor
+		st.WaitingFor = &w
+	}
+	switch {
+	case c.stopping:
+		st.Status = "stopped"
+	case c.cfg.Path == "":
+		st.Status = "unconfigured"
+	case !c.cfg.Enabled:
+		st.Status = "disabled"
+	case c.credDown != "":
+		st.Status = "unauthenticated"
+	case c.refusal() != "" || c.gone != "":
+		st.Status = "failed"
+		if st.LastError == nil {
+			e := c.refusal()
+			st.LastError = &e
+		}
+	case c.phase == ready:
+		st.Status = "ready"
+	case c.phase == starting:
+		st.Status = "starting"
+	default:
+		st.Status = "idle"
+	}
+	c.opts.Bus.SetState(events.DomainCamera, c.cfg.ID, st)
+}
