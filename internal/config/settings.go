@@ -68,7 +68,7 @@ var settings = []Setting{
 		func(c *Config) *string { return &c.MQTTPasswordFile }, nil).passwordFileOf("mqtt_password"),
 	stringSetting("mqtt_base_topic", "nestmtx", "Prefix of every MQTT topic nestmtx publishes or subscribes to. No leading or trailing '/', no wildcards.",
 		func(c *Config) *string { return &c.MQTTBaseTopic }, baseTopic).alias("MQTT_BASE_TOPIC"),
-	stringSetting("mqtt_client_id", "", "MQTT client identifier. Empty generates nestmtx-<hostname>-<pid>.",
+	stringSetting("mqtt_client_id", "", "MQTT client identifier. Empty generates nestmtx-<hostname>-<base topic> for an external broker (stable across restarts, so that the broker keeps the daemon's session), and nestmtx-<hostname>-<pid> for the embedded one.",
 		func(c *Config) *string { return &c.MQTTClientID }, mqttString),
 	durationSetting("mqtt_keepalive", "30s", "MQTT keep-alive interval, whole seconds from 5s to 65535s.",
 		func(c *Config) *time.Duration { return &c.MQTTKeepAlive }, 5*time.Second, 65535*time.Second, true),

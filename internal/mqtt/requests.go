@@ -14,6 +14,15 @@ import (
 // worker slot and the client still gets an answer.
 const requestTimeout = 30 * time.Second
 
+// inbound is a request as it reached the daemon.
+type inbound struct {
+	p  *paho.Publish
+	at time.Time
+	// window is the backlog window it was delivered in, nil for a request
+	// delivered as it was sent.
+	window *backlogWindow
+}
+
 // onPublish runs on paho's receive goroutine and never blocks: it queues
 // the request for the workers, or, with the queue full, has it answered
 // TOO_MANY_REQUESTS. Blocking here used to be the back-pressure, but it
@@ -21,7 +30,17 @@ const requestTimeout = 30 * time.Second
 // broker then dropped requests for good once the daemon's queue of
 // unacknowledged ones was full: a busy daemon must say so, not lose them.
 func (s *Service) onPublish(p *paho.Publish) bool {
-	if p.Topic != s.topics.requests {
+	switch p.Topic {
+	case s.topics.requests:
+	case s.topics.status:
+		if w := s.statusWatch.Load(); w != nil {
+			select {
+			case *w <- p:
+			default:
+			}
+		}
+		return true
+	default:
 		return false
 	}
 	// Once shutdown began no new goroutine may join the WaitGroup Close
@@ -29,8 +48,20 @@ func (s *Service) onPublish(p *paho.Publish) bool {
 	if s.ctx.Err() != nil {
 		return true
 	}
+	in := inbound{p: p, at: time.Now(), window: s.window.Load()}
+	if p.Properties != nil && len(p.Payload) == 0 {
+		if nonce := p.Properties.User.Get(propBacklogEnd); nonce != "" {
+			// The daemon's own marker: everything the broker queued
+			// while the daemon was away came before it.
+			if in.window != nil && in.window.nonceIs(nonce) {
+				s.window.CompareAndSwap(in.window, nil)
+			}
+			return true
+		}
+	}
+	s.pending.Add(1)
 	select {
-	case s.backlog <- p:
+	case s.backlog <- in:
 		return true
 	default:
 	}
@@ -38,12 +69,13 @@ func (s *Service) onPublish(p *paho.Publish) bool {
 	case s.refusals <- struct{}{}:
 		s.wg.Add(1)
 		go func() {
-			defer func() { <-s.refusals; s.wg.Done() }()
-			s.serveRequest(p, true)
+			defer func() { <-s.refusals; s.pending.Add(-1); s.wg.Done() }()
+			s.serveRequest(in, true)
 		}()
 	default:
 		// Refusals pile up too: the last resort is to let this one go,
 		// and say so (at most once a minute).
+		s.pending.Add(-1)
 		s.dropped.Add(1)
 		if now := time.Now(); now.Sub(s.lastDropLog.Load().(time.Time)) > time.Minute {
 			s.lastDropLog.Store(now)
@@ -58,8 +90,9 @@ func (s *Service) work() {
 	defer s.wg.Done()
 	for {
 		select {
-		case p := <-s.backlog:
-			s.serveRequest(p, false)
+		case in := <-s.backlog:
+			s.serveRequest(in, false)
+			s.pending.Add(-1)
 		case <-s.ctx.Done():
 			return
 		}
@@ -74,16 +107,19 @@ type replyTo struct {
 	// recipient is the login that sent the request: on the embedded
 	// broker, the only one the reply is delivered to.
 	recipient string
+	// window: the request came with the broker's backlog (backlog.go).
+	window *backlogWindow
 }
 
 // serveRequest answers one request, or with busy set refuses it with
 // TOO_MANY_REQUESTS at the reply address it asked for.
-func (s *Service) serveRequest(p *paho.Publish, busy bool) {
+func (s *Service) serveRequest(in inbound, busy bool) {
+	p := in.p
 	var props paho.PublishProperties
 	if p.Properties != nil {
 		props = *p.Properties
 	}
-	reply := replyTo{correlation: props.CorrelationData, qos: min(p.QoS, 1)}
+	reply := replyTo{correlation: props.CorrelationData, qos: min(p.QoS, 1), window: in.window}
 	remote, client := "", ""
 	if s.broker != nil {
 		// Set by our own broker, which overwrites what clients send.
@@ -119,6 +155,10 @@ func (s *Service) serveRequest(p *paho.Publish, busy bool) {
 		return
 	}
 	req.Remote, req.Client = remote, client
+	if msg := s.expired(in, props); msg != "" {
+		s.respond(reply, nil, api.NewError(api.CodeBadRequest, "%s", msg).WithContext(req))
+		return
+	}
 	if busy {
 		err := api.NewError(api.CodeTooManyRequests, "the daemon is busy: %d requests are waiting; try again in a moment", len(s.backlog))
 		s.respond(reply, nil, err.WithContext(req))
@@ -176,9 +216,15 @@ func (s *Service) respond(r replyTo, result any, apiErr *api.Error) {
 		CorrelationData: r.correlation,
 		User:            user,
 	}}
-	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	// The reply waits for the broker if it is away (and is resent if the
+	// session is lost before the broker acknowledged it), for as long as a
+	// request may wait, a minute at least.
+	ctx, cancel := context.WithTimeout(s.ctx, max(s.opts.RequestMaxAge, time.Minute))
 	defer cancel()
-	if err := s.publish(ctx, pub); err != nil && s.ctx.Err() == nil {
+	if r.window != nil {
+		r.window.awaitMarker(ctx)
+	}
+	if err := s.send(ctx, pub, true); err != nil && s.ctx.Err() == nil {
 		s.log.Warn("could not publish a response", "topic", r.topic, "error", err)
 	}
 }

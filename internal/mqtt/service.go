@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net/url"
 	"os"
@@ -74,13 +75,43 @@ type Service struct {
 	broker *Broker
 	cm     *autopaho.ConnectionManager
 
+	// durable: the daemon keeps a session on an external broker (see
+	// Options.SessionExpiry), so the broker queues requests while it is away.
+	durable bool
+
 	connected   atomic.Bool
 	subscribed  atomic.Bool
 	firstReady  chan struct{}
 	readyOnce   sync.Once
 	connections atomic.Uint64
-	resync      chan struct{}
-	backlog     chan *paho.Publish
+	// conn describes the newest connection; the sender catches up with it
+	// (onConnected) before it publishes anything else.
+	conn atomic.Pointer[connInfo]
+	// downSince is when the current outage began (unix ns): the reconnect
+	// backoff grows with it.
+	downSince atomic.Int64
+	// pingLost: the last connection was found dead by a keepalive timeout,
+	// so it may have been dead for up to 1.5 keepalives before.
+	pingLost atomic.Bool
+	// epoch ends when the session that outbound QoS 1 messages were stored
+	// in is gone, so that whoever waits for their PUBACK sends them again.
+	epoch atomic.Pointer[sessionEpoch]
+	// window is the current backlog window (backlog.go), nil when none.
+	window atomic.Pointer[backlogWindow]
+	// firstWindow is the window of the first connection, whose start is
+	// read from the broker (nil unless durable).
+	firstWindow *backlogWindow
+	// statusWatch receives the retained status while onConnected reads it.
+	statusWatch atomic.Pointer[chan *paho.Publish]
+	// started is closed once cm is set (callbacks may run before).
+	started chan struct{}
+
+	out         *outbox
+	final       chan chan struct{} // Close asks publishLoop for the offline status
+	wake        chan struct{}
+	lastOutLog  time.Time // only touched by publishLoop
+	backlog     chan inbound
+	pending     atomic.Int64 // requests taken and not answered yet
 	refusals    chan struct{}
 	dropped     atomic.Uint64
 	lastDropLog atomic.Value // time.Time
@@ -89,6 +120,26 @@ type Service struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
+
+// connInfo is one established connection as the CONNACK described it.
+type connInfo struct {
+	gen            uint64
+	sessionPresent bool
+}
+
+// sessionEpoch lives as long as one MQTT session on the broker.
+type sessionEpoch struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func newEpoch() *sessionEpoch {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &sessionEpoch{ctx: ctx, cancel: cancel}
+}
+
+// endEpoch ends the current session epoch and starts the next one.
+func (s *Service) endEpoch() { s.epoch.Swap(newEpoch()).cancel() }
 
 type topics struct {
 	base, requests, responses, failures, status string
@@ -118,16 +169,40 @@ func Start(opts Options, h Handler, bus *events.Bus) (*Service, error) {
 	if opts.KeepAlive <= 0 {
 		opts.KeepAlive = 30 * time.Second
 	}
+	if opts.RequestMaxAge <= 0 {
+		opts.RequestMaxAge = 5 * time.Minute
+	}
+	if opts.EventBuffer <= 0 {
+		opts.EventBuffer = 1024
+	}
+	durable := opts.BrokerURL != "" && opts.SessionExpiry >= time.Second
 	if opts.ClientID == "" {
 		host, _ := os.Hostname()
-		opts.ClientID = fmt.Sprintf("nestmtx-%s-%d", host, os.Getpid())
+		if durable {
+			// A session is resumed only under the same client id: an id per
+			// run would leave on the broker, at every restart, an orphan
+			// session that queues every request for SessionExpiry. The base
+			// topic keeps two daemons of one host apart.
+			opts.ClientID = "nestmtx-" + clientIDPart(host) + "-" + clientIDPart(opts.BaseTopic)
+		} else {
+			opts.ClientID = fmt.Sprintf("nestmtx-%s-%d", host, os.Getpid())
+		}
 	}
-	s := &Service{opts: opts, topics: newTopics(opts.BaseTopic), handler: h, bus: bus,
-		log: opts.Log.With("component", "mqtt"), resync: make(chan struct{}, 1),
-		backlog: make(chan *paho.Publish, opts.Backlog), refusals: make(chan struct{}, opts.Workers),
-		firstReady: make(chan struct{})}
+	s := &Service{opts: opts, topics: newTopics(opts.BaseTopic), handler: h, bus: bus, durable: durable,
+		log: opts.Log.With("component", "mqtt"), wake: make(chan struct{}, 1), out: newOutbox(opts.EventBuffer), final: make(chan chan struct{}),
+		backlog: make(chan inbound, opts.Backlog), refusals: make(chan struct{}, opts.Workers),
+		firstReady: make(chan struct{}), started: make(chan struct{})}
 	s.lastDropLog.Store(time.Time{})
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.epoch.Store(newEpoch())
+	s.downSince.Store(time.Now().UnixNano())
+	if durable {
+		// The session may be one an earlier run of the daemon left, with
+		// the requests sent while it was away: when it left is read from
+		// the broker once connected (onConnected).
+		s.firstWindow = newBacklogWindow()
+		s.window.Store(s.firstWindow)
+	}
 
 	serverURL, user, pass := opts.BrokerURL, opts.Username, opts.Password
 	if serverURL == "" {
@@ -169,9 +244,11 @@ func Start(opts Options, h Handler, bus *events.Bus) (*Service, error) {
 		return nil, fmt.Errorf("mqtt: %w", err)
 	}
 	s.cm = cm
+	close(s.started)
 	sub := bus.Subscribe(4096)
-	s.wg.Add(1 + opts.Workers)
+	s.wg.Add(2 + opts.Workers)
 	go s.publishLoop(sub)
+	go s.sendLoop()
 	for range opts.Workers {
 		go s.work()
 	}
@@ -195,31 +272,68 @@ func Start(opts Options, h Handler, bus *events.Bus) (*Service, error) {
 
 func (s *Service) clientConfig(u *url.URL, user, pass string) (autopaho.ClientConfig, error) {
 	cfg := autopaho.ClientConfig{
-		ServerUrls:                    []*url.URL{u},
-		KeepAlive:                     uint16(s.opts.KeepAlive / time.Second),
-		CleanStartOnInitialConnection: true,
+		ServerUrls: []*url.URL{u},
+		KeepAlive:  uint16(s.opts.KeepAlive / time.Second),
+		// Durable: clean start false on the first connection too, so that
+		// the requests sent while the daemon restarted (queued in the
+		// session its previous run left) are delivered, and answered; how
+		// long they waited is read from the retained status (readDeparture).
+		CleanStartOnInitialConnection: !s.durable,
 		ConnectTimeout:                10 * time.Second,
-		ReconnectBackoff:              backoff,
+		ReconnectBackoff:              s.reconnectDelay,
 		ConnectUsername:               user,
 		ConnectPassword:               []byte(pass),
 		WillMessage: &paho.WillMessage{Topic: s.topics.status, Payload: []byte("offline"),
 			QoS: 1, Retain: true},
-		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
-			s.connected.Store(true)
+		OnConnectionUp: func(cm *autopaho.ConnectionManager, ack *paho.Connack) {
+			present := ack != nil && ack.SessionPresent
+			if !present {
+				// A new session: whatever waited for a PUBACK in the old one
+				// must be sent again, and nothing was queued for the daemon.
+				s.endEpoch()
+				if w := s.window.Swap(nil); w != nil {
+					w.settle(time.Time{}, false)
+					w.markerSent()
+				}
+				if w := s.firstWindow; w != nil {
+					w.settle(time.Time{}, false)
+				}
+			}
 			n := s.connections.Add(1)
+			s.conn.Store(&connInfo{gen: n, sessionPresent: present})
+			if w := s.window.Load(); w != nil && present {
+				s.wg.Add(1)
+				go s.markBacklogEnd(w, n)
+			}
+			s.connected.Store(true)
+			outage := time.Since(time.Unix(0, s.downSince.Load())).Round(time.Millisecond)
 			if n > 1 {
-				s.log.Info("reconnected to the MQTT broker", "url", redactURL(u))
+				s.log.Info("reconnected to the MQTT broker", "url", redactURL(u), "outage", outage, "session_resumed", present)
 			} else {
-				s.log.Info("connected to the MQTT broker", "url", redactURL(u))
+				s.log.Info("connected to the MQTT broker", "url", redactURL(u), "session_resumed", present)
 			}
-			select {
-			case s.resync <- struct{}{}:
-			default:
-			}
+			s.wakeSender()
 		},
 		OnConnectionDown: func() bool {
+			now := time.Now()
 			s.connected.Store(false)
 			s.subscribed.Store(false)
+			s.downSince.Store(now.UnixNano())
+			since := now
+			if s.pingLost.Swap(false) {
+				// Found dead by the keepalive: it may have been dead, and
+				// the broker writing requests into it, that long before.
+				since = now.Add(-s.opts.KeepAlive * 3 / 2)
+			}
+			if !s.durable {
+				s.endEpoch() // the session ends with the connection
+			} else if s.window.Load() == nil {
+				// An open window keeps its older start: what it was
+				// waiting for may still be queued.
+				w := newBacklogWindow()
+				w.settle(since, true)
+				s.window.CompareAndSwap(nil, w)
+			}
 			if s.ctx.Err() == nil {
 				s.log.Warn("lost the MQTT broker; reconnecting", "url", redactURL(u))
 			}
@@ -232,11 +346,24 @@ func (s *Service) clientConfig(u *url.URL, user, pass string) (autopaho.ClientCo
 		},
 		ClientConfig: paho.ClientConfig{
 			ClientID: s.opts.ClientID,
+			// Every wait on the broker is bounded by a context of ours; the
+			// default (10 s) would give up on a QoS 1 message still stored
+			// in the session, which the client resends after a reconnect,
+			// and sending it again would duplicate it.
+			PacketTimeout: 24 * time.Hour,
 			OnPublishReceived: []func(paho.PublishReceived) (bool, error){
 				func(pr paho.PublishReceived) (bool, error) { return s.onPublish(pr.Packet), nil },
 			},
-			OnClientError: func(err error) { s.log.Debug("mqtt client error", "error", err) },
+			OnClientError: func(err error) {
+				if strings.Contains(err.Error(), "PINGRESP") {
+					s.pingLost.Store(true)
+				}
+				s.log.Debug("mqtt client error", "error", err)
+			},
 		},
+	}
+	if s.durable {
+		cfg.SessionExpiryInterval = uint32(min(s.opts.SessionExpiry/time.Second, math.MaxUint32-1))
 	}
 	switch strings.ToLower(u.Scheme) {
 	case "mqtts", "ssl", "tls", "wss":
@@ -247,6 +374,22 @@ func (s *Service) clientConfig(u *url.URL, user, pass string) (autopaho.ClientCo
 		cfg.TlsCfg = tc
 	}
 	return cfg, nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// clientIDPart keeps what any broker accepts in a client id.
+func clientIDPart(v string) string {
+	b := []byte(v)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			b[i] = '-'
+		}
+	}
+	if len(b) > 40 {
+		b = b[:40]
+	}
+	return string(b)
 }
 
 func (s *Service) tlsConfig() (*tls.Config, error) {
@@ -275,13 +418,30 @@ func (s *Service) tlsConfig() (*tls.Config, error) {
 	return tc, nil
 }
 
-// backoff grows from 250 ms to 30 s with jitter, so that many daemons on one
+// reconnectDelay is autopaho's backoff: attempt counts the attempts of this
+// outage, whose length comes from downSince.
+func (s *Service) reconnectDelay(attempt int) time.Duration {
+	return backoff(attempt, time.Since(time.Unix(0, s.downSince.Load())))
+}
+
+// backoff is the delay before reconnection attempt n of an outage that has
+// lasted outage so far. It starts at 250 ms and doubles, capped at 2 s for the
+// first two minutes (a restarted broker is found within 2 s, and the API
+// answers again within a round trip of that), then at 5 s, 15 s after five
+// minutes and 30 s after ten, when the broker is clearly down for long. The
+// delay is drawn from the upper half of the step, so that many daemons on one
 // broker do not reconnect in lockstep after it restarts.
-func backoff(attempt int) time.Duration {
-	d := 250 * time.Millisecond << min(attempt, 7)
-	if d > 30*time.Second {
-		d = 30 * time.Second
+func backoff(attempt int, outage time.Duration) time.Duration {
+	limit := 2 * time.Second
+	switch {
+	case outage >= 10*time.Minute:
+		limit = 30 * time.Second
+	case outage >= 5*time.Minute:
+		limit = 15 * time.Second
+	case outage >= 2*time.Minute:
+		limit = 5 * time.Second
 	}
+	d := min(250*time.Millisecond<<min(attempt, 8), limit)
 	return d/2 + rand.N(d/2+1)
 }
 
@@ -310,15 +470,37 @@ func (s *Service) BrokerAddr() string {
 	return s.broker.Addr().String()
 }
 
-// Close publishes offline, disconnects and stops the embedded broker.
+// Close publishes offline, disconnects and stops the embedded broker. A
+// durable session stays on the broker, which queues the requests sent until
+// the daemon is back.
 func (s *Service) Close(ctx context.Context) error {
 	if s.connected.Load() {
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := s.cm.Publish(pctx, &paho.Publish{Topic: s.topics.status, Payload: []byte("offline"), QoS: 1, Retain: true})
-		cancel()
-		if err != nil {
-			s.log.Warn("could not publish offline status", "error", err)
+		// The requests already taken (acknowledged to the broker) are
+		// answered before the connection goes, for a moment at most: the
+		// broker keeps for the next run only what is not taken yet.
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		for s.durable && s.pending.Load() > 0 && wctx.Err() == nil {
+			select {
+			case <-wctx.Done():
+			case <-time.After(10 * time.Millisecond):
+			}
 		}
+		cancel()
+		// Then what the bus delivered (the last events and states of
+		// the shutdown), and offline after them, through the sender.
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		done := make(chan struct{})
+		select {
+		case s.final <- done:
+			select {
+			case <-done:
+			case <-fctx.Done():
+				s.log.Warn("could not publish the last events and the offline status", "error", fctx.Err(),
+					"unsent", s.out.len())
+			}
+		case <-fctx.Done():
+		}
+		cancel()
 		dctx, cancel := context.WithTimeout(ctx, time.Second)
 		_ = s.cm.Disconnect(dctx)
 		cancel()
@@ -335,6 +517,20 @@ func (s *Service) Close(ctx context.Context) error {
 	return nil
 }
 
+// statusExpiry is the Message Expiry Interval of the retained offline status
+// (about 68 years: it never expires in practice). What a broker reports left
+// of it says how long ago the daemon left.
+const statusExpiry = math.MaxInt32
+
+// offline is the status a clean shutdown publishes, like the Last Will.
+func (s *Service) offline() *paho.Publish {
+	p := &paho.Publish{Topic: s.topics.status, Payload: []byte("offline"), QoS: 1, Retain: true}
+	if s.durable {
+		p.Properties = &paho.PublishProperties{MessageExpiry: ptr(uint32(statusExpiry))}
+	}
+	return p
+}
+
 func (s *Service) closeBroker() {
 	if s.broker != nil {
 		if err := s.broker.Close(); err != nil {
@@ -343,13 +539,51 @@ func (s *Service) closeBroker() {
 	}
 }
 
-// errNotConnected is returned by publishes while the broker is away.
-var errNotConnected = errors.New("not connected to the MQTT broker")
+var (
+	// errNotConnected: the message was not handed to the broker.
+	errNotConnected = errors.New("not connected to the MQTT broker")
+	// errRefused: the broker acknowledged the message with an error reason
+	// code (an ACL, a quota); sending it again would not help.
+	errRefused = errors.New("the MQTT broker refused the message")
+)
 
-func (s *Service) publish(ctx context.Context, p *paho.Publish) error {
-	if !s.connected.Load() {
-		return errNotConnected
+// send publishes p and, for QoS 1, waits for the broker's PUBACK. A message
+// handed to a durable session is resent by the client after a reconnection
+// and its PUBACK still reaches this wait; if the session was lost instead
+// (the epoch ended), it is sent again. With await, send also waits for a
+// connection; without, it returns errNotConnected at once when there is
+// none. It gives up only when ctx ends or the broker refuses the message.
+func (s *Service) send(ctx context.Context, p *paho.Publish, await bool) error {
+	for {
+		if await {
+			if err := s.cm.AwaitConnection(ctx); err != nil {
+				return err
+			}
+		} else if !s.connected.Load() {
+			return errNotConnected
+		}
+		ep := s.epoch.Load()
+		pctx, cancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(ep.ctx, cancel)
+		res, err := s.cm.Publish(pctx, p)
+		stop()
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case res != nil && res.ReasonCode >= 0x80:
+			return fmt.Errorf("%w: reason code %d", errRefused, res.ReasonCode)
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case !await:
+			return errNotConnected
+		}
+		// Not handed over (the connection just went down) or the session
+		// was lost: try again on the next connection.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	_, err := s.cm.Publish(ctx, p)
-	return err
 }

@@ -18,11 +18,29 @@ type Mosquitto struct {
 	Addr string
 	cmd  *exec.Cmd
 	log  string
+	// PersistenceDir holds the broker's database when it runs with
+	// persistence, empty otherwise.
+	PersistenceDir string
+}
+
+// MosquittoOptions configure StartMosquittoWith.
+type MosquittoOptions struct {
+	// Persistence keeps sessions, subscriptions, queued and retained
+	// messages in PersistenceDir across restarts. The database is saved
+	// after every change (autosave_on_changes, autosave_interval 1), so a
+	// SIGKILL loses no more than Mosquitto can lose; a SIGTERM saves it.
+	Persistence bool
 }
 
 // StartMosquitto starts a broker with anonymous access; Stop and Start
 // restart it on the same port (a broker restart under a running client).
 func StartMosquitto(t testing.TB) *Mosquitto {
+	t.Helper()
+	return StartMosquittoWith(t, MosquittoOptions{})
+}
+
+// StartMosquittoWith starts a broker with anonymous access and opts.
+func StartMosquittoWith(t testing.TB, opts MosquittoOptions) *Mosquitto {
 	t.Helper()
 	bin := RequireTool(t, "mosquitto", "mosquitto")
 	dir := t.TempDir()
@@ -30,6 +48,15 @@ func StartMosquitto(t testing.TB) *Mosquitto {
 		log: filepath.Join(dir, "mosquitto.log")}
 	_, port, _ := splitHostPort(m.Addr)
 	conf := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\n", port)
+	if opts.Persistence {
+		m.PersistenceDir = filepath.Join(dir, "db")
+		if err := os.Mkdir(m.PersistenceDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		// "user root": see StartMosquittoWithACL.
+		conf += fmt.Sprintf("user root\npersistence true\npersistence_location %s/\nautosave_interval 1\nautosave_on_changes true\n",
+			m.PersistenceDir)
+	}
 	if err := os.WriteFile(m.conf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +81,8 @@ func (m *Mosquitto) Start() {
 	WaitDial(m.t, m.Addr, 10*time.Second)
 }
 
-// Stop terminates the broker and waits for it to exit.
+// Stop terminates the broker (SIGTERM: with persistence it saves its
+// database) and waits for it to exit.
 func (m *Mosquitto) Stop() {
 	if m.cmd == nil || m.cmd.Process == nil {
 		return
@@ -69,6 +97,35 @@ func (m *Mosquitto) Stop() {
 		<-done
 	}
 	m.cmd = nil
+}
+
+// Kill ends the broker with SIGKILL, as a crash or the OOM killer would:
+// nothing is saved, connections end without a DISCONNECT.
+func (m *Mosquitto) Kill() {
+	if m.cmd == nil || m.cmd.Process == nil {
+		return
+	}
+	_ = m.cmd.Process.Kill()
+	_ = m.cmd.Wait()
+	m.cmd = nil
+}
+
+// Restart stops the broker (SIGKILL with kill, else SIGTERM) and starts it
+// again on the same port.
+func (m *Mosquitto) Restart(kill bool) {
+	m.t.Helper()
+	if kill {
+		m.Kill()
+	} else {
+		m.Stop()
+	}
+	m.Start()
+}
+
+// Log is what the broker wrote so far, for failure messages.
+func (m *Mosquitto) Log() string {
+	b, _ := os.ReadFile(m.log)
+	return string(b)
 }
 
 // URL is the broker's mqtt:// URL.
