@@ -76,7 +76,6 @@ type oauthState struct {
 // has replaced the refresh token it used.
 var errSuperseded = errors.New("the credential's refresh token was replaced")
 
-
 // New creates the service; Start runs it.
 func New(o Options) *Service {
 	if o.HTTP == nil {
