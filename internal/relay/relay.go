@@ -96,9 +96,8 @@ type Relay struct {
 	direct *gortsplib.ServerStream
 	tracks []*track
 
-	// mu guards everything below, and is the feed gate for gortsplib's
-	// readers: a late joiner holds it from its GOP replay until gortsplib
-	// has activated it, so that it misses no packet between the two.
+	// mu guards everything below. It is never held beyond the function
+	// that takes it.
 	mu         sync.Mutex
 	waitingIDR bool
 	segment    *Segment // the upstream currently allowed to write
@@ -110,10 +109,18 @@ type Relay struct {
 	batch      []unit // scratch: the units being published
 	readers    map[*directReader]struct{}
 	viaServer  int // readers fed by gortsplib
-	nextSerial uint64
-	closed     bool
-	stats      Stats
-	dropped    atomic.Uint64 // direct readers dropped (too slow, write error)
+	// servedJoining counts gortsplib's readers between their GOP replay
+	// and gortsplib's activation of their session (Started). Meanwhile the
+	// live units for gortsplib's stream are held in servedHeld and
+	// written when the last joiner is active, so that a joiner misses no
+	// unit between its replay and its first live packet; direct readers
+	// and the upstream do not wait.
+	servedJoining int
+	servedHeld    []heldUnit
+	nextSerial    uint64
+	closed        bool
+	stats         Stats
+	dropped       atomic.Uint64 // direct readers dropped (too slow, write error)
 }
 
 // Stats counts what the relay forwarded.
@@ -349,7 +356,12 @@ func (r *Relay) remember(u unit) {
 // next video unit so that a reader gets both in one write.
 func (r *Relay) publish(u unit) {
 	if r.viaServer > 0 {
-		r.writeServed(u)
+		ntp := r.tracks[u.track].tl.ntp()
+		if r.servedJoining > 0 {
+			r.servedHeld = append(r.servedHeld, heldUnit{u: u, ntp: ntp})
+		} else {
+			r.writeServed(u, ntp)
+		}
 	}
 	if len(r.readers) == 0 {
 		clear(r.heldAudio)

@@ -131,8 +131,9 @@ func (pb *directPlayback) Stop() {
 	}
 }
 
-// playServed is the gortsplib path: the GOP is queued to the session now
-// and the feed is held until Started (see the mu comment in Relay).
+// playServed is the gortsplib path: the GOP is queued to the session now,
+// and the relay holds gortsplib's live units until Started (see
+// servedJoining in Relay).
 func (r *Relay) playServed(ss *gortsplib.ServerSession, replay bool) Playback {
 	// A reader may have set up only some tracks; writing another panics.
 	setup := map[*description.Media]bool{}
@@ -144,7 +145,7 @@ func (r *Relay) playServed(ss *gortsplib.ServerSession, replay bool) Playback {
 	if !replay {
 		r.mu.Unlock()
 		pb := &servedPlayback{r: r}
-		pb.released.Do(func() {}) // no gate to release
+		pb.released.Do(func() {}) // not joining: nothing to release
 		return pb
 	}
 	if r.gopValid {
@@ -167,9 +168,19 @@ func (r *Relay) playServed(ss *gortsplib.ServerSession, replay bool) Playback {
 			}
 		}
 	}
+	r.servedJoining++
+	r.mu.Unlock()
 	pb := &servedPlayback{r: r}
+	// If the server never confirms the PLAY, the others wait no longer.
 	pb.hold = time.AfterFunc(replayHoldLimit, pb.release)
 	return pb
+}
+
+// heldUnit is a live unit held back from gortsplib's stream while a reader
+// joins, with the NTP time it was due to be sent with.
+type heldUnit struct {
+	u   unit
+	ntp time.Time
 }
 
 type servedPlayback struct {
@@ -179,7 +190,26 @@ type servedPlayback struct {
 	stopped  sync.Once
 }
 
-func (pb *servedPlayback) release() { pb.released.Do(pb.r.mu.Unlock) }
+// release ends the reader's join; the last joiner's release sends what
+// was held, in order.
+func (pb *servedPlayback) release() {
+	pb.released.Do(func() {
+		r := pb.r
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.servedJoining--
+		if r.servedJoining > 0 {
+			return
+		}
+		for _, h := range r.servedHeld {
+			if !r.closed {
+				r.writeServed(h.u, h.ntp)
+			}
+		}
+		clear(r.servedHeld)
+		r.servedHeld = r.servedHeld[:0]
+	})
+}
 
 func (pb *servedPlayback) Started() {
 	if pb.hold != nil {
@@ -199,9 +229,8 @@ func (pb *servedPlayback) Stop() {
 
 // writeServed hands a unit's packets to gortsplib, which copies and sends
 // them to its readers with its own RTCP sender reports.
-func (r *Relay) writeServed(u unit) {
+func (r *Relay) writeServed(u unit, ntp time.Time) {
 	t := r.tracks[u.track]
-	ntp := t.tl.ntp()
 	var pkt rtp.Packet
 	for b := u.data; len(b) > 0; {
 		var p []byte
