@@ -1,3 +1,5 @@
+// Over 500 lines: a self-contained measuring tool (set-up, readers, sampling and report) kept in one file to be read top to bottom.
+
 // Command nestmtx-relaybench measures what relaying one camera costs the
 // daemon: it authorizes a credential against a running `nestmtx serve`
 // (pointed at `nestmtx simulate`) through the MQTT API, serves the first
@@ -183,7 +185,7 @@ type apiClient struct {
 type camera struct {
 	ID          uint64   `json:"id"`
 	Name        string   `json:"name"`
-	MTXPath     string   `json:"mtx_path"`
+	Path        string   `json:"mtx_path"`
 	IsEnabled   bool     `json:"is_enabled"`
 	Protocols   []string `json:"protocols"`
 	Resolution  string   `json:"resolution"`
@@ -262,7 +264,7 @@ func (a *apiClient) prepareCamera(ctx context.Context, o options) (camera, error
 		}
 	}
 	cam := *firstRTSP(cams)
-	if cam.MTXPath == o.path && cam.IsEnabled {
+	if cam.Path == o.path && cam.IsEnabled {
 		return cam, nil
 	}
 	err = a.call(ctx, map[string]any{"command": "update", "module": "cameras", "entity": fmt.Sprint(cam.ID),

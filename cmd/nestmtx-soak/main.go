@@ -136,10 +136,10 @@ func run(o options) int {
 }
 
 // soakCameras are five RTSP cameras with stable ids.
-func soakCameras() []nestsim.Camera {
-	var cams []nestsim.Camera
+func soakCameras() []nestsim.Device {
+	var cams []nestsim.Device
 	for i := 1; i <= numCameras; i++ {
-		cams = append(cams, nestsim.Camera{
+		cams = append(cams, nestsim.Device{
 			ID:         soakDeviceID(i),
 			CustomName: fmt.Sprintf("Soak %d", i),
 			Room:       fmt.Sprintf("Room %d", i),

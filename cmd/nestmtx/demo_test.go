@@ -29,14 +29,14 @@ func TestDemoServeStreamLifecycle(t *testing.T) {
 		Items []struct {
 			ID        uint64 `json:"id"`
 			Name      string `json:"name"`
-			MTXPath   string `json:"mtx_path"`
+			Path      string `json:"mtx_path"`
 			IsEnabled bool   `json:"is_enabled"`
 		}
 	}
 	rr.Call(t, map[string]any{"command": "list", "module": "cameras", "token": tok}).MustOK(t, &list)
 	var id uint64
 	for _, c := range list.Items {
-		if c.MTXPath == "front-door" {
+		if c.Path == "front-door" {
 			if !c.IsEnabled {
 				t.Fatalf("the demo camera at front-door is not enabled: %+v", c)
 			}

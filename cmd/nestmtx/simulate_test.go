@@ -289,7 +289,7 @@ func TestSimulateDrivesDaemon(t *testing.T) {
 		ID           uint64   `json:"id"`
 		CredentialID uint64   `json:"credential_id"`
 		Name         string   `json:"name"`
-		MTXPath      string   `json:"mtx_path"`
+		Path         string   `json:"mtx_path"`
 		IsEnabled    bool     `json:"is_enabled"`
 		Protocols    []string `json:"protocols"`
 	}
@@ -311,7 +311,7 @@ func TestSimulateDrivesDaemon(t *testing.T) {
 	var updated camera
 	call(map[string]any{"command": "update", "module": "cameras", "entity": fmt.Sprint(front.ID),
 		"payload": map[string]any{"mtx_path": "porch", "is_enabled": true}}, &updated)
-	if updated.MTXPath != "porch" || !updated.IsEnabled {
+	if updated.Path != "porch" || !updated.IsEnabled {
 		t.Fatalf("updated camera %+v", updated)
 	}
 

@@ -7,10 +7,10 @@ import (
 	"github.com/nestmtx/nestmtx/internal/store"
 )
 
-// MTXPathPattern is the set of RTSP path names a camera may be served at
+// PathPattern is the set of RTSP path names a camera may be served at
 // (NestMTX's rule: unreserved URL characters only), starting with a letter
 // or digit so that ".", ".." and "~" are never paths.
-var MTXPathPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._~-]*$`)
+var PathPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._~-]*$`)
 
 func camerasModule(d Deps) Module {
 	return Module{
@@ -25,7 +25,7 @@ func camerasModule(d Deps) Module {
 			}
 			return paginate(cams, lp,
 				func(c store.Camera, q string) bool {
-					return containsFold(c.Name, q) || containsFold(c.Room, q) || containsFold(c.MTXPath, q)
+					return containsFold(c.Name, q) || containsFold(c.Room, q) || containsFold(c.Path, q)
 				},
 				func(c store.Camera, f string) string {
 					switch f {
@@ -34,11 +34,11 @@ func camerasModule(d Deps) Module {
 					case "room":
 						return c.Room
 					case "mtx_path":
-						return c.MTXPath
+						return c.Path
 					}
 					return idKey(c.ID)
 				},
-				func(c store.Camera) any { return c }), nil
+				func(c store.Camera) any { return viewCamera(c) }), nil
 		}),
 		// create {"sync": true} asks Google for the devices now (NestMTX's
 		// sync button); {"sync": true, "credential_id": N} syncs one credential.
@@ -72,7 +72,11 @@ func camerasModule(d Deps) Module {
 			if err != nil {
 				return nil, err
 			}
-			return d.Store.GetCamera(id)
+			cam, err := d.Store.GetCamera(id)
+			if err != nil {
+				return nil, err
+			}
+			return viewCamera(cam), nil
 		}),
 		Update: Admin(func(ctx context.Context, c *Call) (any, error) {
 			id, err := entityID(c, "camera")
@@ -81,8 +85,8 @@ func camerasModule(d Deps) Module {
 			}
 			p := readPayload(c.Payload)
 			path, pathSet, pathOK := p.NullableString("mtx_path", 255)
-			if pathSet && pathOK && path != "" && !MTXPathPattern.MatchString(path) {
-				p.fail("mtx_path", "must match "+MTXPathPattern.String())
+			if pathSet && pathOK && path != "" && !PathPattern.MatchString(path) {
+				p.fail("mtx_path", "must match "+PathPattern.String())
 				pathOK = false
 			}
 			enabled, enabledSet := p.Bool("is_enabled", false)
@@ -95,7 +99,7 @@ func camerasModule(d Deps) Module {
 			}
 			cam, err := d.Store.UpdateCamera(id, func(cam *store.Camera) error {
 				if pathSet {
-					cam.MTXPath = path
+					cam.Path = path
 				}
 				if enabledSet {
 					cam.IsEnabled = enabled
@@ -104,7 +108,7 @@ func camerasModule(d Deps) Module {
 					cam.IsPersistent = persistent
 				}
 				// A stream needs a path to be served at.
-				if cam.MTXPath == "" && (cam.IsEnabled || cam.IsPersistent) {
+				if cam.Path == "" && (cam.IsEnabled || cam.IsPersistent) {
 					field := "mtx_path"
 					if !pathSet {
 						field = "is_enabled"
@@ -122,9 +126,9 @@ func camerasModule(d Deps) Module {
 			if d.Cameras != nil {
 				d.Cameras.CameraChanged(cam)
 			}
-			d.Log.Info("camera updated", "camera_id", id, "mtx_path", cam.MTXPath, "enabled", cam.IsEnabled,
+			d.Log.Info("camera updated", "camera_id", id, "mtx_path", cam.Path, "enabled", cam.IsEnabled,
 				"persistent", cam.IsPersistent, "by", c.User.Username)
-			return cam, nil
+			return viewCamera(cam), nil
 		}),
 		Delete: Admin(func(ctx context.Context, c *Call) (any, error) {
 			id, err := entityID(c, "camera")
@@ -142,7 +146,7 @@ func camerasModule(d Deps) Module {
 				d.Cameras.CameraDeleted(id)
 			}
 			d.Log.Info("camera deleted", "camera_id", id, "by", c.User.Username)
-			return cam, nil
+			return viewCamera(cam), nil
 		}),
 	}
 }

@@ -6,7 +6,7 @@ import (
 	"net/http"
 )
 
-// Error codes of the contract (mqtt-api.md §2). Each has one HTTP-like status.
+// Error codes of the contract (docs/mqtt-api.md §2). Each has one HTTP-like status.
 const (
 	CodeBadRequest      = "BAD_REQUEST"
 	CodeUnauthorized    = "UNAUTHORIZED"

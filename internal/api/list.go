@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-// ListResult is the envelope of every list (mqtt-api.md §2).
+// ListResult is the envelope of every list (docs/mqtt-api.md §2).
 type ListResult struct {
 	Search       *string `json:"search"`
 	SortBy       *string `json:"sortBy,omitempty"`

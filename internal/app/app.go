@@ -82,12 +82,15 @@ func New(cfg config.Config, log *slog.Logger, version api.VersionInfo) (*App, er
 
 // Start starts the cameras, Google's side and the listeners.
 func (a *App) Start() error {
+	google := googleSide{Endpoints: nest.Endpoints{AuthURL: a.cfg.GoogleAuthURL, TokenURL: a.cfg.GoogleTokenURL,
+		SDMURL: a.cfg.GoogleSDMURL}, CAFile: a.cfg.GoogleCAFile}
 	if a.cfg.Demo {
-		if err := a.startDemo(); err != nil {
+		var err error
+		if google, err = a.startDemo(); err != nil {
 			return err
 		}
 	}
-	if err := a.startCameras(); err != nil {
+	if err := a.startCameras(google); err != nil {
 		return err
 	}
 	a.registerListenerHealth(a.rtsp.Listener())

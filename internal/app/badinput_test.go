@@ -26,7 +26,7 @@ func TestBadInputs(t *testing.T) {
 	tok := rr.Login(t, "admin", adminPassword)
 
 	camA, camB := seedCamera(t, a, "A"), seedCamera(t, a, "B")
-	if _, err := a.Store().UpdateCamera(camA.ID, func(c *store.Camera) error { c.MTXPath = "taken"; return nil }); err != nil {
+	if _, err := a.Store().UpdateCamera(camA.ID, func(c *store.Camera) error { c.Path = "taken"; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	admin, err := a.Store().Authenticate("admin", adminPassword)

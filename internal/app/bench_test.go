@@ -43,12 +43,12 @@ import (
 var benchLimits = nest.Limits{PerCredential: 1000, PerDeviceCommand: 1000, Window: time.Minute}
 
 // benchCameras are n RTSP cameras of the simulated Google, "Bench 1".."Bench n".
-func benchCameras(n int) ([]nestsim.Camera, map[string]string) {
-	cams := make([]nestsim.Camera, n)
+func benchCameras(n int) ([]nestsim.Device, map[string]string) {
+	cams := make([]nestsim.Device, n)
 	paths := map[string]string{}
 	for i := range cams {
 		name := fmt.Sprintf("Bench %d", i+1)
-		cams[i] = nestsim.Camera{ID: fmt.Sprintf("AVPHwEuSimBench%02d", i+1), CustomName: name, Room: "Lab",
+		cams[i] = nestsim.Device{ID: fmt.Sprintf("AVPHwEuSimBench%02d", i+1), CustomName: name, Room: "Lab",
 			Type: nestsim.TypeCamera, Protocols: []string{nestsim.ProtocolRTSP}}
 		paths[name] = fmt.Sprintf("bench-%d", i+1)
 	}

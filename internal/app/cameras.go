@@ -3,9 +3,7 @@ package app
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -17,6 +15,7 @@ import (
 	"github.com/nestmtx/nestmtx/internal/rtspserver"
 	"github.com/nestmtx/nestmtx/internal/store"
 	"github.com/nestmtx/nestmtx/internal/supervisor"
+	"github.com/nestmtx/nestmtx/internal/tlsfiles"
 )
 
 // resolver lets the RTSP server start before the manager exists: the
@@ -35,8 +34,8 @@ func (r *resolver) Lookup(name string) (rtspserver.Path, bool) {
 
 // startCameras starts the RTSP server, one supervisor per camera row, and
 // the credentials' refresh loops and sync.
-func (a *App) startCameras() error {
-	upstreamTLS, err := a.upstreamTLS()
+func (a *App) startCameras(google googleSide) error {
+	upstreamTLS, err := upstreamTLS(google.CAFile)
 	if err != nil {
 		return err
 	}
@@ -57,15 +56,15 @@ func (a *App) startCameras() error {
 		StartTimeout: a.cfg.OnDemandStartTimeout, CloseAfter: a.cfg.OnDemandCloseAfter,
 		StallTimeout: a.cfg.StallTimeout, Log: a.log,
 		DeviceGone: func(cameraID uint64) { go a.syncCameraCredential(cameraID) },
-	}, func(id uint64) (supervisor.Google, string) {
-		c, why := creds.Google(id)
+	}, func(id uint64) (supervisor.SessionAPI, string) {
+		c, why := creds.ClientFor(id)
 		if c == nil {
 			return nil, why // not a nil *nest.Client in a non-nil interface
 		}
 		return c, why
 	})}
 	creds = credentials.New(credentials.Options{Store: a.store, Bus: a.bus, Listener: a.cameras, Log: a.log,
-		Endpoints: nest.Endpoints{AuthURL: a.cfg.GoogleAuthURL, TokenURL: a.cfg.GoogleTokenURL, SDMURL: a.cfg.GoogleSDMURL},
+		Endpoints: google.Endpoints,
 		Limits:    a.googleLimits})
 	a.creds = creds
 	a.registerQuotaHealth()
@@ -93,11 +92,11 @@ type cameraDirectory struct {
 
 // CameraChanged implements api.CameraListener and the sync's listener.
 func (d *cameraDirectory) CameraChanged(row store.Camera) {
-	d.Apply(cameraConfig(row), row.CredentialID)
+	d.Apply(cameraSpec(row), row.CredentialID)
 }
 
-func cameraConfig(c store.Camera) supervisor.Config {
-	return supervisor.Config{ID: c.ID, Name: c.Name, Device: c.UID, Path: c.MTXPath,
+func cameraSpec(c store.Camera) supervisor.Spec {
+	return supervisor.Spec{ID: c.ID, Name: c.Name, Device: c.UID, Path: c.Path,
 		// A camera Google no longer lists is not served, whatever its row
 		// says; its settings return with it.
 		Enabled: c.IsEnabled && !c.Missing, Persistent: c.IsPersistent, Unsupported: unsupported(c.Protocols)}
@@ -112,20 +111,19 @@ func unsupported(protocols []string) string {
 	return fmt.Sprintf("this camera streams only over %s, which nestmtx cannot serve yet (only RTSP cameras)", strings.Join(protocols, ", "))
 }
 
-// upstreamTLS trusts the system's CAs plus NESTMTX_GOOGLE_CA_FILE.
-func (a *App) upstreamTLS() (*tls.Config, error) {
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	if a.cfg.GoogleCAFile != "" {
-		pem, err := os.ReadFile(a.cfg.GoogleCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("NESTMTX_GOOGLE_CA_FILE: %w", err)
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("NESTMTX_GOOGLE_CA_FILE %s: no PEM certificate in it", a.cfg.GoogleCAFile)
-		}
+// googleSide is where the daemon finds Google: its endpoints and an extra
+// CA for the cameras' streams. The configuration gives it, or the demo's
+// simulator does.
+type googleSide struct {
+	Endpoints nest.Endpoints
+	CAFile    string
+}
+
+// upstreamTLS trusts the system's CAs plus caFile (NESTMTX_GOOGLE_CA_FILE).
+func upstreamTLS(caFile string) (*tls.Config, error) {
+	pool, err := tlsfiles.SystemPoolWith(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("NESTMTX_GOOGLE_CA_FILE: %w", err)
 	}
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }

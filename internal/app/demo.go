@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/nestmtx/nestmtx/internal/nest"
 	"github.com/nestmtx/nestmtx/internal/nestsim"
 	"github.com/nestmtx/nestmtx/internal/store"
 )
@@ -16,31 +17,31 @@ const demoCredential = "Demo"
 // demoPaths are the paths the first demo cameras are served at.
 var demoPaths = []string{"front-door", "backyard"}
 
-// startDemo runs the simulated Google in this process and points the
-// daemon's Google endpoints at it, so a new user sees streams at once.
-func (a *App) startDemo() error {
+// startDemo runs the simulated Google in this process and returns where
+// it is, for the daemon to use instead of Google, so a new user sees
+// streams at once. The configuration is left as the user gave it.
+func (a *App) startDemo() (googleSide, error) {
 	faults, err := nestsim.ParseFaults(a.cfg.DemoFaults)
 	if err != nil {
-		return fmt.Errorf("NESTMTX_DEMO_FAULTS: %w", err)
+		return googleSide{}, fmt.Errorf("NESTMTX_DEMO_FAULTS: %w", err)
 	}
 	sim, err := nestsim.Start(nestsim.Options{StreamTTL: a.cfg.DemoStreamTTL, Log: a.log.With("component", "nestsim")})
 	if err != nil {
-		return fmt.Errorf("demo: %w", err)
+		return googleSide{}, fmt.Errorf("demo: %w", err)
 	}
 	a.sim = sim
 	sim.Faults().Apply(faults)
-	caFile := filepath.Join(a.cfg.DataDir, "demo-ca.pem")
-	if err := sim.WriteCAFile(caFile); err != nil {
-		return fmt.Errorf("demo: %w", err)
+	side := googleSide{Endpoints: nest.Endpoints{AuthURL: sim.AuthURL(), TokenURL: sim.TokenURL(), SDMURL: sim.SDMURL()},
+		CAFile: filepath.Join(a.cfg.DataDir, "demo-ca.pem")}
+	if err := sim.WriteCAFile(side.CAFile); err != nil {
+		return googleSide{}, fmt.Errorf("demo: %w", err)
 	}
-	a.cfg.GoogleAuthURL, a.cfg.GoogleTokenURL, a.cfg.GoogleSDMURL = sim.AuthURL(), sim.TokenURL(), sim.SDMURL()
-	a.cfg.GoogleCAFile = caFile
 
 	// The simulator forgets its tokens when the process ends, so the demo
 	// credential gets a fresh refresh token at every start.
 	creds, err := a.store.ListCredentials()
 	if err != nil {
-		return err
+		return googleSide{}, err
 	}
 	now := time.Now().UTC()
 	setup := func(c *store.Credential) error {
@@ -53,17 +54,17 @@ func (a *App) startDemo() error {
 		if c.Description == demoCredential {
 			_, err := a.store.UpdateCredential(c.ID, setup)
 			a.demoCredentialID = c.ID
-			return err
+			return side, err
 		}
 	}
 	var c store.Credential
 	c.Description = demoCredential
 	if err := setup(&c); err != nil {
-		return err
+		return googleSide{}, err
 	}
 	c, err = a.store.CreateCredential(c)
 	a.demoCredentialID = c.ID
-	return err
+	return side, err
 }
 
 // finishDemo syncs the demo cameras and serves the first two at their demo
@@ -92,11 +93,11 @@ func (a *App) finishDemo() error {
 		}
 		path := demoPaths[next]
 		next++
-		if c.MTXPath != "" {
+		if c.Path != "" {
 			continue
 		}
 		updated, err := a.store.UpdateCamera(c.ID, func(c *store.Camera) error {
-			c.MTXPath, c.IsEnabled = path, true
+			c.Path, c.IsEnabled = path, true
 			return nil
 		})
 		if err != nil {

@@ -10,7 +10,8 @@ import (
 // sources and relays, sockets) and nothing of the daemon: they may import
 // each other but no application package, so that each can be used and
 // tested alone.
-var libraries = []string{"nest", "source", "relay", "framebatch", "netguard", "events", "secret", "password"}
+var libraries = []string{"nest", "source", "relay", "framebatch", "netguard", "events", "secret", "password",
+	"backoff", "redact", "tlsfiles"}
 
 // applicationPackages are the daemon's own wiring and policy.
 var applicationPackages = []string{"app", "api", "mqtt", "supervisor", "credentials", "store", "config",

@@ -207,11 +207,11 @@ func TestFifteenCamerasStayWithinQuota(t *testing.T) {
 		t.Skip("takes a minute of Google's quota window")
 	}
 	t.Parallel()
-	var cams []nestsim.Camera
+	var cams []nestsim.Device
 	paths := map[string]string{}
 	for i := range 15 {
 		name := fmt.Sprintf("Cam %02d", i)
-		cams = append(cams, nestsim.Camera{ID: fmt.Sprintf("AVPHwEuSimQuota%02d", i), CustomName: name, Room: "Room"})
+		cams = append(cams, nestsim.Device{ID: fmt.Sprintf("AVPHwEuSimQuota%02d", i), CustomName: name, Room: "Room"})
 		paths[name] = fmt.Sprintf("cam-%02d", i)
 	}
 	e := startE2E(t, nestsim.Options{Cameras: cams, EnforceQuota: true},

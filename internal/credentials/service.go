@@ -11,12 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net/http"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/nestmtx/nestmtx/internal/backoff"
 	"github.com/nestmtx/nestmtx/internal/events"
 	"github.com/nestmtx/nestmtx/internal/nest"
 	"github.com/nestmtx/nestmtx/internal/store"
@@ -149,9 +149,9 @@ func (s *Service) startCredential(c store.Credential) {
 	}()
 }
 
-// Google gives a credential's SDM client to its cameras (nil when it has
+// ClientFor gives a credential's SDM client to its cameras (nil when it has
 // none), and the reason they cannot stream ("" when they can).
-func (s *Service) Google(credentialID uint64) (*nest.Client, string) {
+func (s *Service) ClientFor(credentialID uint64) (*nest.Client, string) {
 	s.mu.Lock()
 	cr := s.creds[credentialID]
 	s.mu.Unlock()
@@ -255,8 +255,7 @@ func (s *Service) refreshLoop(ctx context.Context, cr *credential, app nest.OAut
 // retryDelay grows from 5 s to 5 min with jitter, so a Google outage does
 // not meet a thundering herd of credentials when it ends.
 func retryDelay(failures int) time.Duration {
-	d := min(5*time.Second<<min(failures-1, 6), 5*time.Minute)
-	return d/2 + mrand.N(d/2+1)
+	return backoff.Backoff{First: 5 * time.Second, Max: 5 * time.Minute, Jitter: true}.Delay(failures)
 }
 
 // unauthenticated records that Google refused the refresh token for good:

@@ -4,7 +4,7 @@ import (
 	"strings"
 )
 
-// Topic rules of the embedded broker (mqtt-api.md §6). The daemon owns
+// Topic rules of the embedded broker (docs/mqtt-api.md §6). The daemon owns
 // everything under the base topic except B/requests, which logged-in
 // clients write to and nobody but the daemon reads.
 

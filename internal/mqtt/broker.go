@@ -1,3 +1,5 @@
+// Over 500 lines: the embedded broker's setup, its login and access hook and its bounds act on the same mochi-mqtt server state.
+
 // Package mqtt binds the daemon to MQTT v5: it answers API requests, publishes
 // events, presence and retained state, and runs an embedded broker when the
 // user has none.

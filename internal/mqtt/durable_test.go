@@ -35,7 +35,7 @@ func TestBackoffSchedule(t *testing.T) {
 	for _, c := range cases {
 		seen := map[time.Duration]bool{}
 		for range 200 {
-			d := backoff(20, c.outage)
+			d := reconnectBackoff(20, c.outage)
 			if d < c.min || d > c.max {
 				t.Fatalf("outage %s: delay %s outside [%s, %s]", c.outage, d, c.min, c.max)
 			}
@@ -46,14 +46,14 @@ func TestBackoffSchedule(t *testing.T) {
 		}
 	}
 	// The first attempts after a loss are quick.
-	if d := backoff(0, 0); d > 250*time.Millisecond || d <= 0 {
+	if d := reconnectBackoff(0, 0); d > 250*time.Millisecond || d <= 0 {
 		t.Errorf("first attempt after %s", d)
 	}
 	// Reconnection after a 45 s outage: no wait over 2 s between attempts,
 	// so the broker's return is found within 2 s.
 	var total time.Duration
 	for a := 0; total < 45*time.Second; a++ {
-		d := backoff(a, total)
+		d := reconnectBackoff(a, total)
 		if total > 5*time.Second && d > 2*time.Second {
 			t.Fatalf("attempt %d at %s waits %s", a, total, d)
 		}

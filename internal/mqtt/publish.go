@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strconv"
 	"sync"
 	"time"
 
@@ -68,14 +67,8 @@ func (s *Service) queueEvent(e events.Event) {
 		s.log.Error("encoding an event", "event", e.Event, "error", err)
 		return
 	}
-	entity := "null"
-	if e.Entity != nil {
-		entity = strconv.FormatUint(*e.Entity, 10)
-	}
-	it := &outItem{body: body, topics: []string{
-		s.topics.base + "/events/" + e.Domain + "/" + entity + "/" + e.Event,
-		s.topics.base + "/stream/" + e.Domain + "/" + e.Event,
-	}}
+	pair := s.topics.event(e)
+	it := &outItem{body: body, topics: pair[:]}
 	if s.out.pushEvent(it) {
 		s.logEventDrop()
 	}
@@ -243,7 +236,7 @@ func (s *Service) onConnected(lastSeq map[string]uint64, c *connInfo) error {
 }
 
 func (s *Service) stateTopic(st events.State) string {
-	return s.topics.base + "/state/" + st.Domain + "/" + strconv.FormatUint(st.Entity, 10)
+	return s.topics.state(st.Domain, st.Entity)
 }
 
 // publishState publishes a retained state unless a newer one went out.

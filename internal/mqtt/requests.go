@@ -150,7 +150,7 @@ func (s *Service) serveRequest(in inbound, busy bool) {
 	}
 	if badReplyTopic {
 		err := api.Invalid(api.FieldError{Path: "responseTopic",
-			Message: "must be a valid topic outside the daemon's own (" + s.topics.base + "/responses/… and " + s.topics.base + "/replies/<username>/… are fine)"})
+			Message: "must be a valid topic outside the daemon's own (" + s.topics.ownReplies() + " are fine)"})
 		s.respond(reply, nil, err.WithContext(req))
 		return
 	}
@@ -188,7 +188,7 @@ func (s *Service) addressByRequestID(id string) string {
 	if id == "" {
 		return s.topics.failures
 	}
-	return s.topics.responses + id
+	return s.topics.response(id)
 }
 
 func (s *Service) respond(r replyTo, result any, apiErr *api.Error) {

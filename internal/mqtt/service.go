@@ -1,14 +1,14 @@
+// Over 500 lines: the client connection's lifecycle (connect, durable session, reconnect, close) is one sequence.
+
 package mqtt
 
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
-	"math/rand/v2"
 	"net/url"
 	"os"
 	"strings"
@@ -20,7 +20,9 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/nestmtx/nestmtx/internal/api"
+	"github.com/nestmtx/nestmtx/internal/backoff"
 	"github.com/nestmtx/nestmtx/internal/events"
+	"github.com/nestmtx/nestmtx/internal/tlsfiles"
 )
 
 // Options configure the binding.
@@ -140,16 +142,6 @@ func newEpoch() *sessionEpoch {
 
 // endEpoch ends the current session epoch and starts the next one.
 func (s *Service) endEpoch() { s.epoch.Swap(newEpoch()).cancel() }
-
-type topics struct {
-	base, requests, responses, failures, status string
-	rules                                       topicRules
-}
-
-func newTopics(base string) topics {
-	return topics{base: base, requests: base + "/requests", responses: base + "/responses/",
-		failures: base + "/failures", status: base + "/status", rules: newTopicRules(base)}
-}
 
 // Start runs the binding: the embedded broker if no external one is set, the
 // client connection (reconnecting forever), request handling and publishing.
@@ -395,16 +387,9 @@ func clientIDPart(v string) string {
 func (s *Service) tlsConfig() (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if s.opts.CAFile != "" {
-		pem, err := os.ReadFile(s.opts.CAFile)
+		pool, err := tlsfiles.SystemPoolWith(s.opts.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("mqtt CA file: %w", err)
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil || pool == nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("mqtt CA file %s: no PEM certificate in it", s.opts.CAFile)
 		}
 		tc.RootCAs = pool
 	}
@@ -421,17 +406,17 @@ func (s *Service) tlsConfig() (*tls.Config, error) {
 // reconnectDelay is autopaho's backoff: attempt counts the attempts of this
 // outage, whose length comes from downSince.
 func (s *Service) reconnectDelay(attempt int) time.Duration {
-	return backoff(attempt, time.Since(time.Unix(0, s.downSince.Load())))
+	return reconnectBackoff(attempt, time.Since(time.Unix(0, s.downSince.Load())))
 }
 
-// backoff is the delay before reconnection attempt n of an outage that has
+// reconnectBackoff is the delay before reconnection attempt n of an outage that has
 // lasted outage so far. It starts at 250 ms and doubles, capped at 2 s for the
 // first two minutes (a restarted broker is found within 2 s, and the API
 // answers again within a round trip of that), then at 5 s, 15 s after five
 // minutes and 30 s after ten, when the broker is clearly down for long. The
 // delay is drawn from the upper half of the step, so that many daemons on one
 // broker do not reconnect in lockstep after it restarts.
-func backoff(attempt int, outage time.Duration) time.Duration {
+func reconnectBackoff(attempt int, outage time.Duration) time.Duration {
 	limit := 2 * time.Second
 	switch {
 	case outage >= 10*time.Minute:
@@ -441,8 +426,7 @@ func backoff(attempt int, outage time.Duration) time.Duration {
 	case outage >= 2*time.Minute:
 		limit = 5 * time.Second
 	}
-	d := min(250*time.Millisecond<<min(attempt, 8), limit)
-	return d/2 + rand.N(d/2+1)
+	return backoff.Backoff{First: 250 * time.Millisecond, Max: limit, Jitter: true}.Delay(attempt + 1)
 }
 
 func redactURL(u *url.URL) string { return u.Redacted() }

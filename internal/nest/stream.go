@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/nestmtx/nestmtx/internal/redact"
 )
 
 // RTSPStream is one live RTSP session. URL, StreamToken and ExtensionToken
@@ -39,7 +41,7 @@ func (s RTSPStream) LocalExpiry() time.Time {
 }
 
 // RedactedURL is URL with the auth value replaced by "REDACTED".
-func (s RTSPStream) RedactedURL() string { return redactAuth(s.URL) }
+func (s RTSPStream) RedactedURL() string { return redact.AuthParams(s.URL) }
 
 func (s RTSPStream) String() string {
 	return "nest.RTSPStream{" + s.DeviceName + " " + s.RedactedURL() + " expires " + s.ExpiresAt.Format(time.RFC3339) + "}"
@@ -63,25 +65,4 @@ func withStreamToken(rawURL, token string) string {
 	}
 	base, _, _ := strings.Cut(rawURL, "?")
 	return base + "?" + url.Values{"auth": {token}}.Encode()
-}
-
-// redactAuth works on the raw string rather than url.Parse so that an
-// unparsable URL is still redacted, and other parameters keep their order.
-func redactAuth(rawURL string) string {
-	base, query, ok := strings.Cut(rawURL, "?")
-	if !ok {
-		return rawURL
-	}
-	frag := ""
-	if i := strings.IndexByte(query, '#'); i >= 0 {
-		query, frag = query[:i], query[i:]
-	}
-	parts := strings.Split(query, "&")
-	for i, p := range parts {
-		k, _, _ := strings.Cut(p, "=")
-		if key, err := url.QueryUnescape(k); err == nil && strings.EqualFold(key, "auth") {
-			parts[i] = k + "=REDACTED"
-		}
-	}
-	return base + "?" + strings.Join(parts, "&") + frag
 }

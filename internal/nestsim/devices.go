@@ -11,7 +11,7 @@ import (
 const structureID = "AVPHwEtSimHome0000001"
 
 type device struct {
-	cam     Camera
+	cam     Device
 	removed bool    // guarded by Sim.mu
 	player  *player // nil unless the device serves RTSP
 	roomID  string

@@ -1,3 +1,5 @@
+// Over 500 lines: the simulator's options, state and lifecycle belong together; its endpoints live in oauth.go, sdm.go and session.go.
+
 // Package nestsim is a simulated Google for tests, demos and benchmarks: the
 // OAuth endpoints (Partner Connections auth page and token endpoint), the
 // Smart Device Management REST API and an RTSPS "dropcam" camera server that
@@ -106,7 +108,7 @@ type Options struct {
 	// Cameras are the shared devices. Nil means DefaultCameras(); an empty
 	// non-nil slice means no devices (the list answer then has no
 	// "devices" key, as Google's does).
-	Cameras []Camera
+	Cameras []Device
 	// Clip is the media every RTSP camera plays. Nil plays the clip built
 	// into the binary (testdata/clip.*, embedded by the root package).
 	Clip *Clip
@@ -125,10 +127,10 @@ type Options struct {
 	ClockOffset time.Duration
 }
 
-// Camera describes one shared device. Despite the name it also describes
-// non-camera devices: a Type other than CAMERA, DOORBELL or DISPLAY is
-// listed without camera traits (a thermostat, say).
-type Camera struct {
+// Device describes one shared device: a camera or a doorbell, or another
+// kind (a Type other than CAMERA, DOORBELL or DISPLAY is listed without
+// camera traits: a thermostat, say).
+type Device struct {
 	ID         string   // device id (last segment of the name); default random
 	CustomName string   // sdm.devices.traits.Info customName; may be empty, as in the Nest app
 	Room       string   // parentRelations displayName
@@ -144,8 +146,8 @@ type Camera struct {
 // "Backyard" (room "Garden"), a thermostat (room "Hallway") and a WEB_RTC-only
 // camera in room "Living Room" with an empty customName, as Nest app devices
 // often have.
-func DefaultCameras() []Camera {
-	return []Camera{
+func DefaultCameras() []Device {
+	return []Device{
 		{ID: FrontDoorID, CustomName: "Front Door", Room: "Entrance", Type: TypeDoorbell, Protocols: []string{ProtocolRTSP}},
 		{ID: BackyardID, CustomName: "Backyard", Room: "Garden", Type: TypeCamera, Protocols: []string{ProtocolRTSP}},
 		{ID: ThermostatID, CustomName: "Hallway Thermostat", Room: "Hallway", Type: TypeThermostat},

@@ -116,7 +116,7 @@ func TestDeviceList(t *testing.T) {
 
 func TestDeviceListEmpty(t *testing.T) {
 	t.Parallel()
-	s := startSim(t, Options{Cameras: []Camera{}})
+	s := startSim(t, Options{Cameras: []Device{}})
 	code, b := newAPI(t, s).do(http.MethodGet, "/enterprises/"+s.ProjectID()+"/devices", nil)
 	if code != http.StatusOK || strings.TrimSpace(string(b)) != "{}" {
 		t.Fatalf("empty list: %d %s, want 200 {}", code, b)

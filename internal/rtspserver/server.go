@@ -1,3 +1,5 @@
+// Over 500 lines: one gortsplib handler per RTSP request, which share the server's connection and session tables.
+
 // Package rtspserver serves cameras to RTSP readers (Frigate, Home
 // Assistant, ffmpeg). It maps gortsplib's callbacks onto paths that start
 // their source on demand; the paths decide everything else.
@@ -22,46 +24,6 @@ import (
 	"github.com/nestmtx/nestmtx/internal/netguard"
 	"github.com/nestmtx/nestmtx/internal/relay"
 )
-
-// Reader is one RTSP reader: a session, or a connection that only DESCRIBEs.
-type Reader struct {
-	ID         string
-	Type       string // "rtspSession" or "rtspConn" (MediaMTX's names)
-	RemoteAddr string
-	Query      string
-	Session    *gortsplib.ServerSession
-	// Account is the login the session was set up with ("" without
-	// logins), so that EndLogins can end it (guarded by the Server's mu).
-	Account string
-	// streamingOn is the connection exempted from idle timeouts while r
-	// plays (guarded by the Server's mu).
-	streamingOn net.Conn
-
-	// media guards conn and channels, which let the relay write to a TCP
-	// reader directly: its connection, and the interleaved RTP channel of
-	// each set-up media in SETUP order. conn is nil for other readers.
-	media    sync.Mutex
-	conn     relay.MediaConn
-	channels []int
-
-	path     Path   // set once the session has SETUP a path
-	name     string // and that path's name
-	playback relay.Playback
-	// played is set once the reader has played: a PLAY after a PAUSE
-	// resumes with live media, not a replay of the GOP (whose sequence
-	// numbers it has already seen).
-	played bool
-}
-
-// Player describes r to its path's relay.
-func (r *Reader) Player(log *slog.Logger) relay.Player {
-	r.media.Lock()
-	defer r.media.Unlock()
-	p := relay.Player{Session: r.Session, Conn: r.conn, Channels: append([]int(nil), r.channels...),
-		ReplayGOP: !r.played, Log: log}
-	r.played = true
-	return p
-}
 
 // Path is what a served path must do.
 type Path interface {
@@ -133,7 +95,7 @@ type Server struct {
 	log  *slog.Logger
 
 	// ctx ends every held request at shutdown, so Close never waits on a
-	// callback blocked for a source (lifecycle.md 5.6).
+	// callback blocked for a source (docs/lifecycle.md §5.6).
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -307,7 +269,7 @@ func (s *Server) EndLogins(username string) int {
 		st.mu.Unlock()
 	}
 	for ss, r := range s.sessions {
-		if r.Account != "" && strings.EqualFold(r.Account, username) {
+		if acct := r.loggedInAs(); acct != "" && strings.EqualFold(acct, username) {
 			sessions = append(sessions, ss)
 		}
 	}
@@ -343,12 +305,7 @@ func (s *Server) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
 // connection it played on from the idle timeouts: a reader that paused or
 // tore its session down must speak again like any other.
 func (s *Server) stopPlayback(r *Reader) {
-	s.mu.Lock()
-	pb := r.playback
-	r.playback = nil
-	on := r.streamingOn
-	r.streamingOn = nil
-	s.mu.Unlock()
+	pb, on := r.endPlayback()
 	if on != nil {
 		netguard.Streaming(on, false)
 	}
@@ -388,9 +345,7 @@ func (s *Server) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response
 		return res, nil, nil
 	}
 	if acct != nil {
-		s.mu.Lock() // EndLogins reads it under mu
-		r.Account = acct.Username
-		s.mu.Unlock()
+		r.setAccount(acct.Username)
 	}
 	// Every SETUP of a session must return the same stream (gortsplib panics
 	// otherwise), even if the source restarted in between.
@@ -417,9 +372,7 @@ func (s *Server) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response
 	direct := false
 	if mc, ok := ctx.Conn.NetConn().(relay.MediaConn); ok && ctx.Transport == gortsplib.TransportTCP {
 		direct = true
-		r.media.Lock()
-		r.conn = mc
-		r.media.Unlock()
+		r.setConn(mc)
 	}
 	s.expectSetupResponse(ctx.Conn, r)
 	return &base.Response{StatusCode: base.StatusOK}, rel.Stream(direct), nil
@@ -445,29 +398,18 @@ func (s *Server) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, 
 	if res := s.authorize(ctx.Conn); res != nil {
 		return res, nil
 	}
-	s.mu.Lock()
-	playing := r.playback != nil
-	s.mu.Unlock()
-	if playing {
+	if r.playing() {
 		// A PLAY while playing (gortsplib allows it): the feed goes on as
 		// it is, with no second replay of the GOP.
 		return &base.Response{StatusCode: base.StatusOK}, nil
 	}
-	// gortsplib sends a TCP session's media on the connection that PLAYs,
-	// which need not be the one that sent SETUP.
-	r.media.Lock()
-	if r.conn != nil {
-		if mc, ok := ctx.Conn.NetConn().(relay.MediaConn); ok {
-			r.conn = mc
-		}
-	}
-	r.media.Unlock()
+	r.playOn(ctx.Conn.NetConn())
 	pb, err := r.path.Play(r)
 	if err != nil {
 		return s.failure(ctx.Path, err), nil
 	}
+	r.setPlayback(pb)
 	s.mu.Lock()
-	r.playback = pb
 	s.pending[ctx.Conn] = pendingRequest{reader: r, play: true}
 	s.mu.Unlock()
 	return &base.Response{StatusCode: base.StatusOK}, nil
@@ -481,20 +423,15 @@ func (s *Server) OnResponse(c *gortsplib.ServerConn, res *base.Response) {
 	s.mu.Lock()
 	p, ok := s.pending[c]
 	delete(s.pending, c)
+	s.mu.Unlock()
 	var pb relay.Playback
 	if ok && p.play {
-		pb = p.reader.playback
-		if res.StatusCode != base.StatusOK {
-			p.reader.playback = nil
-		}
+		pb = p.reader.pendingPlayback(res.StatusCode == base.StatusOK)
 	}
-	s.mu.Unlock()
 	if ok && !p.play && res.StatusCode == base.StatusOK {
 		var th headers.Transport
 		if err := th.Unmarshal(res.Header["Transport"]); err == nil && th.InterleavedIDs != nil {
-			p.reader.media.Lock()
-			p.reader.channels = append(p.reader.channels, th.InterleavedIDs[0])
-			p.reader.media.Unlock()
+			p.reader.addChannel(th.InterleavedIDs[0])
 		}
 	}
 	switch {
@@ -503,9 +440,7 @@ func (s *Server) OnResponse(c *gortsplib.ServerConn, res *base.Response) {
 		// The reader may now send nothing on this connection for as long
 		// as it plays (over TCP, or over UDP with RTCP for keepalive);
 		// gortsplib's session timeout watches it instead.
-		s.mu.Lock()
-		p.reader.streamingOn = c.NetConn()
-		s.mu.Unlock()
+		p.reader.streamOn(c.NetConn())
 		netguard.Streaming(c.NetConn(), true)
 		pb.Started()
 	default:
@@ -553,7 +488,7 @@ func (s *Server) OnDecodeError(ctx *gortsplib.ServerHandlerOnDecodeErrorCtx) {
 }
 
 // failure answers a path's error: its own status, 503 for a source that
-// did not start in time (lifecycle.md §0), 404 otherwise.
+// did not start in time (docs/lifecycle.md §0), 404 otherwise.
 func (s *Server) failure(path string, err error) *base.Response {
 	var se *StatusError
 	switch {

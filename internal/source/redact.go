@@ -1,8 +1,6 @@
 package source
 
-import "regexp"
-
-var authParam = regexp.MustCompile(`([?&]auth=)[^&\s"']+`)
+import "github.com/nestmtx/nestmtx/internal/redact"
 
 // RedactURLs replaces the value of every auth= query parameter in s.
-func RedactURLs(s string) string { return authParam.ReplaceAllString(s, "${1}REDACTED") }
+func RedactURLs(s string) string { return redact.AuthParams(s) }

@@ -64,7 +64,7 @@ func Dial(ctx context.Context, rawURL string, o Options) (*Upstream, error) {
 	}
 	u, err := base.ParseURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("upstream URL: %w", redact(err))
+		return nil, fmt.Errorf("upstream URL: %w", redactErr(err))
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
@@ -107,7 +107,7 @@ func Dial(ctx context.Context, rawURL string, o Options) (*Upstream, error) {
 	desc, _, err := up.client.Describe(u)
 	if err != nil {
 		up.Close()
-		return nil, fmt.Errorf("upstream DESCRIBE: %w", redact(err))
+		return nil, fmt.Errorf("upstream DESCRIBE: %w", redactErr(err))
 	}
 	up.desc = desc
 	up.video = desc.FindFormat(&up.videoFmt)
@@ -133,7 +133,7 @@ func Dial(ctx context.Context, rawURL string, o Options) (*Upstream, error) {
 	}
 	if err := up.client.SetupAll(desc.BaseURL, medias); err != nil {
 		up.Close()
-		return nil, fmt.Errorf("upstream SETUP: %w", redact(err))
+		return nil, fmt.Errorf("upstream SETUP: %w", redactErr(err))
 	}
 	if ctx.Err() != nil {
 		up.Close()
@@ -187,7 +187,7 @@ func (up *Upstream) Play(sink Sink) error {
 		})
 	}
 	if _, err := up.client.Play(nil); err != nil {
-		return fmt.Errorf("upstream PLAY: %w", redact(err))
+		return fmt.Errorf("upstream PLAY: %w", redactErr(err))
 	}
 	return nil
 }
@@ -196,7 +196,7 @@ func (up *Upstream) Play(sink Sink) error {
 func (up *Upstream) LastPacket() time.Time { return time.Unix(0, up.lastPacket.Load()) }
 
 // Wait blocks until the upstream session ends, and returns why.
-func (up *Upstream) Wait() error { return redact(up.client.Wait()) }
+func (up *Upstream) Wait() error { return redactErr(up.client.Wait()) }
 
 // Close ends the upstream session.
 func (up *Upstream) Close() {
@@ -205,7 +205,7 @@ func (up *Upstream) Close() {
 
 // redact removes stream tokens from errors that quote the URL: Google's
 // stream URLs carry the session's credential in their auth parameter.
-func redact(err error) error {
+func redactErr(err error) error {
 	if err == nil {
 		return nil
 	}

@@ -8,31 +8,32 @@ import (
 	"go.etcd.io/bbolt"
 )
 
-// Camera is a Google Nest device and how it is published through MediaMTX.
+// Camera is a Google Nest device and how it is served over RTSP (the API
+// shows it through its own view, api's cameraView).
 // Room, Name, Type, Protocols, Resolution, the codecs and Missing come from
-// Google device sync; MTXPath, IsEnabled and IsPersistent are set by users.
+// Google device sync; Path, IsEnabled and IsPersistent are set by users.
 type Camera struct {
-	ID           uint64 `json:"id"`
-	CredentialID uint64 `json:"credential_id"`
+	ID           uint64
+	CredentialID uint64
 	// UID is the Google device name, enterprises/<project>/devices/<device>.
-	UID  string `json:"uid"`
-	Room string `json:"room"`
-	Name string `json:"name"`
-	Type string `json:"identified_as"`
-	// MTXPath is the MediaMTX path the camera is served on; "" means not
-	// configured and is marshalled as null.
-	MTXPath      string   `json:"mtx_path"`
-	IsEnabled    bool     `json:"is_enabled"`
-	IsPersistent bool     `json:"is_persistent"`
-	Protocols    []string `json:"protocols"`
+	UID  string
+	Room string
+	Name string
+	Type string
+	// Path is the RTSP path the camera is served on; "" means not
+	// configured.
+	Path         string
+	IsEnabled    bool
+	IsPersistent bool
+	Protocols    []string
 	// Resolution is "<width>x<height>" or "" when unknown.
-	Resolution  string   `json:"resolution"`
-	CodecsVideo []string `json:"codecs_video"`
-	CodecsAudio []string `json:"codecs_audio"`
+	Resolution  string
+	CodecsVideo []string
+	CodecsAudio []string
 	// Missing is set when Google no longer lists the device.
-	Missing   bool      `json:"missing"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	Missing   bool
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // cameraRecord is the stored form. Its fields match Camera's so the two
@@ -45,7 +46,7 @@ type cameraRecord struct {
 	Room         string    `json:"room"`
 	Name         string    `json:"name"`
 	Type         string    `json:"type"`
-	MTXPath      string    `json:"mtx_path,omitempty"`
+	Path         string    `json:"mtx_path,omitempty"`
 	IsEnabled    bool      `json:"is_enabled"`
 	IsPersistent bool      `json:"is_persistent"`
 	Protocols    []string  `json:"protocols,omitempty"`
@@ -59,8 +60,8 @@ type cameraRecord struct {
 
 var resolutionRE = regexp.MustCompile(`^[1-9][0-9]{0,5}x[1-9][0-9]{0,5}$`)
 
-// validateCamera checks only what the store relies on. Whether MTXPath is a
-// name MediaMTX accepts is left to the caller, which knows MediaMTX's rules.
+// validateCamera checks only what the store relies on. Whether Path is a
+// valid RTSP path name is left to the API, which owns that rule.
 func validateCamera(c *Camera) error {
 	if c.Resolution != "" && !resolutionRE.MatchString(c.Resolution) {
 		return fmt.Errorf("camera %d: resolution %q is not WIDTHxHEIGHT: %w", c.ID, c.Resolution, ErrInvalid)
@@ -94,19 +95,19 @@ func putCamera(tx *bbolt.Tx, prevPath string, c Camera) error {
 	if err := validateCamera(&c); err != nil {
 		return err
 	}
-	if c.MTXPath != prevPath {
+	if c.Path != prevPath {
 		byPath := tx.Bucket(bucketCamerasByPath)
-		if c.MTXPath != "" {
-			if other := byPath.Get([]byte(c.MTXPath)); other != nil {
+		if c.Path != "" {
+			if other := byPath.Get([]byte(c.Path)); other != nil {
 				otherID, err := btoi(other)
 				if err != nil {
 					return err
 				}
 				if otherID != c.ID {
-					return fmt.Errorf("mtx path %q is already used by camera %d: %w", c.MTXPath, otherID, ErrConflict)
+					return fmt.Errorf("mtx path %q is already used by camera %d: %w", c.Path, otherID, ErrConflict)
 				}
 			}
-			if err := byPath.Put([]byte(c.MTXPath), itob(c.ID)); err != nil {
+			if err := byPath.Put([]byte(c.Path), itob(c.ID)); err != nil {
 				return err
 			}
 		}
@@ -124,8 +125,8 @@ func deleteCamera(tx *bbolt.Tx, id uint64) error {
 	if err != nil {
 		return err
 	}
-	if c.MTXPath != "" {
-		if err := tx.Bucket(bucketCamerasByPath).Delete([]byte(c.MTXPath)); err != nil {
+	if c.Path != "" {
+		if err := tx.Bucket(bucketCamerasByPath).Delete([]byte(c.Path)); err != nil {
 			return err
 		}
 	}
@@ -162,7 +163,7 @@ func (s *Store) GetCamera(id uint64) (Camera, error) {
 	return c, err
 }
 
-// GetCameraByPath returns the camera served on MediaMTX path p.
+// GetCameraByPath returns the camera served on RTSP path p.
 func (s *Store) GetCameraByPath(p string) (Camera, error) {
 	var c Camera
 	err := s.db.View(func(tx *bbolt.Tx) error {
@@ -198,7 +199,7 @@ func (s *Store) UpdateCamera(id uint64, mutate func(*Camera) error) (Camera, err
 		}
 		keepIdentity(&c, orig)
 		c.UpdatedAt = s.now()
-		return putCamera(tx, orig.MTXPath, c)
+		return putCamera(tx, orig.Path, c)
 	})
 	if err != nil {
 		return Camera{}, err
@@ -249,7 +250,7 @@ func (s *Store) UpsertCamera(credentialID uint64, uid string, mutate func(c *Cam
 		}
 		keepIdentity(&c, orig)
 		c.UpdatedAt = now
-		return putCamera(tx, orig.MTXPath, c)
+		return putCamera(tx, orig.Path, c)
 	})
 	if err != nil {
 		return Camera{}, err

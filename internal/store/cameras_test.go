@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/json"
 	"errors"
 	"reflect"
 	"strings"
@@ -39,12 +38,12 @@ func TestUpsertCameraKeepsUserFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cam.ID == 0 || cam.UID != uidA || cam.CredentialID != cred.ID || cam.Name != "Front door" || cam.MTXPath != "" || cam.IsEnabled {
+	if cam.ID == 0 || cam.UID != uidA || cam.CredentialID != cred.ID || cam.Name != "Front door" || cam.Path != "" || cam.IsEnabled {
 		t.Fatalf("new camera %+v", cam)
 	}
 
 	if _, err := s.UpdateCamera(cam.ID, func(c *Camera) error {
-		c.MTXPath = "front"
+		c.Path = "front"
 		c.IsEnabled = true
 		c.IsPersistent = true
 		return nil
@@ -60,7 +59,7 @@ func TestUpsertCameraKeepsUserFields(t *testing.T) {
 	if !reflect.DeepEqual(sawNew, []bool{true, false}) {
 		t.Fatalf("isNew sequence %v", sawNew)
 	}
-	if again.ID != cam.ID || again.MTXPath != "front" || !again.IsEnabled || !again.IsPersistent {
+	if again.ID != cam.ID || again.Path != "front" || !again.IsEnabled || !again.IsPersistent {
 		t.Fatalf("sync overwrote user fields: %+v", again)
 	}
 	if !again.CreatedAt.Equal(cam.CreatedAt) || !again.UpdatedAt.Equal(clk.Now()) {
@@ -89,7 +88,7 @@ func TestCameraPathUniqueness(t *testing.T) {
 	b, _ := s.UpsertCamera(cred.ID, uidB, syncFields("B"))
 
 	setPath := func(id uint64, p string) error {
-		_, err := s.UpdateCamera(id, func(c *Camera) error { c.MTXPath = p; return nil })
+		_, err := s.UpdateCamera(id, func(c *Camera) error { c.Path = p; return nil })
 		return err
 	}
 	if err := setPath(a.ID, "door"); err != nil {
@@ -99,7 +98,7 @@ func TestCameraPathUniqueness(t *testing.T) {
 	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), `"door"`) {
 		t.Fatalf("duplicate path = %v, want ErrConflict naming the path", err)
 	}
-	if got, _ := s.GetCamera(b.ID); got.MTXPath != "" {
+	if got, _ := s.GetCamera(b.ID); got.Path != "" {
 		t.Fatalf("conflicting update was stored: %+v", got)
 	}
 	// Re-saving a camera with its own path is not a conflict.
@@ -138,7 +137,7 @@ func TestCameraPathUniqueness(t *testing.T) {
 
 	// A new camera from sync cannot take a used path either.
 	_, err = s.UpsertCamera(cred.ID, "enterprises/p/devices/C", func(c *Camera, _ bool) error {
-		c.MTXPath = "door"
+		c.Path = "door"
 		return nil
 	})
 	if !errors.Is(err, ErrConflict) {
@@ -192,34 +191,6 @@ func TestUpdateCameraImmutableFields(t *testing.T) {
 	stored, _ := s.GetCamera(cam.ID)
 	if !reflect.DeepEqual(stored, got) {
 		t.Fatalf("stored %+v\nreturned %+v", stored, got)
-	}
-}
-
-func TestCameraJSON(t *testing.T) {
-	c := Camera{ID: 1, UID: uidA, Type: "Camera"}
-	js, err := json.Marshal(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{`"mtx_path":null`, `"protocols":[]`, `"identified_as":"Camera"`, `"codecs_audio":[]`} {
-		if !strings.Contains(string(js), want) {
-			t.Errorf("%s missing from %s", want, js)
-		}
-	}
-	if strings.Count(string(js), "mtx_path") != 1 {
-		t.Errorf("mtx_path appears twice: %s", js)
-	}
-	c.MTXPath = "door"
-	js, _ = json.Marshal(c)
-	if !strings.Contains(string(js), `"mtx_path":"door"`) {
-		t.Errorf("configured path: %s", js)
-	}
-	var back Camera
-	if err := json.Unmarshal(js, &back); err != nil || back.MTXPath != "door" || back.UID != uidA {
-		t.Fatalf("unmarshal = %+v, %v", back, err)
-	}
-	if err := json.Unmarshal([]byte(`{"mtx_path":null}`), &back); err != nil || back.MTXPath != "" {
-		t.Fatalf("null path = %+v, %v", back, err)
 	}
 }
 

@@ -159,14 +159,14 @@ func TestDeleteCredentialCascadesCameras(t *testing.T) {
 	c2, _ := s.CreateCredential(Credential{Description: "two"})
 	for i, uid := range []string{"enterprises/p/devices/a", "enterprises/p/devices/b"} {
 		if _, err := s.UpsertCamera(c1.ID, uid, func(c *Camera, _ bool) error {
-			c.MTXPath = "cam" + string(rune('a'+i))
+			c.Path = "cam" + string(rune('a'+i))
 			return nil
 		}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	keep, err := s.UpsertCamera(c2.ID, "enterprises/p/devices/a", func(c *Camera, _ bool) error {
-		c.MTXPath = "other"
+		c.Path = "other"
 		return nil
 	})
 	if err != nil {
@@ -189,10 +189,10 @@ func TestDeleteCredentialCascadesCameras(t *testing.T) {
 		if !isNew {
 			t.Error("camera of deleted credential was found by uid")
 		}
-		c.MTXPath = "cama"
+		c.Path = "cama"
 		return nil
 	})
-	if err != nil || cam.MTXPath != "cama" {
+	if err != nil || cam.Path != "cama" {
 		t.Fatalf("reuse after cascade: %+v, %v", cam, err)
 	}
 }

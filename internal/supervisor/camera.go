@@ -24,15 +24,15 @@ import (
 	"github.com/nestmtx/nestmtx/internal/source"
 )
 
-// Google is the part of the SDM client a camera uses.
-type Google interface {
+// SessionAPI is the part of the SDM client a camera uses: its stream sessions.
+type SessionAPI interface {
 	GenerateRtspStream(ctx context.Context, deviceName string) (nest.RTSPStream, error)
 	ExtendRtspStream(ctx context.Context, s nest.RTSPStream) (nest.RTSPStream, error)
 	StopRtspStream(ctx context.Context, s nest.RTSPStream) error
 }
 
-// Config is how a camera is to be served (app maps the store row to it).
-type Config struct {
+// Spec is how a camera is to be served (app maps the store row to it).
+type Spec struct {
 	ID         uint64
 	Name       string
 	Device     string // Google's device name
@@ -104,8 +104,8 @@ type Camera struct {
 	log   *slog.Logger
 
 	// Everything below is owned by the run goroutine.
-	cfg    Config
-	google Google
+	cfg    Spec
+	google SessionAPI
 	// credDown says why the credential cannot be used, "" when it can
 	// (see Credential).
 	credDown string
@@ -113,7 +113,7 @@ type Camera struct {
 	demanded bool   // a demand was emitted and its unDemand is still due
 	phase    phase
 	waiters  []waiter
-	// readers counts every reader from SETUP on (MediaMTX's rule); the
+	// readers counts every reader from SETUP on (as MediaMTX counts them); the
 	// value says whether it plays. The camera owns this fact; the relay
 	// only knows whom it feeds.
 	readers map[*rtspserver.Reader]bool
@@ -150,12 +150,12 @@ type Camera struct {
 // at New and pushes every change (SetCredential); that push is the camera's
 // only source for it.
 type Credential struct {
-	Google Google // nil keeps the current client on a change
+	Google SessionAPI // nil keeps the current client on a change
 	Down   string
 }
 
 // New creates a camera's supervisor; Run starts it.
-func New(cfg Config, cred Credential, o Options) *Camera {
+func New(cfg Spec, cred Credential, o Options) *Camera {
 	if o.ExtendAt <= 0 || o.ExtendAt >= 1 {
 		o.ExtendAt = 0.8
 	}
@@ -187,7 +187,7 @@ func New(cfg Config, cred Credential, o Options) *Camera {
 func (c *Camera) Run(ctx context.Context) {
 	defer close(c.done)
 	c.publishState()
-	c.maybePersist()
+	c.startIfPersistent()
 	for {
 		select {
 		case <-ctx.Done():

@@ -232,11 +232,11 @@ type harness struct {
 	bus    *events.Bus
 	events <-chan events.Message
 	cam    *Camera
-	cfg    Config
+	cfg    Spec
 	gone   chan uint64
 }
 
-func newHarness(t *testing.T, mutate func(*Config, *Options)) *harness {
+func newHarness(t *testing.T, mutate func(*Spec, *Options)) *harness {
 	t.Helper()
 	srv, err := rtspserver.Start(rtspserver.Options{Address: "127.0.0.1:0", StartTimeout: time.Minute,
 		Resolver: rtspserver.Paths{}})
@@ -251,7 +251,7 @@ func newHarness(t *testing.T, mutate func(*Config, *Options)) *harness {
 	sub := h.bus.Subscribe(1024)
 	t.Cleanup(sub.Close)
 	h.events = sub.C()
-	cfg := Config{ID: 7, Name: "Porch", Device: "enterprises/p/devices/porch", Path: "porch", Enabled: true}
+	cfg := Spec{ID: 7, Name: "Porch", Device: "enterprises/p/devices/porch", Path: "porch", Enabled: true}
 	opts := Options{
 		NewRelay: func(p relay.Params) (*relay.Relay, error) { return relay.New(srv.Gortsplib(), p) },
 		Runner:   h.runner, Bus: h.bus, Clock: clk,

@@ -38,10 +38,10 @@ type (
 
 // From the manager.
 type (
-	updateIn     struct{ cfg Config }
+	updateIn     struct{ cfg Spec }
 	credentialIn struct {
-		google Google // nil keeps the current client
-		down   string // why the credential cannot be used, "" when it can
+		google SessionAPI // nil keeps the current client
+		down   string     // why the credential cannot be used, "" when it can
 	}
 )
 
@@ -55,7 +55,7 @@ type (
 	sessionIn struct {
 		gen     int
 		session nest.RTSPStream
-		google  Google
+		google  SessionAPI
 	}
 	generateFailedIn struct {
 		gen int
@@ -78,7 +78,7 @@ type (
 	}
 	extendedIn struct {
 		gen    int
-		google Google
+		google SessionAPI
 		next   nest.RTSPStream
 		err    error
 	}

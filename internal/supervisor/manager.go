@@ -8,16 +8,16 @@ import (
 	"github.com/nestmtx/nestmtx/internal/rtspserver"
 )
 
-// GoogleFor gives the SDM client of a credential, and why it cannot be used
+// CredentialFor gives the SDM client of a credential, and why it cannot be used
 // ("" when it can).
-type GoogleFor func(credentialID uint64) (Google, string)
+type CredentialFor func(credentialID uint64) (SessionAPI, string)
 
 // Manager keeps one supervisor per camera row and the table of served
 // paths. The table is only a directory: each camera's live state stays with
 // its own goroutine.
 type Manager struct {
 	opts   Options
-	google GoogleFor
+	google CredentialFor
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -32,14 +32,16 @@ type Manager struct {
 }
 
 type managed struct {
-	cam    *Camera
-	cfg    Config
+	cam *Camera
+	// listed is the path the directory serves the camera at ("" when
+	// none): the directory's own fact; the camera's spec is the camera's.
+	listed string
 	credID uint64
 	cancel context.CancelFunc
 }
 
 // NewManager creates a manager whose cameras live until ctx ends.
-func NewManager(ctx context.Context, o Options, google GoogleFor) *Manager {
+func NewManager(ctx context.Context, o Options, google CredentialFor) *Manager {
 	m := &Manager{google: google, byID: map[uint64]*managed{}, byPath: map[string]*Camera{}}
 	m.ctx, m.cancel = context.WithCancel(ctx)
 	o.skew = &skewWarning{}
@@ -62,26 +64,27 @@ func (m *Manager) Lookup(name string) (rtspserver.Path, bool) {
 
 // Apply creates or updates a camera's supervisor from its configuration;
 // credentialID names the Google credential it streams with.
-func (m *Manager) Apply(cfg Config, credentialID uint64) {
+func (m *Manager) Apply(cfg Spec, credentialID uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	mc, ok := m.byID[cfg.ID]
 	if !ok {
 		g, down := m.google(credentialID)
 		ctx, cancel := context.WithCancel(m.ctx)
-		mc = &managed{cam: New(cfg, Credential{Google: g, Down: down}, m.opts), cfg: cfg, credID: credentialID, cancel: cancel}
+		mc = &managed{cam: New(cfg, Credential{Google: g, Down: down}, m.opts), credID: credentialID, cancel: cancel}
 		m.byID[cfg.ID] = mc
 		m.wg.Add(1)
 		go func() { defer m.wg.Done(); mc.cam.Run(ctx) }()
 	} else {
-		if mc.cfg.Path != "" && m.byPath[mc.cfg.Path] == mc.cam {
-			delete(m.byPath, mc.cfg.Path)
+		if mc.listed != "" && m.byPath[mc.listed] == mc.cam {
+			delete(m.byPath, mc.listed)
 		}
-		mc.cfg = cfg
+		mc.listed = ""
 		mc.cam.Update(cfg)
 	}
 	if cfg.Enabled && cfg.Path != "" {
 		m.byPath[cfg.Path] = mc.cam
+		mc.listed = cfg.Path
 	}
 }
 
@@ -91,8 +94,8 @@ func (m *Manager) CameraDeleted(id uint64) {
 	mc, ok := m.byID[id]
 	if ok {
 		delete(m.byID, id)
-		if m.byPath[mc.cfg.Path] == mc.cam {
-			delete(m.byPath, mc.cfg.Path)
+		if m.byPath[mc.listed] == mc.cam {
+			delete(m.byPath, mc.listed)
 		}
 	}
 	m.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
 
+	"github.com/nestmtx/nestmtx/internal/backoff"
 	"github.com/nestmtx/nestmtx/internal/events"
 	"github.com/nestmtx/nestmtx/internal/nest"
 	"github.com/nestmtx/nestmtx/internal/rtspserver"
@@ -17,7 +18,7 @@ import (
 // ends, and the inputs from the manager that change it.
 
 // Update applies a changed camera configuration.
-func (c *Camera) Update(cfg Config) { c.post(context.Background(), updateIn{cfg: cfg}) }
+func (c *Camera) Update(cfg Spec) { c.post(context.Background(), updateIn{cfg: cfg}) }
 
 // SetCredential swaps the SDM client (after re-authentication) and clears
 // or sets the reason the credential is unusable.
@@ -25,7 +26,7 @@ func (c *Camera) SetCredential(cred Credential) {
 	c.post(context.Background(), credentialIn{google: cred.Google, down: cred.Down})
 }
 
-func (c *Camera) onUpdate(cfg Config) {
+func (c *Camera) onUpdate(cfg Spec) {
 	old := c.cfg
 	c.cfg = cfg
 	// A changed row (a sync, an edit) gets a new chance.
@@ -44,11 +45,11 @@ func (c *Camera) onUpdate(cfg Config) {
 	case cfg.Persistent != old.Persistent:
 		c.armCloseIfUnused()
 	}
-	c.maybePersist()
+	c.startIfPersistent()
 	c.publishState()
 }
 
-func (c *Camera) onCredential(g Google, downReason string) {
+func (c *Camera) onCredential(g SessionAPI, downReason string) {
 	wasDown := c.credDown
 	c.credDown = downReason
 	if downReason != "" && wasDown == "" {
@@ -59,11 +60,11 @@ func (c *Camera) onCredential(g Google, downReason string) {
 		c.google = g
 	}
 	c.lastError = downReason
-	c.maybePersist()
+	c.startIfPersistent()
 	c.publishState()
 }
 
-func (c *Camera) maybePersist() {
+func (c *Camera) startIfPersistent() {
 	if c.wantsPersistent() && c.cfg.Path != "" && c.phase == idle && c.retryTimer == nil {
 		c.phase = starting
 		c.attempts = 0
@@ -84,12 +85,9 @@ func (c *Camera) endDemand() {
 	}
 }
 
-// backoff grows from 1 s to 30 s; the Google client's own limiter already
-// spaces commands, this keeps a broken camera from spinning.
-func backoff(attempt int) time.Duration {
-	d := time.Second << min(attempt-1, 5)
-	return min(d, 30*time.Second)
-}
+// startBackoff grows from 1 s to 30 s; the Google client's own limiter
+// already spaces commands, this keeps a broken camera from spinning.
+var startBackoff = backoff.Backoff{First: time.Second, Max: 30 * time.Second}
 
 // startTimeoutReason is the 503 reason for a reader whose wait ended.
 func (c *Camera) startTimeoutReason() string {
@@ -197,13 +195,13 @@ func (c *Camera) onFailedBackoffOver() {
 	c.log.Info("trying the camera again after Google refused it", "after", c.failedBackoff())
 	c.failed = ""
 	c.publishState()
-	c.maybePersist()
+	c.startIfPersistent()
 }
 
 // failedBackoff doubles with each refusal, from RefusedBackoff up to 12
 // times it (an hour by default).
 func (c *Camera) failedBackoff() time.Duration {
-	return min(c.opts.RefusedBackoff<<min(max(c.failures-1, 0), 4), 12*c.opts.RefusedBackoff)
+	return backoff.Backoff{First: c.opts.RefusedBackoff, Max: 12 * c.opts.RefusedBackoff}.Delay(c.failures)
 }
 
 // refusal is why the camera cannot be streamed now, "" when it can.

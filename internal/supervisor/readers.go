@@ -94,7 +94,7 @@ func (c *Camera) onRequest(r *rtspserver.Reader, setup bool, reply chan describe
 		return
 	}
 	if setup {
-		// From SETUP on a reader counts (MediaMTX's rule): it holds the
+		// From SETUP on a reader counts (as in MediaMTX): it holds the
 		// source open, and cancels a pending close.
 		c.readers[r] = false
 		stopTimer(&c.closeTimer)

@@ -65,7 +65,7 @@ func (c *Camera) stopRetiring() {
 // reserve the limiter keeps for extensions and starts; the Stop of a
 // session replaced by a regeneration may not. It reads only immutable
 // fields, so any goroutine may call it.
-func (c *Camera) stopSessionWith(g Google, s nest.RTSPStream, final bool) {
+func (c *Camera) stopSessionWith(g SessionAPI, s nest.RTSPStream, final bool) {
 	log := c.log
 	if g == nil || !c.clock.Now().Before(s.LocalExpiry()) {
 		return
@@ -85,7 +85,7 @@ func (c *Camera) stopSessionWith(g Google, s nest.RTSPStream, final bool) {
 // runSource is one generation's goroutine: it generates the session and
 // runs the upstream, reporting to the camera goroutine, which ignores
 // reports of stale generations.
-func (c *Camera) runSource(ctx context.Context, gen int, g Google, device string, retire []nest.RTSPStream) {
+func (c *Camera) runSource(ctx context.Context, gen int, g SessionAPI, device string, retire []nest.RTSPStream) {
 	report := func(in input) { c.post(context.Background(), in) }
 	// While the Generate waits for the quota, the camera says so.
 	noticed := nest.WithQuotaNotice(ctx, func(w nest.QuotaWait) { report(quotaWaitIn{gen: gen, wait: w}) })
@@ -274,7 +274,7 @@ func (c *Camera) onSourceFailed(err error) {
 		c.startSource()
 	} else {
 		c.attempts++
-		c.retryTimer = c.clock.NewTimer(backoff(c.attempts))
+		c.retryTimer = c.clock.NewTimer(startBackoff.Delay(c.attempts))
 	}
 	c.publishState()
 }
