@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -25,28 +24,6 @@ import (
 	"github.com/nestmtx/nestmtx/internal/store"
 	"github.com/nestmtx/nestmtx/internal/testkit"
 )
-
-// smallDisk mounts a tmpfs of size bytes (a real file system that answers
-// ENOSPC when full) and returns its root. It needs root (CAP_SYS_ADMIN);
-// without it the test skips, except under CI, where it must run.
-func smallDisk(t *testing.T, size int) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skipf("cannot mount a small tmpfs to fill (needs root or CAP_SYS_ADMIN): %v; under CI this test fails instead", err)
-		}
-		t.Fatalf("mount a small tmpfs to fill: %v (CI runs the tests as root)", err)
-	}
-	// Cleanups run last-in first-out: this one after the daemon's shutdown
-	// (registered later) and before TempDir's removal (registered earlier).
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
 
 // fillDisk writes dir/filler until the file system answers ENOSPC and
 // returns a function that frees the space again.
@@ -130,7 +107,7 @@ func getHealthz(t *testing.T, a *App) healthz {
 // A disk that fills makes health degraded with the reason, with nobody
 // writing, and health heals by itself once space is freed.
 func TestDiskFullHealth(t *testing.T) {
-	root := smallDisk(t, 4<<20)
+	root := testkit.SmallDisk(t, 4<<20)
 	dataDir := filepath.Join(root, "data")
 	var logs logLines
 	a := startAppWith(t, func(c *config.Config) { c.DataDir = dataDir }, func(a *App) {
@@ -190,7 +167,7 @@ func TestDiskFullHealth(t *testing.T) {
 // A first start on a full disk fails with a clear error and leaves no
 // database; the next start, with space, works.
 func TestDiskFullFirstStart(t *testing.T) {
-	root := smallDisk(t, 4<<20)
+	root := testkit.SmallDisk(t, 4<<20)
 	dataDir := filepath.Join(root, "data")
 	free := fillDisk(t, root)
 

@@ -18,6 +18,17 @@ import (
 // a reader's log shows of a refusal.
 func describeReason(t *testing.T, url string) (base.StatusCode, string) {
 	t.Helper()
+	st, reason, err := describeAnswer(t, url)
+	if st == 0 {
+		t.Fatalf("DESCRIBE %s: %v", url, err)
+	}
+	return st, reason
+}
+
+// describeAnswer sends one DESCRIBE: the status (0 without an answer), its
+// reason and the client's error.
+func describeAnswer(t *testing.T, url string) (base.StatusCode, string, error) {
+	t.Helper()
 	u, err := base.ParseURL(url)
 	if err != nil {
 		t.Fatal(err)
@@ -29,9 +40,9 @@ func describeReason(t *testing.T, url string) (base.StatusCode, string) {
 	defer c.Close()
 	_, res, err := c.Describe(u)
 	if res == nil {
-		t.Fatalf("DESCRIBE %s: %v", url, err)
+		return 0, "", err
 	}
-	return res.StatusCode, res.StatusMessage
+	return res.StatusCode, res.StatusMessage, err
 }
 
 // waitState polls the camera's retained state until ok accepts it.

@@ -24,20 +24,8 @@ import (
 // connection error).
 func describe(t *testing.T, url string) (base.StatusCode, error) {
 	t.Helper()
-	u, err := base.ParseURL(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := gortsplib.Client{}
-	if err := c.Start(u.Scheme, u.Host); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_, res, err := c.Describe(u)
-	if res == nil {
-		return 0, err
-	}
-	return res.StatusCode, err
+	st, _, err := describeAnswer(t, url)
+	return st, err
 }
 
 // TestPathChangesTakeEffectAtOnce: unknown and disabled paths are 404;

@@ -19,27 +19,6 @@ import (
 	"github.com/nestmtx/nestmtx/internal/testkit"
 )
 
-// smallDisk mounts a tmpfs of size bytes (a real file system that answers
-// ENOSPC when full) and returns its root. It needs root (CAP_SYS_ADMIN);
-// without it the test skips, except under CI, where it must run.
-func smallDisk(t *testing.T, size int) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skipf("cannot mount a small tmpfs to fill (needs root or CAP_SYS_ADMIN): %v; under CI this test fails instead", err)
-		}
-		t.Fatalf("mount a small tmpfs to fill: %v (CI runs the tests as root)", err)
-	}
-	// Cleanups run last-in first-out: this one before TempDir's removal.
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
-
 // filler takes up all free space of a file system until freed.
 type filler struct {
 	t    *testing.T
@@ -128,7 +107,7 @@ func assertNoDatabase(t *testing.T, dir string) {
 }
 
 func TestDiskFullFirstStartLeavesNoDatabase(t *testing.T) {
-	root := smallDisk(t, 1<<20)
+	root := testkit.SmallDisk(t, 1<<20)
 	dir := filepath.Join(root, "data")
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -161,7 +140,7 @@ func TestDiskFullFirstStartLeavesNoDatabase(t *testing.T) {
 // database, the key, writing the key check) or works; either way it leaves
 // no database or a complete one, and the next start with space works.
 func TestDiskNearlyFullFirstStart(t *testing.T) {
-	root := smallDisk(t, 1<<20)
+	root := testkit.SmallDisk(t, 1<<20)
 	var frees []int64
 	for free := int64(0); free <= 64<<10; free += 4 << 10 {
 		frees = append(frees, free)
@@ -212,7 +191,7 @@ func TestDiskNearlyFullFirstStart(t *testing.T) {
 }
 
 func TestDiskFullWriteFailsThenRecovers(t *testing.T) {
-	root := smallDisk(t, 2<<20)
+	root := testkit.SmallDisk(t, 2<<20)
 	dir := filepath.Join(root, "data")
 	var logs logLines
 	clk := &fakeClock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
@@ -293,7 +272,7 @@ func TestDiskFullWriteFailsThenRecovers(t *testing.T) {
 // A disk that fills while nobody writes is noticed by the probe, at most
 // once per interval, and so is its recovery.
 func TestDiskFullNoticedWithoutWrites(t *testing.T) {
-	root := smallDisk(t, 2<<20)
+	root := testkit.SmallDisk(t, 2<<20)
 	dir := filepath.Join(root, "data")
 	var logs logLines
 	s, err := Open(dir, Options{LockTimeout: 200 * time.Millisecond, Log: logs.logger(), WriteProbeInterval: 20 * time.Millisecond})
@@ -324,7 +303,7 @@ func TestDiskFullNoticedWithoutWrites(t *testing.T) {
 // leaves nothing. (Linux refuses to remount a file system read-only while a
 // file on it is open for writing, so an open store is not tested here.)
 func TestReadOnlyDiskFirstStart(t *testing.T) {
-	root := smallDisk(t, 1<<20)
+	root := testkit.SmallDisk(t, 1<<20)
 	dir := filepath.Join(root, "data")
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
