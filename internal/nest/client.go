@@ -209,13 +209,26 @@ type rtspResults struct {
 // Date header that far from expiresAt is broken, not a long session.
 const maxPlausibleLifetime = time.Hour
 
-// timing fills a session's expiry fields from an answer. The lifetime comes
-// from Google's clock alone (expiresAt minus its Date header), and the local
-// expiry is that lifetime after the answer arrived, on the monotonic clock:
+// streamTiming is the expiry part of a session, the same for RTSP and WebRTC
+// streams; see RTSPStream for what each field means.
+type streamTiming struct {
+	ExpiresAt  time.Time
+	Lifetime   time.Duration
+	ReceivedAt time.Time
+	ClockSkew  time.Duration
+}
+
+func (s *RTSPStream) setTiming(t streamTiming) {
+	s.ExpiresAt, s.Lifetime, s.ReceivedAt, s.ClockSkew = t.ExpiresAt, t.Lifetime, t.ReceivedAt, t.ClockSkew
+}
+
+// timing computes a session's expiry fields from an answer. The lifetime
+// comes from Google's clock alone (expiresAt minus its Date header), and the
+// local expiry is that lifetime after the answer arrived, on the monotonic clock:
 // a host clock minutes off (no NTP at boot, drift) then neither extends too
 // late nor regenerates healthy sessions. Without a usable Date header the
 // lifetime falls back to expiresAt against the local clock.
-func (c *Client) timing(s *RTSPStream, expiresAt string, ans answer) {
+func (c *Client) timing(expiresAt string, ans answer) (s streamTiming) {
 	received := ans.received
 	if received.IsZero() {
 		received = time.Now()
@@ -224,7 +237,7 @@ func (c *Client) timing(s *RTSPStream, expiresAt string, ans answer) {
 	if err != nil {
 		s.ExpiresAt = c.now().Add(defaultStreamLifetime)
 		s.Lifetime, s.ReceivedAt, s.ClockSkew = defaultStreamLifetime, received, 0
-		return
+		return s
 	}
 	s.ExpiresAt = t
 	s.ReceivedAt = received
@@ -244,10 +257,11 @@ func (c *Client) timing(s *RTSPStream, expiresAt string, ans answer) {
 			}
 			// Only a skew well above the header's resolution is real.
 			s.ClockSkew = c.now().Sub(ans.googleDate).Truncate(time.Second)
-			return
+			return s
 		}
 	}
 	s.Lifetime = max(local, 0)
+	return s
 }
 
 // GenerateRtspStream starts a session. Each generated URL admits one RTSP
@@ -273,7 +287,7 @@ func (c *Client) GenerateRtspStream(ctx context.Context, deviceName string) (RTS
 		StreamToken:    r.StreamToken,
 		ExtensionToken: r.StreamExtensionToken,
 	}
-	c.timing(&s, r.ExpiresAt, ans)
+	s.setTiming(c.timing(r.ExpiresAt, ans))
 	return s, nil
 }
 
@@ -300,7 +314,7 @@ func (c *Client) ExtendRtspStream(ctx context.Context, s RTSPStream) (RTSPStream
 	}
 	s.ExtensionToken = r.StreamExtensionToken
 	s.StreamToken = r.StreamToken
-	c.timing(&s, r.ExpiresAt, ans)
+	s.setTiming(c.timing(r.ExpiresAt, ans))
 	s.URL = withStreamToken(s.URL, r.StreamToken)
 	return s, nil
 }

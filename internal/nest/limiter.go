@@ -229,12 +229,13 @@ func dropExpired(ts []time.Time, cutoff time.Time) []time.Time {
 // commandPriority orders waiters when the quota is short. An extension
 // keeps a live stream alive with one command, where losing the session costs
 // a Generate and an outage; a Stop is only courtesy (the session expires by
-// itself). Equal priorities go in arrival order.
+// itself). The same holds for RTSP and WebRTC sessions. Equal priorities
+// go in arrival order.
 func commandPriority(command string) int {
 	switch command {
-	case CmdExtendRtspStream:
+	case CmdExtendRtspStream, CmdExtendWebRtcStream:
 		return 0
-	case CmdStopRtspStream:
+	case CmdStopRtspStream, CmdStopWebRtcStream:
 		return 2
 	}
 	return 1
@@ -243,7 +244,8 @@ func commandPriority(command string) int {
 // reserveFor is how many of the credential's slots a command of priority
 // prio must leave free. A Stop only saves Google a session that will
 // expire anyway, so it never takes the last fifth of the quota: that stays
-// for the extensions and starts that keep cameras up. (In an hour's soak
+// for the extensions and starts that keep cameras up. This holds for every
+// Stop, RTSP or WebRTC: both share the Stop priority. (In an hour's soak
 // with one-minute sessions, a Stop taking the last slot made an extension
 // wait past its session's expiry.)
 func (l *Limiter) reserveFor(w *waiter) int {
