@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"sync/atomic"
 )
 
 // structureID is the single home every simulated device belongs to.
@@ -15,6 +16,11 @@ type device struct {
 	removed bool    // guarded by Sim.mu
 	player  *player // nil unless the device serves RTSP
 	roomID  string
+	// noExtend refuses ExtendWebRtcStream (a battery device); guarded by
+	// Sim.mu.
+	noExtend bool
+	// rtcFrames counts video access units sent on its WebRTC sessions.
+	rtcFrames atomic.Int64
 }
 
 func isCameraType(t string) bool {
@@ -47,7 +53,7 @@ func (s *Sim) initDevices() error {
 			}
 		}
 		c.Protocols = slices.Clone(c.Protocols)
-		d := &device{cam: c, roomID: roomID(c.Room, i)}
+		d := &device{cam: c, roomID: roomID(c.Room, i), noExtend: c.Battery}
 		if d.supports(ProtocolRTSP) {
 			d.player = newPlayer(s, d)
 		}

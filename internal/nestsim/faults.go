@@ -23,12 +23,13 @@ type Faults struct {
 	freeze         bool
 	refuseStreams  int
 	linger         bool
+	withholdIDR    bool
 
 	dropKick chan struct{}
 }
 
-// FailExtensions makes every ExtendRtspStream answer 400
-// FAILED_PRECONDITION, so sessions die at their expiry.
+// FailExtensions makes every ExtendRtspStream and ExtendWebRtcStream answer
+// 400 FAILED_PRECONDITION, so sessions die at their expiry.
 func (f *Faults) FailExtensions(on bool) {
 	f.mu.Lock()
 	f.failExtensions = on
@@ -82,7 +83,9 @@ func (f *Faults) SetCameraClip(deviceID string, c *Clip) error {
 }
 
 // FreezeStreams stops every camera's media while their RTSPS connections
-// stay open: a stall that only a watchdog on the media can see.
+// and WebRTC peer connections stay open: a stall that only a watchdog on the
+// media can see. RTP timestamps keep running, so the media resumes with a
+// gap in timestamps but none in sequence numbers.
 func (f *Faults) FreezeStreams(on bool) {
 	f.mu.Lock()
 	f.freeze = on
@@ -93,6 +96,41 @@ func (f *Faults) frozen() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.freeze
+}
+
+// RefuseWebRTCExtensions makes ExtendWebRtcStream on one device answer 400
+// FAILED_PRECONDITION (on) or work again (off), as for a battery doorbell
+// (Device.Battery sets it at start).
+func (f *Faults) RefuseWebRTCExtensions(deviceID string, on bool) error {
+	f.s.mu.Lock()
+	defer f.s.mu.Unlock()
+	d := f.s.byID[deviceID]
+	if d == nil || !d.supports(ProtocolWebRTC) {
+		return fmt.Errorf("nestsim: no WebRTC camera %q", deviceID)
+	}
+	d.noExtend = on
+	return nil
+}
+
+// FailICE closes the peer connections of one device's live WebRTC sessions
+// ("" for every device), as when ICE fails: the client's connection goes
+// away and the media sessions end, so Extend answers FAILED_PRECONDITION.
+// It returns the number of sessions cut.
+func (f *Faults) FailICE(deviceID string) int { return f.s.failICE(deviceID) }
+
+// WithholdIDR makes WebRTC sessions that connect from now on start in the
+// middle of a GOP and skip every IDR until the client sends a PLI or FIR,
+// like a camera that sends keyframes only on request.
+func (f *Faults) WithholdIDR(on bool) {
+	f.mu.Lock()
+	f.withholdIDR = on
+	f.mu.Unlock()
+}
+
+func (f *Faults) withholdingIDR() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.withholdIDR
 }
 
 // RateLimitEveryOther makes every second executeCommand answer 429

@@ -19,7 +19,21 @@
 //   - Extension tokens chain: only the newest one is accepted by Extend and
 //     Stop (older or unknown: 400 INVALID_ARGUMENT); the newest one of an
 //     expired or stopped session gives 400 FAILED_PRECONDITION.
-//   - WebRTC commands are not simulated: 400 FAILED_PRECONDITION.
+//   - WebRTC (devices whose Protocols include WEB_RTC; see webrtc.go): the
+//     offer is validated as Google does (webrtc_offer.go), a pion answerer
+//     answers sendrecv with every offered H.264 profile it knows (two for
+//     Chrome's and pion's offers), gathers its ICE candidates before
+//     answering (UDP over IPv4, on loopback only when the HTTP listener is
+//     on loopback, no mDNS) and, once connected, plays the clip's H.264 and
+//     Options.Opus (default: Opus silence) in real time. A PLI or FIR makes
+//     the next picture an IDR. Extend and Stop take the mediaSessionId;
+//     an unknown, ended, empty or other device's one answers 400
+//     FAILED_PRECONDITION "WebRtc error caused by invalid session or user
+//     id mismatch.". Extend on a Battery device answers 400
+//     FAILED_PRECONDITION too. A session is cut (its peer connection
+//     closed) at expiresAt, and a peer that fails or closes ends its
+//     session. Google's answer candidates lack a foundation; the sim's
+//     have one.
 //   - RTSPS is TCP only (interleaved), as with Google's cameras; a UDP SETUP
 //     gets 461 from gortsplib. DESCRIBE, SETUP and PLAY need the session's
 //     current stream token: 404 for an unknown, stopped or expired session,
@@ -54,6 +68,7 @@ import (
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4"
+	"github.com/pion/webrtc/v4"
 )
 
 // Device types and protocols as the SDM API spells them.
@@ -82,6 +97,8 @@ const (
 	BackyardID   = "AVPHwEuSimBackyard02"
 	ThermostatID = "AVPHwEuSimThermostat03"
 	LivingRoomID = "AVPHwEuSimLivingRoom04"
+	// BatteryDoorbellID is BatteryDoorbell's id.
+	BatteryDoorbellID = "AVPHwEuSimBatteryBell05"
 )
 
 // Options configures a Sim. The zero value is usable.
@@ -102,8 +119,8 @@ type Options struct {
 	ClientID, ClientSecret string
 	// AccessTokenTTL is the lifetime of access tokens. Default 1h.
 	AccessTokenTTL time.Duration
-	// StreamTTL is the lifetime of a generated or extended RTSP stream
-	// session. Default 5m.
+	// StreamTTL is the lifetime of a generated or extended RTSP stream or
+	// WebRTC media session. Default 5m.
 	StreamTTL time.Duration
 	// Cameras are the shared devices. Nil means DefaultCameras(); an empty
 	// non-nil slice means no devices (the list answer then has no
@@ -112,6 +129,8 @@ type Options struct {
 	// Clip is the media every RTSP camera plays. Nil plays the clip built
 	// into the binary (testdata/clip.*, embedded by the root package).
 	Clip *Clip
+	// Opus is the audio of WebRTC cameras. Nil sends 20 ms silent frames.
+	Opus *OpusClip
 	// EnforceQuota answers 429 RESOURCE_EXHAUSTED beyond 10 executeCommand
 	// calls per rolling minute per project, as Google's sandbox does.
 	EnforceQuota bool
@@ -139,6 +158,10 @@ type Device struct {
 	// Width and Height are the advertised maxVideoResolution; default the
 	// clip's size. The stream itself is always the clip.
 	Width, Height int
+	// Battery marks a battery-powered camera or doorbell: its
+	// ExtendWebRtcStream answers 400 FAILED_PRECONDITION, as Google
+	// documents, so a client must regenerate every StreamTTL.
+	Battery bool
 }
 
 // DefaultCameras returns the devices a Sim shares when Options.Cameras is
@@ -155,10 +178,20 @@ func DefaultCameras() []Device {
 	}
 }
 
+// BatteryDoorbell is a WEB_RTC-only battery doorbell "Porch Doorbell" (room
+// "Porch") whose ExtendWebRtcStream is refused, as Google's are. It is not
+// among DefaultCameras, whose count tests and demos rely on; append it:
+// append(DefaultCameras(), BatteryDoorbell()).
+func BatteryDoorbell() Device {
+	return Device{ID: BatteryDoorbellID, CustomName: "Porch Doorbell", Room: "Porch", Type: TypeDoorbell,
+		Protocols: []string{ProtocolWebRTC}, Battery: true}
+}
+
 // Call is one request the sim answered, for tests to assert on.
 type Call struct {
 	At time.Time
-	// Method is "GenerateRtspStream", "ExtendRtspStream", "StopRtspStream"
+	// Method is "GenerateRtspStream", "ExtendRtspStream", "StopRtspStream",
+	// "GenerateWebRtcStream", "ExtendWebRtcStream", "StopWebRtcStream"
 	// (or another command's last name segment, or "executeCommand" when
 	// the command is unreadable), "devices.list", "devices.get",
 	// "token.authorization_code", "token.refresh_token" (or "token."+grant
@@ -194,20 +227,27 @@ type Sim struct {
 
 	reapKick chan struct{}
 
-	mu         sync.Mutex
-	closed     bool
-	devices    []*device
-	byID       map[string]*device
-	codes      map[string]*authCode
-	refresh    map[string]*refreshToken
-	access     map[string]*accessToken
-	sessions   map[string]*streamSession
-	extTokens  map[string]*streamSession // every extension token ever issued
-	connSess   map[*gortsplib.ServerConn]*streamSession
-	readerSess map[*gortsplib.ServerSession]*streamSession
-	calls      []Call
-	callCounts map[string]int
-	quota      []time.Time
+	opus   *OpusClip
+	rtcAPI *webrtc.API
+	// rtcWG waits for the RTCP readers, which end only when their peer
+	// connection is closed, after wg's goroutines.
+	rtcWG sync.WaitGroup
+
+	mu          sync.Mutex
+	closed      bool
+	devices     []*device
+	byID        map[string]*device
+	codes       map[string]*authCode
+	refresh     map[string]*refreshToken
+	access      map[string]*accessToken
+	sessions    map[string]*streamSession
+	extTokens   map[string]*streamSession // every extension token ever issued
+	connSess    map[*gortsplib.ServerConn]*streamSession
+	readerSess  map[*gortsplib.ServerSession]*streamSession
+	rtcSessions map[string]*rtcSession // by mediaSessionId
+	calls       []Call
+	callCounts  map[string]int
+	quota       []time.Time
 }
 
 // Start listens on both addresses and serves until Close.
@@ -274,6 +314,12 @@ func Start(o Options) (*Sim, error) {
 		connSess:   map[*gortsplib.ServerConn]*streamSession{},
 		readerSess: map[*gortsplib.ServerSession]*streamSession{},
 		callCounts: map[string]int{},
+
+		opus:        o.Opus,
+		rtcSessions: map[string]*rtcSession{},
+	}
+	if s.opus == nil {
+		s.opus = SilenceOpus()
 	}
 	s.faults = &Faults{s: s, dropKick: make(chan struct{}, 1)}
 
@@ -295,6 +341,13 @@ func Start(o Options) (*Sim, error) {
 		return nil, fmt.Errorf("nestsim: http listen: %w", err)
 	}
 	s.httpBase = "http://" + s.publicHostPort(s.httpLn.Addr())
+	var listenIP net.IP
+	if ta, ok := s.httpLn.Addr().(*net.TCPAddr); ok {
+		listenIP = ta.IP
+	}
+	if s.rtcAPI, err = newRTCAPI(listenIP); err != nil {
+		return nil, fmt.Errorf("nestsim: webrtc: %w", err)
+	}
 
 	rtspLn, err := net.Listen("tcp", o.RTSPSAddress)
 	if err != nil {
@@ -390,8 +443,14 @@ func (s *Sim) Close() error {
 				s.endLocked(ss, stateStopped, &cut)
 			}
 		}
+		for _, ss := range s.rtcSessions {
+			if ss.state == stateLive {
+				s.endRTCLocked(ss, stateStopped, &cut)
+			}
+		}
 		s.mu.Unlock()
 		cut.do()
+		s.rtcWG.Wait()
 		if s.rtsp != nil {
 			s.rtsp.Close()
 		}
@@ -475,15 +534,20 @@ func (s *Sim) recordCall(method, dev string, status int) {
 }
 
 // FramesSent counts the video access units written to that camera's
-// stream sessions, once per session that had a playing reader at the time.
+// stream sessions, once per session that had a playing reader at the time,
+// plus those sent on its connected WebRTC sessions.
 func (s *Sim) FramesSent(deviceID string) int {
 	s.mu.Lock()
 	d := s.byID[deviceID]
 	s.mu.Unlock()
-	if d == nil || d.player == nil {
+	if d == nil {
 		return 0
 	}
-	return int(d.player.frames.Load())
+	n := d.rtcFrames.Load()
+	if d.player != nil {
+		n += d.player.frames.Load()
+	}
+	return int(n)
 }
 
 // LiveSessions counts stream sessions that are generated and neither

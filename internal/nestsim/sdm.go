@@ -193,12 +193,8 @@ func (s *Sim) executeCommand(id string, cmd command) *reply {
 			return s.extend(d, cmd.Params.StreamExtensionToken)
 		}
 		return s.stop(d, cmd.Params.StreamExtensionToken)
-	case "sdm.devices.commands.CameraLiveStream.GenerateWebRtcStream",
-		"sdm.devices.commands.CameraLiveStream.ExtendWebRtcStream",
-		"sdm.devices.commands.CameraLiveStream.StopWebRtcStream":
-		// WebRTC is not simulated; the answer is a well-formed refusal so
-		// a client's error path is exercised rather than a hang.
-		return googleError(http.StatusBadRequest, "Precondition check failed: WebRTC streams are not simulated.", "FAILED_PRECONDITION")
+	case cmdGenerateWebRTC, cmdExtendWebRTC, cmdStopWebRTC:
+		return s.executeWebRTC(d, cmd)
 	default:
 		return googleError(http.StatusBadRequest, "Invalid command "+cmd.Command+".", "INVALID_ARGUMENT")
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/pion/webrtc/v4"
 )
 
 const (
@@ -38,6 +39,7 @@ const (
 	stateLive sessState = iota
 	stateStopped
 	stateExpired
+	stateFailed // a WebRTC peer connection failed or closed
 )
 
 // streamSession is one GenerateRtspStream result. Fields other than
@@ -123,6 +125,7 @@ type cutList struct {
 	streams  []*gortsplib.ServerStream
 	sessions []*gortsplib.ServerSession
 	conns    []*gortsplib.ServerConn
+	peers    []*webrtc.PeerConnection
 }
 
 func (c *cutList) do() {
@@ -134,6 +137,9 @@ func (c *cutList) do() {
 	}
 	for _, sc := range c.conns {
 		sc.Close()
+	}
+	for _, pc := range c.peers {
+		pc.Close()
 	}
 }
 
@@ -196,7 +202,7 @@ func (s *Sim) kickReaper() {
 	}
 }
 
-// reaper ends sessions whose expiresAt passed without an extension.
+// reaper ends sessions (RTSP and WebRTC) whose expiresAt passed without an extension.
 func (s *Sim) reaper() {
 	defer s.wg.Done()
 	t := time.NewTimer(reapPoll)
@@ -232,6 +238,7 @@ func (s *Sim) reap() time.Duration {
 			}
 		}
 	}
+	next = s.reapRTCLocked(now, next, &cut)
 	return max(next, time.Millisecond)
 }
 
