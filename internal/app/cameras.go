@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
+	"net/url"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -52,7 +54,7 @@ func (a *App) startCameras(google googleSide) error {
 	server := a.rtsp.Gortsplib()
 	a.cameras = &cameraDirectory{Manager: supervisor.NewManager(ctx, supervisor.Options{
 		NewRelay: func(p relay.Params) (*relay.Relay, error) { return relay.New(server, p) },
-		Bus:      a.bus, UpstreamTLS: upstreamTLS,
+		Bus:      a.bus, UpstreamTLS: upstreamTLS, WebRTCLoopback: loopbackURL(google.Endpoints.SDMURL),
 		StartTimeout: a.cfg.OnDemandStartTimeout, CloseAfter: a.cfg.OnDemandCloseAfter,
 		StallTimeout: a.cfg.StallTimeout, Log: a.log,
 		DeviceGone: func(cameraID uint64) { go a.syncCameraCredential(cameraID) },
@@ -99,16 +101,34 @@ func cameraSpec(c store.Camera) supervisor.Spec {
 	return supervisor.Spec{ID: c.ID, Name: c.Name, Device: c.UID, Path: c.Path,
 		// A camera Google no longer lists is not served, whatever its row
 		// says; its settings return with it.
-		Enabled: c.IsEnabled && !c.Missing, Persistent: c.IsPersistent, Unsupported: unsupported(c.Protocols)}
+		Enabled: c.IsEnabled && !c.Missing, Persistent: c.IsPersistent,
+		// RTSP where the camera has it (no transcoding, fewer moving parts),
+		// WebRTC where it has only that.
+		WebRTC:      !slices.Contains(c.Protocols, nest.ProtocolRTSP) && slices.Contains(c.Protocols, nest.ProtocolWebRTC),
+		Unsupported: unsupported(c.Protocols)}
 }
 
 // unsupported says why a camera with these protocols cannot be served, ""
-// when it can (or when Google did not say: then Generate is asked).
+// when it can (or when Google did not say: then an RTSP Generate is asked).
 func unsupported(protocols []string) string {
-	if len(protocols) == 0 || slices.Contains(protocols, nest.ProtocolRTSP) {
+	if len(protocols) == 0 || slices.Contains(protocols, nest.ProtocolRTSP) || slices.Contains(protocols, nest.ProtocolWebRTC) {
 		return ""
 	}
-	return fmt.Sprintf("this camera streams only over %s, which nestmtx cannot serve yet (only RTSP cameras)", strings.Join(protocols, ", "))
+	return fmt.Sprintf("this camera streams only over %s, which nestmtx cannot serve (it serves RTSP and WebRTC cameras)", strings.Join(protocols, ", "))
+}
+
+// loopbackURL says whether raw names a loopback address: Google then is a
+// simulator on this host, and WebRTC must be allowed to use loopback.
+func loopbackURL(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false
+	}
+	if u.Hostname() == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(u.Hostname())
+	return ip != nil && ip.IsLoopback()
 }
 
 // googleSide is where the daemon finds Google: its endpoints and an extra

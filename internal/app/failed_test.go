@@ -62,31 +62,57 @@ func waitState(t *testing.T, a *App, id uint64, what string, ok func(supervisor.
 	}
 }
 
-// TestUnsupportedCameraFailsAtOnce: a camera that streams only over WebRTC
-// is failed from its row alone: readers get a 503 with the reason at once,
-// and Google is never asked for an RTSP stream it cannot give.
+// TestWebRTCCameraStreams: a camera that streams only over WebRTC (the
+// simulator's "Living Room") is served over RTSP from a WebRTC session:
+// H.264 flows to an RTSP reader, the events name the WebRTC source, and
+// Google is asked for a WebRTC stream, never an RTSP one.
+func TestWebRTCCameraStreams(t *testing.T) {
+	t.Parallel()
+	e := startE2E(t, nestsim.Options{}, nil)
+	e.authorize()
+	e.sync(map[string]string{"Living Room": "living-room"})
+	id := e.cams["Living Room"]
+	r := readPath(t, e.rtspURL("living-room"))
+	r.flowing(t, 0)
+	ev := e.waitEvent("camera", id, "ready")
+	if ev.Details["source_type"] != "webrtcSource" {
+		t.Fatalf("ready from %v, want webrtcSource", ev.Details["source_type"])
+	}
+	if g, rtsp := e.sim.CountCalls("GenerateWebRtcStream"), e.sim.CountCalls("GenerateRtspStream"); g != 1 || rtsp != 0 {
+		t.Fatalf("%d WebRTC and %d RTSP Generates, want 1 and 0", g, rtsp)
+	}
+}
+
+// TestUnsupportedCameraFailsAtOnce: a camera with no protocol nestmtx
+// serves is failed from its row alone: readers get a 503 with the reason at
+// once, and Google is never asked for a stream it cannot give.
 func TestUnsupportedCameraFailsAtOnce(t *testing.T) {
 	t.Parallel()
 	e := startE2E(t, nestsim.Options{}, nil)
 	e.authorize()
 	e.sync(map[string]string{"Living Room": "living-room"})
 	id := e.cams["Living Room"]
+	row, err := e.app.Store().UpdateCamera(id, func(c *store.Camera) error { c.Protocols = []string{"HLS"}; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.app.cameras.CameraChanged(row)
 	for range 3 {
 		start := time.Now()
 		st, reason := describeReason(t, e.rtspURL("living-room"))
-		if st != base.StatusServiceUnavailable || !strings.Contains(reason, "WEB_RTC") {
-			t.Fatalf("DESCRIBE: %d %q, want 503 naming WEB_RTC", st, reason)
+		if st != base.StatusServiceUnavailable || !strings.Contains(reason, "HLS") {
+			t.Fatalf("DESCRIBE: %d %q, want 503 naming HLS", st, reason)
 		}
 		if took := time.Since(start); took > 2*time.Second {
 			t.Fatalf("refused after %s, want at once", took)
 		}
 	}
 	st := waitState(t, e.app, id, "status failed", func(s supervisor.State) bool { return s.Status == "failed" })
-	if st.LastError == nil || !strings.Contains(*st.LastError, "WEB_RTC") {
+	if st.LastError == nil || !strings.Contains(*st.LastError, "HLS") {
 		t.Fatalf("last_error %v", st.LastError)
 	}
-	if n := e.sim.CountCalls("GenerateRtspStream"); n != 0 {
-		t.Fatalf("%d GenerateRtspStream calls for a WebRTC-only camera, want 0", n)
+	if n := e.sim.CountCalls("GenerateRtspStream") + e.sim.CountCalls("GenerateWebRtcStream"); n != 0 {
+		t.Fatalf("%d Generate calls for a camera nestmtx cannot serve, want 0", n)
 	}
 }
 

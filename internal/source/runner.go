@@ -27,6 +27,9 @@ type RunParams struct {
 	// StallTimeout ends a run that brings no first picture, or no media at
 	// all, for this long (NestMTX #39: streams that looked alive for hours).
 	StallTimeout time.Duration
+	// Negotiate trades a WebRTC offer for Google's answer: it generates the
+	// session (WebRTC runs only; the URL is empty then).
+	Negotiate func(ctx context.Context, offerSDP string) (answerSDP string, err error)
 }
 
 // Runner runs one upstream session: it connects, feeds the segment its

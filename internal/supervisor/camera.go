@@ -29,6 +29,9 @@ type SessionAPI interface {
 	GenerateRtspStream(ctx context.Context, deviceName string) (nest.RTSPStream, error)
 	ExtendRtspStream(ctx context.Context, s nest.RTSPStream) (nest.RTSPStream, error)
 	StopRtspStream(ctx context.Context, s nest.RTSPStream) error
+	GenerateWebRtcStream(ctx context.Context, deviceName, offerSDP string) (nest.WebRTCStream, error)
+	ExtendWebRtcStream(ctx context.Context, s nest.WebRTCStream) (nest.WebRTCStream, error)
+	StopWebRtcStream(ctx context.Context, s nest.WebRTCStream) error
 }
 
 // Spec is how a camera is to be served (app maps the store row to it).
@@ -39,6 +42,9 @@ type Spec struct {
 	Path       string
 	Enabled    bool
 	Persistent bool
+	// WebRTC: the camera streams only over WebRTC, so its sessions are
+	// WebRTC ones and its source is the WebRTC runner.
+	WebRTC bool
 	// Unsupported says why the camera cannot be served at all (say, it
 	// streams only over WebRTC); "" when it can. Such a camera is failed
 	// without a single call to Google.
@@ -50,11 +56,17 @@ type Options struct {
 	// NewRelay makes the output relay a camera's readers are served from,
 	// for a source with the given tracks (on the RTSP server).
 	NewRelay func(relay.Params) (*relay.Relay, error)
-	// Runner runs the upstream of a Google session; default source.RTSPS
+	// Runner runs the upstream of an RTSP session; default source.RTSPS
 	// with UpstreamTLS.
-	Runner      source.Runner
-	UpstreamTLS *tls.Config
-	Bus         *events.Bus
+	Runner source.Runner
+	// WebRTCRunner runs the upstream of a WebRTC session; default
+	// source.WebRTC (with WebRTCLoopback).
+	WebRTCRunner source.Runner
+	// WebRTCLoopback lets WebRTC use loopback addresses: Google is a
+	// simulator on this host.
+	WebRTCLoopback bool
+	UpstreamTLS    *tls.Config
+	Bus            *events.Bus
 	// Clock is the time cameras run on; default the system clock.
 	Clock        Clock
 	StartTimeout time.Duration
@@ -118,13 +130,13 @@ type Camera struct {
 	// only knows whom it feeds.
 	readers map[*rtspserver.Reader]bool
 	relay   *relay.Relay
-	session *nest.RTSPStream // the live Google session, if any
+	session *session // the live Google session, if any
 	// sessionLost: Google said the session is gone (a refused extension);
 	// stopping it would only spend quota.
 	sessionLost bool
 	// retiring sessions are stopped after the next Generate, so that the
 	// quota serves the replacement first.
-	retiring  []nest.RTSPStream
+	retiring  []session
 	gen       int // source generation: stale reports are ignored
 	cancelSrc context.CancelFunc
 	srcCtx    context.Context // the current generation's; nil between generations
@@ -177,6 +189,9 @@ func New(cfg Spec, cred Credential, o Options) *Camera {
 	log := o.Log.With("camera_id", cfg.ID)
 	if o.Runner == nil {
 		o.Runner = source.RTSPS{TLS: o.UpstreamTLS, Log: log}
+	}
+	if o.WebRTCRunner == nil {
+		o.WebRTCRunner = source.WebRTC{Log: log, Loopback: o.WebRTCLoopback}
 	}
 	return &Camera{opts: o, clock: o.Clock, inbox: make(chan input, 64), done: make(chan struct{}),
 		log: log, cfg: cfg, google: cred.Google, credDown: cred.Down, readers: map[*rtspserver.Reader]bool{}}

@@ -381,3 +381,20 @@ func (h *harness) ready(r *rtspserver.Reader) (*relay.Relay, *fakeRun) {
 	}
 	return a.relay, run
 }
+
+// The WebRTC commands: these tests run RTSP cameras; the WebRTC path runs
+// against the simulated Google in internal/app.
+func (g *fakeGoogle) GenerateWebRtcStream(ctx context.Context, device, offer string) (nest.WebRTCStream, error) {
+	g.record("generate-webrtc")
+	return nest.WebRTCStream{}, fmt.Errorf("fakeGoogle: no WebRTC")
+}
+
+func (g *fakeGoogle) ExtendWebRtcStream(ctx context.Context, s nest.WebRTCStream) (nest.WebRTCStream, error) {
+	g.record("extend-webrtc")
+	return s, fmt.Errorf("fakeGoogle: no WebRTC")
+}
+
+func (g *fakeGoogle) StopWebRtcStream(ctx context.Context, s nest.WebRTCStream) error {
+	g.record("stop-webrtc")
+	return nil
+}

@@ -54,7 +54,7 @@ type (
 	// sessionIn: Generate succeeded; google is the client that made it.
 	sessionIn struct {
 		gen     int
-		session nest.RTSPStream
+		session session
 		google  SessionAPI
 	}
 	generateFailedIn struct {
@@ -79,7 +79,7 @@ type (
 	extendedIn struct {
 		gen    int
 		google SessionAPI
-		next   nest.RTSPStream
+		next   session
 		err    error
 	}
 )

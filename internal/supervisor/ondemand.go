@@ -142,7 +142,7 @@ func (c *Camera) takeDown(reason string) {
 	c.answerWaiters(describeResult{err: &rtspserver.StatusError{Status: base.StatusServiceUnavailable, Reason: reason}})
 	c.closeRelay()
 	if wasReady {
-		c.emit(events.CameraNotReady, map[string]any{"path": c.cfg.Path, "source_type": "rtspsSource",
+		c.emit(events.CameraNotReady, map[string]any{"path": c.cfg.Path, "source_type": c.sourceType(),
 			"source_id": "", "reason": reason})
 	}
 	c.goIdle()
@@ -236,17 +236,17 @@ func (c *Camera) shutdown() {
 	}
 	var wg sync.WaitGroup
 	for _, s := range c.retiring {
-		if c.google == nil || !c.clock.Now().Before(s.LocalExpiry()) {
+		if c.google == nil || !c.clock.Now().Before(s.localExpiry()) {
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sctx, cancel := context.WithDeadline(nest.WithReserve(ctx), s.LocalExpiry())
+			sctx, cancel := context.WithDeadline(nest.WithReserve(ctx), s.localExpiry())
 			defer cancel()
-			if err := c.google.StopRtspStream(sctx, s); err != nil {
+			if err := s.stop(sctx, c.google); err != nil {
 				c.log.Warn("could not stop the Google stream session at shutdown; it expires by itself",
-					"expires_at", s.ExpiresAt.UTC().Format(time.RFC3339), "error", err)
+					"expires_at", s.expiresAt().UTC().Format(time.RFC3339), "error", err)
 			}
 		}()
 	}
@@ -261,7 +261,7 @@ func (c *Camera) shutdown() {
 	clear(c.readers)
 	c.endDemand() // before notReady, as MediaMTX orders them
 	if c.phase == ready {
-		c.emit(events.CameraNotReady, map[string]any{"path": c.cfg.Path, "source_type": "rtspsSource",
+		c.emit(events.CameraNotReady, map[string]any{"path": c.cfg.Path, "source_type": c.sourceType(),
 			"source_id": "", "reason": reason})
 	}
 	c.answerWaiters(describeResult{err: &rtspserver.StatusError{Status: base.StatusServiceUnavailable, Reason: reason}})

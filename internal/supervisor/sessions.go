@@ -24,7 +24,7 @@ func (c *Camera) startSource() {
 	c.srcCtx, c.cancelSrc = ctx, cancel
 	retire := c.retiring
 	c.retiring = nil
-	go c.runSource(ctx, c.gen, c.google, c.cfg.Device, retire)
+	go c.runSource(ctx, c.gen, c.google, c.cfg.Device, c.cfg.WebRTC, retire)
 }
 
 // stopSource ends the current generation's upstream; its session is kept
@@ -65,18 +65,18 @@ func (c *Camera) stopRetiring() {
 // reserve the limiter keeps for extensions and starts; the Stop of a
 // session replaced by a regeneration may not. It reads only immutable
 // fields, so any goroutine may call it.
-func (c *Camera) stopSessionWith(g SessionAPI, s nest.RTSPStream, final bool) {
+func (c *Camera) stopSessionWith(g SessionAPI, s session, final bool) {
 	log := c.log
-	if g == nil || !c.clock.Now().Before(s.LocalExpiry()) {
+	if g == nil || !c.clock.Now().Before(s.localExpiry()) {
 		return
 	}
 	go func() {
-		ctx, cancel := context.WithDeadline(context.Background(), s.LocalExpiry())
+		ctx, cancel := context.WithDeadline(context.Background(), s.localExpiry())
 		defer cancel()
 		if final {
 			ctx = nest.WithReserve(ctx)
 		}
-		if err := g.StopRtspStream(ctx, s); err != nil {
+		if err := s.stop(ctx, g); err != nil {
 			log.Debug("stopping the Google stream session", "error", err)
 		}
 	}()
@@ -85,32 +85,72 @@ func (c *Camera) stopSessionWith(g SessionAPI, s nest.RTSPStream, final bool) {
 // runSource is one generation's goroutine: it generates the session and
 // runs the upstream, reporting to the camera goroutine, which ignores
 // reports of stale generations.
-func (c *Camera) runSource(ctx context.Context, gen int, g SessionAPI, device string, retire []nest.RTSPStream) {
+func (c *Camera) runSource(ctx context.Context, gen int, g SessionAPI, device string, webRTC bool, retire []session) {
 	report := func(in input) { c.post(context.Background(), in) }
 	// While the Generate waits for the quota, the camera says so.
-	noticed := nest.WithQuotaNotice(ctx, func(w nest.QuotaWait) { report(quotaWaitIn{gen: gen, wait: w}) })
-	s, err := g.GenerateRtspStream(noticed, device)
-	for _, old := range retire {
+	noticed := func(ctx context.Context) context.Context {
+		return nest.WithQuotaNotice(ctx, func(w nest.QuotaWait) { report(quotaWaitIn{gen: gen, wait: w}) })
+	}
+	// generated hands a new session to the camera, once the sessions it
+	// replaces may go (the quota served the replacement first).
+	generated := func(s session, err error) bool {
+		for _, old := range retire {
+			c.stopSessionWith(g, old, false)
+		}
+		retire = nil
+		if err != nil {
+			report(generateFailedIn{gen: gen, err: err})
+			return false
+		}
+		if !c.post(context.Background(), sessionIn{gen: gen, session: s, google: g}) {
+			c.stopSessionWith(g, s, true) // the camera is gone
+			return false
+		}
+		return ctx.Err() == nil
+	}
+	params := source.RunParams{StallTimeout: c.opts.StallTimeout}
+	runner := c.opts.Runner
+	failedGenerate := false
+	if webRTC {
+		// The source makes the offer; Generate trades it for the answer.
+		runner = c.opts.WebRTCRunner
+		params.Negotiate = func(nctx context.Context, offer string) (string, error) {
+			s, err := g.GenerateWebRtcStream(noticed(nctx), device, offer)
+			if !generated(rtcSession(s), err) {
+				failedGenerate = err != nil
+				if err == nil {
+					err = errSuperseded
+				}
+				return "", err
+			}
+			return s.AnswerSDP, nil
+		}
+	} else {
+		s, err := g.GenerateRtspStream(noticed(ctx), device)
+		if !generated(rtspSession(s), err) {
+			return
+		}
+		params.URL = s.URL
+	}
+	err := runner.Run(ctx, params, &sourceParent{c: c, gen: gen})
+	for _, old := range retire { // the run ended before its Generate
 		c.stopSessionWith(g, old, false)
 	}
-	if err != nil {
-		report(generateFailedIn{gen: gen, err: err})
-		return
+	if failedGenerate || ctx.Err() != nil {
+		return // reported by generated, or superseded
 	}
-	if !c.post(context.Background(), sessionIn{gen: gen, session: s, google: g}) {
-		c.stopSessionWith(g, s, true) // the camera is gone
-		return
+	if err == nil {
+		err = errors.New("the upstream ended")
 	}
-	if ctx.Err() != nil {
-		return
+	report(sourceEndedIn{gen: gen, err: err})
+}
+
+// sourceType names the source in events, as MediaMTX names its sources.
+func (c *Camera) sourceType() string {
+	if c.cfg.WebRTC {
+		return "webrtcSource"
 	}
-	err = c.opts.Runner.Run(ctx, source.RunParams{URL: s.URL, StallTimeout: c.opts.StallTimeout}, &sourceParent{c: c, gen: gen})
-	if ctx.Err() == nil {
-		if err == nil {
-			err = errors.New("the upstream ended")
-		}
-		report(sourceEndedIn{gen: gen, err: err})
-	}
+	return "rtspsSource"
 }
 
 // sourceParent is how a generation's source reports to its camera.
@@ -164,7 +204,7 @@ func (c *Camera) onSession(m sessionIn) {
 	s := m.session
 	c.session = &s
 	c.waitingFor = ""
-	c.opts.skew.note(c.log, s.ClockSkew)
+	c.opts.skew.note(c.log, s.clockSkew())
 	c.armExtend()
 	c.publishState()
 }
@@ -235,7 +275,7 @@ func (c *Camera) onReady(p relay.Params) {
 	if c.watchdog == nil {
 		c.watchdog = c.clock.NewTicker(max(c.opts.StallTimeout/4, 100*time.Millisecond))
 	}
-	c.emit(events.CameraReady, map[string]any{"path": c.cfg.Path, "source_type": "rtspsSource",
+	c.emit(events.CameraReady, map[string]any{"path": c.cfg.Path, "source_type": c.sourceType(),
 		"source_id": "", "tracks": p.Tracks()})
 	c.answerWaiters(describeResult{relay: c.relay})
 	// Clients answered here have only DESCRIBEd; their SETUP is on its way.
@@ -261,7 +301,7 @@ func (c *Camera) onSourceFailed(err error) {
 	wasReady := c.phase == ready
 	c.stopSource()
 	if wasReady {
-		c.emit(events.CameraNotReady, map[string]any{"path": c.cfg.Path, "source_type": "rtspsSource",
+		c.emit(events.CameraNotReady, map[string]any{"path": c.cfg.Path, "source_type": c.sourceType(),
 			"source_id": "", "reason": err.Error()})
 	}
 	if len(c.readers) == 0 && len(c.waiters) == 0 && !c.wantsPersistent() {
@@ -286,9 +326,9 @@ func (c *Camera) checkExpiry() {
 	if c.phase != ready || c.session == nil {
 		return
 	}
-	if c.clock.Now().After(c.session.LocalExpiry()) {
+	if c.clock.Now().After(c.session.localExpiry()) {
 		c.onSourceFailed(fmt.Errorf("the Google session expired at %s without an extension",
-			c.session.ExpiresAt.UTC().Format(time.RFC3339)))
+			c.session.expiresAt().UTC().Format(time.RFC3339)))
 	}
 }
 
@@ -301,7 +341,7 @@ func (c *Camera) armExtend() {
 	}
 	// On the monotonic clock, from the lifetime Google's own clock gave:
 	// a host clock minutes off must neither extend late nor never.
-	left := c.session.LocalExpiry().Sub(c.clock.Now())
+	left := c.session.localExpiry().Sub(c.clock.Now())
 	c.extendTimer = c.clock.NewTimer(max(time.Duration(float64(left)*c.opts.ExtendAt), 0))
 }
 
@@ -320,7 +360,7 @@ func (c *Camera) extend() {
 	go func() {
 		ctx, cancel := context.WithTimeout(genCtx, 30*time.Second)
 		defer cancel()
-		next, err := g.ExtendRtspStream(ctx, s)
+		next, err := s.extend(ctx, g)
 		if !c.post(context.Background(), extendedIn{gen: gen, google: g, next: next, err: err}) && err == nil {
 			c.stopSessionWith(g, next, true) // the camera is gone
 		}
@@ -347,9 +387,9 @@ func (c *Camera) onExtended(m extendedIn) {
 	// what a reconnect would use.
 	next := m.next
 	c.session = &next
-	c.opts.skew.note(c.log, next.ClockSkew)
+	c.opts.skew.note(c.log, next.clockSkew())
 	c.emit(events.CameraExtended, map[string]any{"name": c.cfg.Name,
-		"expires_at": next.ExpiresAt.UTC().Format(time.RFC3339)})
+		"expires_at": next.expiresAt().UTC().Format(time.RFC3339)})
 	c.armExtend()
 	c.publishState()
 }

@@ -32,7 +32,7 @@ func (c *Camera) publishState() {
 		st.Path = &p
 	}
 	if c.session != nil {
-		t := c.session.ExpiresAt.UTC()
+		t := c.session.expiresAt().UTC()
 		st.ExpiresAt = &t
 	}
 	if c.lastError != "" {
