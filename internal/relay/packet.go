@@ -186,16 +186,23 @@ func ntpTime(tm time.Time) uint64 {
 
 // parameterSetsMissing tells which of SPS and PPS an IDR access unit lacks.
 func parameterSetsMissing(au [][]byte) (sps, pps bool) {
-	sps, pps = true, true
+	s, p := ParameterSets(au)
+	return s == nil, p == nil
+}
+
+// ParameterSets returns the SPS and PPS an access unit carries (nil for
+// each it lacks): a source without an SDP to give them (WebRTC) learns them
+// from the first IDR.
+func ParameterSets(au [][]byte) (sps, pps []byte) {
 	for _, n := range au {
 		if len(n) == 0 {
 			continue
 		}
 		switch h264.NALUType(n[0] & 0x1f) {
 		case h264.NALUTypeSPS:
-			sps = false
+			sps = n
 		case h264.NALUTypePPS:
-			pps = false
+			pps = n
 		}
 	}
 	return sps, pps

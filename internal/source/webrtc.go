@@ -265,7 +265,7 @@ func (v *videoPump) run(ctx context.Context) {
 			continue
 		}
 		if seg == nil {
-			sps, pps := parameterSets(au)
+			sps, pps := relay.ParameterSets(au)
 			if !h264.IsRandomAccess(au) || sps == nil || pps == nil {
 				continue // the keyframe requests bring an IDR with its SPS and PPS
 			}
@@ -291,21 +291,6 @@ func (v *videoPump) run(ctx context.Context) {
 			}
 		}
 	}
-}
-
-func parameterSets(au [][]byte) (sps, pps []byte) {
-	for _, n := range au {
-		if len(n) == 0 {
-			continue
-		}
-		switch h264.NALUType(n[0] & 0x1f) {
-		case h264.NALUTypeSPS:
-			sps = n
-		case h264.NALUTypePPS:
-			pps = n
-		}
-	}
-	return sps, pps
 }
 
 // drain reads a track the relay does not carry yet, so that its packets
