@@ -1,0 +1,72 @@
+package app
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nestmtx/nestmtx/internal/nestsim"
+	"github.com/nestmtx/nestmtx/internal/testkit"
+)
+
+// TestWebRTCFrigateReaderAcrossSessions: ffmpeg with Frigate's input
+// arguments reads a WebRTC-only camera for 20 s across 3 s Google sessions:
+// nearly every frame, no DTS, PPS or slice error, the events in lifecycle
+// order with the extensions, and Google saw one Generate, the Extends and
+// one Stop, all WebRTC.
+func TestWebRTCFrigateReaderAcrossSessions(t *testing.T) {
+	t.Parallel()
+	// Eight extensions in 20 s are more than Google's 5 a minute per
+	// camera would allow; the quota is not what this test is about.
+	e := startE2EWith(t, nestsim.Options{StreamTTL: 3 * time.Second}, nil, func(a *App) { a.googleLimits = benchLimits })
+	e.authorize()
+	e.sync(map[string]string{"Living Room": "living-room"})
+	cam := e.cams["Living Room"]
+
+	const readFor = 20 * time.Second
+	out, frames, err := runFFmpeg(t, frigateInputArgs, e.rtspURL("living-room"), readFor)
+	if err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		for _, bad := range []string{"Non-monotonous DTS", "non-existing PPS", "decode_slice_header error", "no frame!"} {
+			if strings.Contains(line, bad) {
+				t.Errorf("ffmpeg: %s", line)
+			}
+		}
+	}
+	if want := int(readFor.Seconds() * 25 * 0.9); frames < want {
+		t.Fatalf("ffmpeg read %d frames in %s, want at least %d\n%s", frames, readFor, want, out)
+	}
+
+	var got []string
+	for len(got) == 0 || got[len(got)-1] != "notReady" {
+		ev := e.nextEvent(15 * time.Second)
+		if ev.Domain != "camera" || ev.Entity == nil || *ev.Entity != cam {
+			continue
+		}
+		if ev.Event == "ready" && ev.Details["source_type"] != "webrtcSource" {
+			t.Errorf("ready from %v", ev.Details["source_type"])
+		}
+		got = append(got, ev.Event)
+		if ev.Event == "notReady" || ev.Event == "failed-extension" {
+			t.Logf("%s: %v", ev.Event, ev.Details)
+		}
+	}
+	seq := strings.Join(got, " ")
+	if !regexp.MustCompile(`^demand ready read (extended )+unread (extended )?unDemand notReady$`).MatchString(seq) {
+		t.Fatalf("events in the wrong order: %s", seq)
+	}
+	if n := countOf(got, "extended"); n < 4 {
+		t.Fatalf("%d extensions in %s of 3 s sessions", n, readFor)
+	}
+	testkit.Eventually(t, 10*time.Second, "the StopWebRtcStream call", func() bool {
+		return e.sim.CountCalls("StopWebRtcStream") == 1
+	})
+	if g, x, r := e.sim.CountCalls("GenerateWebRtcStream"), e.sim.CountCalls("ExtendWebRtcStream"), e.sim.CountCalls("GenerateRtspStream"); g != 1 || r != 0 || x != countOf(got, "extended") {
+		t.Fatalf("Google saw %d WebRTC Generates, %d Extends and %d RTSP Generates; want 1, %d and 0", g, x, r, countOf(got, "extended"))
+	}
+	t.Logf("%d frames in %s; %s", frames, readFor, fmt.Sprint(countOf(got, "extended"), " extensions"))
+}
