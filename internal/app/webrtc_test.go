@@ -70,3 +70,37 @@ func TestWebRTCFrigateReaderAcrossSessions(t *testing.T) {
 	}
 	t.Logf("%d frames in %s; %s", frames, readFor, fmt.Sprint(countOf(got, "extended"), " extensions"))
 }
+
+// TestWebRTCBatteryDoorbell: a battery doorbell refuses every extension;
+// the camera regenerates its session instead, and ffmpeg, reading with
+// Frigate's arguments, stays connected and gets its frames without DTS,
+// PPS or slice errors.
+func TestWebRTCBatteryDoorbell(t *testing.T) {
+	t.Parallel()
+	bell := nestsim.BatteryDoorbell()
+	e := startE2EWith(t, nestsim.Options{StreamTTL: 3 * time.Second, Cameras: []nestsim.Device{bell}}, nil,
+		func(a *App) { a.googleLimits = benchLimits })
+	e.authorize()
+	e.sync(map[string]string{bell.CustomName: "doorbell"})
+
+	const readFor = 10 * time.Second
+	out, frames, err := runFFmpeg(t, frigateInputArgs, e.rtspURL("doorbell"), readFor)
+	if err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		for _, bad := range []string{"Non-monotonous DTS", "non-existing PPS", "decode_slice_header error", "no frame!"} {
+			if strings.Contains(line, bad) {
+				t.Errorf("ffmpeg: %s", line)
+			}
+		}
+	}
+	generates := e.sim.CountCalls("GenerateWebRtcStream")
+	t.Logf("%d frames in %s over %d sessions", frames, readFor, generates)
+	if want := int(readFor.Seconds() * 25 * 0.85); frames < want {
+		t.Fatalf("ffmpeg read %d frames in %s, want at least %d\n%s", frames, readFor, want, out)
+	}
+	if generates < 3 {
+		t.Fatalf("%d Generates in %s of 3 s sessions that cannot be extended", generates, readFor)
+	}
+}
