@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nestmtx/nestmtx/internal/config"
 	"github.com/nestmtx/nestmtx/internal/nestsim"
 	"github.com/nestmtx/nestmtx/internal/testkit"
 )
@@ -103,4 +104,50 @@ func TestWebRTCBatteryDoorbell(t *testing.T) {
 	if generates < 3 {
 		t.Fatalf("%d Generates in %s of 3 s sessions that cannot be extended", generates, readFor)
 	}
+}
+
+// TestWebRTCRecoversFromICEFailureAndStall: the WebRTC connection fails
+// (ICE), then Google's media stalls; each time the camera says notReady
+// with the reason and starts a new session, while the RTSP reader stays
+// connected and gets frames again.
+func TestWebRTCRecoversFromICEFailureAndStall(t *testing.T) {
+	t.Parallel()
+	e := startE2EWith(t, nestsim.Options{}, func(c *config.Config) { c.StallTimeout = time.Second },
+		func(a *App) { a.googleLimits = benchLimits })
+	e.authorize()
+	e.sync(map[string]string{"Living Room": "living-room"})
+	cam := e.cams["Living Room"]
+	r := readPath(t, e.rtspURL("living-room"))
+	n := r.flowing(t, 0)
+	e.waitEvent("camera", cam, "ready")
+
+	e.sim.Faults().FailICE(nestsim.LivingRoomID)
+	ev := e.waitEvent("camera", cam, "notReady")
+	t.Logf("after the ICE failure: %v", ev.Details["reason"])
+	e.waitEvent("camera", cam, "ready")
+	n = r.flowing(t, n)
+
+	e.sim.Faults().FreezeStreams(true)
+	ev = e.waitEvent("camera", cam, "notReady")
+	if reason, _ := ev.Details["reason"].(string); !strings.Contains(reason, "no media") {
+		t.Fatalf("notReady after a stall: %q", reason)
+	}
+	e.sim.Faults().FreezeStreams(false)
+	e.waitEvent("camera", cam, "ready")
+	r.flowing(t, n)
+	if ssrcs := r.ssrcSet(); len(ssrcs) != 1 {
+		t.Fatalf("the reader saw %d SSRCs across the swaps, want 1", len(ssrcs))
+	}
+}
+
+// TestWebRTCAsksForAKeyframe: a camera that sends no IDR until asked (as
+// some do after joining mid-GOP) gets a keyframe request, and the reader
+// gets a picture.
+func TestWebRTCAsksForAKeyframe(t *testing.T) {
+	t.Parallel()
+	e := startE2E(t, nestsim.Options{}, nil)
+	e.sim.Faults().WithholdIDR(true)
+	e.authorize()
+	e.sync(map[string]string{"Living Room": "living-room"})
+	readPath(t, e.rtspURL("living-room")).flowing(t, 0)
 }
