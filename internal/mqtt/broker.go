@@ -213,8 +213,9 @@ func (b *Broker) Close() error {
 	// clients under a read lock and takes the read lock again inside
 	// (Clients.GetByListener calls Len), so a client that disconnects at
 	// that moment (Clients.Delete waiting for the write lock) blocks both
-	// for good. Seen once in a test's shutdown. A stop must not hang on it:
-	// after closeWait the broker is left to the process's exit.
+	// for good (mochi-mqtt/server#488; the fix, #489, is not released).
+	// Seen once in a test's shutdown. A stop must not hang on it: after
+	// closeWait the broker is left to the process's exit.
 	closed := make(chan error, 1)
 	go func() { closed <- b.server.Close() }()
 	select {
