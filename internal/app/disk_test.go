@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,23 +48,6 @@ func fillDisk(t *testing.T, dir string) (free func()) {
 			t.Fatal(err)
 		}
 	}
-}
-
-type logLines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logLines) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 type healthz struct {
@@ -109,7 +91,7 @@ func getHealthz(t *testing.T, a *App) healthz {
 func TestDiskFullHealth(t *testing.T) {
 	root := testkit.SmallDisk(t, 4<<20)
 	dataDir := filepath.Join(root, "data")
-	var logs logLines
+	var logs testkit.SyncBuffer
 	a := startAppWith(t, func(c *config.Config) { c.DataDir = dataDir }, func(a *App) {
 		a.Store().SetLogger(slog.New(slog.NewTextHandler(&logs, nil)))
 		a.Store().SetWriteProbeInterval(20 * time.Millisecond)

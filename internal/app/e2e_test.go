@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -38,6 +39,21 @@ func ffmpegFrames(t *testing.T, url string, d time.Duration) int {
 		t.Fatalf("no frame count in ffmpeg's output:\n%s", out)
 	}
 	return n
+}
+
+// decodeErrors are the lines of ffmpeg's output that say a reader would
+// stumble: timestamps going back, parameter sets or slices missing.
+func decodeErrors(out string) []string {
+	var bad []string
+	for _, line := range strings.Split(out, "\n") {
+		for _, sign := range []string{"Non-monotonous DTS", "non-existing PPS", "decode_slice_header error", "no frame!"} {
+			if strings.Contains(line, sign) {
+				bad = append(bad, line)
+				break
+			}
+		}
+	}
+	return bad
 }
 
 // runFFmpeg reads url for d with the input arguments args, copying to

@@ -12,6 +12,7 @@ import (
 	"github.com/nestmtx/nestmtx/internal/nestsim"
 	"github.com/nestmtx/nestmtx/internal/store"
 	"github.com/nestmtx/nestmtx/internal/supervisor"
+	"github.com/nestmtx/nestmtx/internal/testkit"
 )
 
 // describeReason is describe with the status line's reason, which is what
@@ -45,21 +46,15 @@ func describeAnswer(t *testing.T, url string) (base.StatusCode, string, error) {
 	return res.StatusCode, res.StatusMessage, err
 }
 
-// waitState polls the camera's retained state until ok accepts it.
+// waitState waits until the camera's retained state satisfies ok.
 func waitState(t *testing.T, a *App, id uint64, what string, ok func(supervisor.State) bool) supervisor.State {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		st, _ := cameraState(a, id)
-		if ok(st) {
-			return st
-		}
-		if time.Now().After(deadline) {
-			b, _ := json.Marshal(st)
-			t.Fatalf("camera %d: no state with %s; last %s", id, what, b)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var st supervisor.State
+	testkit.Eventually(t, 20*time.Second, "camera state with "+what, func() bool {
+		st, _ = cameraState(a, id)
+		return ok(st)
+	})
+	return st
 }
 
 // TestWebRTCCameraStreams: a camera that streams only over WebRTC (the

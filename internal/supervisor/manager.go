@@ -120,9 +120,6 @@ func (m *Manager) CredentialChanged(credentialID uint64) {
 	}
 }
 
-// Wait blocks until every supervisor has stopped (after ctx ended).
-func (m *Manager) Wait() { m.wg.Wait() }
-
 // Shutdown stops every camera at once: each stops its Google session (within
 // ctx's deadline), emits its final events and publishes its stopped state.
 // It returns when all have finished, or when ctx ends.
