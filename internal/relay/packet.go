@@ -42,6 +42,18 @@ type track struct {
 	octets  uint32 // payload octets sent
 	tl      timeline
 	lastSR  time.Time
+	opus    bool // the audio track carries Opus, else AAC
+}
+
+// opusFrameTicks is a 20 ms Opus frame at RTP's 48 kHz, the default
+// packet duration (WebRTC's).
+const opusFrameTicks = 960
+
+// appendOpus packetises one Opus packet (RFC 7587: one per RTP packet,
+// as it is).
+func (t *track) appendOpus(dst []byte, ts uint32, pkt []byte) []byte {
+	dst = t.appendPacketHeader(dst, false, ts, len(pkt))
+	return append(dst, pkt...)
 }
 
 // appendPacketHeader appends the interleaved and RTP headers of a packet

@@ -27,17 +27,22 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 )
 
-// Params are the codec parameters an upstream announces.
+// Params are the codec parameters an upstream announces. At most one of
+// Audio and OpusChannels is set.
 type Params struct {
 	SPS, PPS []byte
-	// Audio is nil when the upstream has no AAC track.
+	// Audio is the AAC track's configuration; nil when there is none.
 	Audio *mpeg4audio.AudioSpecificConfig
+	// OpusChannels is the channel count of an Opus track (RFC 7587; 48 kHz
+	// by definition), 0 when there is none.
+	OpusChannels int
 }
 
 // Equal reports whether a stream built for p can carry an upstream with q
 // without the readers' decoders noticing.
 func (p Params) Equal(q Params) bool {
-	if !bytes.Equal(p.SPS, q.SPS) || !bytes.Equal(p.PPS, q.PPS) || (p.Audio == nil) != (q.Audio == nil) {
+	if !bytes.Equal(p.SPS, q.SPS) || !bytes.Equal(p.PPS, q.PPS) || (p.Audio == nil) != (q.Audio == nil) ||
+		p.OpusChannels != q.OpusChannels {
 		return false
 	}
 	if p.Audio == nil {
@@ -50,10 +55,24 @@ func (p Params) Equal(q Params) bool {
 // Tracks names the output's tracks, for events.
 func (p Params) Tracks() []string {
 	t := []string{"H264"}
-	if p.Audio != nil {
+	switch {
+	case p.Audio != nil:
 		t = append(t, "MPEG-4 Audio")
+	case p.OpusChannels > 0:
+		t = append(t, "Opus")
 	}
 	return t
+}
+
+// AudioCodec names the audio the output carries: "aac", "opus" or "none".
+func (p Params) AudioCodec() string {
+	switch {
+	case p.Audio != nil:
+		return "aac"
+	case p.OpusChannels > 0:
+		return "opus"
+	}
+	return "none"
 }
 
 const (
@@ -128,6 +147,9 @@ type Stats struct {
 	VideoFrames   uint64
 	AudioFrames   uint64
 	DroppedFrames uint64 // before the first IDR of a segment
+	// DroppedAudio counts audio units not forwarded: ahead of the video
+	// at a segment's start (see alignAudio), or too large to send.
+	DroppedAudio uint64
 	Segments      uint64 // upstreams attached
 	RTPPackets    uint64 // packets built
 	// ReadersDropped counts the readers cut off for falling too far
@@ -136,11 +158,45 @@ type Stats struct {
 	LastFrame      time.Time
 }
 
+// maxAudioLead is the most audio dropped at a segment's start to bring it
+// back in line with the video; a larger lead is not the swap's doing.
+const maxAudioLead = 2 * time.Second
+
+// alignAudio places the first audio unit of a segment (after the first)
+// against the video, and reports whether to forward it.
+//
+// Each track's timeline squeezes an outage out on its own, so after a swap
+// audio and video would resume in line with each other only by chance, and
+// a camera regenerated every few minutes would drift apart a little more
+// each time. Instead, the segment's first audio unit goes out at the
+// video's position plus the time since the video's last unit: audio that
+// would lag is moved forward (a short silence), audio that would lead is
+// dropped until the video has caught up.
+func (r *Relay) alignAudio(t *track) bool {
+	v := r.tracks[0]
+	if !v.tl.sentAny {
+		return true
+	}
+	due := v.tl.ntp().Add(time.Since(r.stats.LastFrame))
+	at := t.tl.extAt(due)
+	next := t.tl.ext + uint64(t.tl.stepOrDefault())
+	switch {
+	case at >= next:
+		t.tl.startAt(uint32(at))
+	case next-at <= uint64(maxAudioLead.Seconds()*float64(t.tl.clockRate)):
+		return false
+	}
+	return true
+}
+
 // New creates the output streams on srv (which must be started) for an
 // upstream with params p.
 func New(srv *gortsplib.Server, p Params) (*Relay, error) {
 	if len(p.SPS) == 0 || len(p.PPS) == 0 {
 		return nil, fmt.Errorf("relay: the upstream announced no H.264 SPS/PPS")
+	}
+	if p.Audio != nil && p.OpusChannels > 0 {
+		return nil, fmt.Errorf("relay: an output carries one audio track, AAC or Opus, not both")
 	}
 	r := &Relay{params: p, waitingIDR: true, readers: map[*directReader]struct{}{}}
 	video := &description.Media{Type: description.MediaTypeVideo, Formats: []format.Format{&format.H264{
@@ -152,6 +208,12 @@ func New(srv *gortsplib.Server, p Params) (*Relay, error) {
 			PayloadTyp: audioPT, ProfileLevelID: 1, Config: p.Audio, SizeLength: 13, IndexLength: 3, IndexDeltaLength: 3}}}
 		r.tracks = append(r.tracks, &track{media: audio, index: 1, pt: audioPT,
 			tl: timeline{defaultStep: mpeg4audio.SamplesPerAccessUnit, clockRate: uint64(p.Audio.SampleRate)}})
+	}
+	if p.OpusChannels > 0 {
+		audio := &description.Media{Type: description.MediaTypeAudio, Formats: []format.Format{&format.Opus{
+			PayloadTyp: audioPT, ChannelCount: p.OpusChannels}}}
+		r.tracks = append(r.tracks, &track{media: audio, index: 1, pt: audioPT, opus: true,
+			tl: timeline{defaultStep: opusFrameTicks, clockRate: 48000}})
 	}
 	desc := &description.Session{}
 	for _, t := range r.tracks {
@@ -283,7 +345,8 @@ func (s *Segment) WriteVideo(ts uint32, au [][]byte) error {
 	return nil
 }
 
-// WriteAudio forwards one AAC access unit with its upstream RTP timestamp.
+// WriteAudio forwards one audio access unit (AAC, or one Opus packet) with
+// its upstream RTP timestamp.
 func (s *Segment) WriteAudio(ts uint32, au []byte) error {
 	r := s.r
 	if len(r.tracks) < 2 {
@@ -300,10 +363,30 @@ func (s *Segment) WriteAudio(ts uint32, au []byte) error {
 		return nil
 	}
 	t := r.tracks[1]
+	if t.opus && len(au) > maxPayload {
+		// An Opus packet cannot be fragmented (RFC 7587 §4.2); none this
+		// large comes from a camera (a 20 ms frame is at most 1275 bytes).
+		r.stats.DroppedAudio++
+		return nil
+	}
+	if !t.tl.started && t.tl.sentAny {
+		if !r.alignAudio(t) {
+			r.stats.DroppedAudio++
+			return nil
+		}
+	}
 	out := t.tl.next(ts)
-	dst := r.reserve(aacBound(au))
-	start, packets := len(dst), t.packets
-	dst = t.appendAAC(dst, out, au)
+	var dst []byte
+	start, packets := 0, t.packets
+	if t.opus {
+		dst = r.reserve(interleavedHeader + rtpHeader + len(au))
+		start = len(dst)
+		dst = t.appendOpus(dst, out, au)
+	} else {
+		dst = r.reserve(aacBound(au))
+		start = len(dst)
+		dst = t.appendAAC(dst, out, au)
+	}
 	u := r.seal(1, dst, start)
 	r.stats.RTPPackets += uint64(t.packets - packets)
 	r.remember(u)

@@ -26,9 +26,13 @@ type timeline struct {
 	lastIn      uint32
 	lastOut     uint32
 	step        uint32 // the last observed frame duration
+	// pendingOut, when hasPending, is where the next segment starts
+	// (startAt).
+	pendingOut uint32
+	hasPending bool
 }
 
-func (t *timeline) newSegment() { t.started = false }
+func (t *timeline) newSegment() { t.started, t.hasPending = false, false }
 
 // maxForwardJump is the largest upstream timestamp step taken as it is
 // (in clock ticks, 5 s at 90 kHz); anything larger, or any step back, is a
@@ -48,6 +52,8 @@ func (t *timeline) next(in uint32) uint32 {
 		t.started = true
 		t.inBase = in
 		switch {
+		case t.hasPending:
+			t.outBase, t.hasPending = t.pendingOut, false
 		case !t.sentAny:
 			t.outBase = in // the first segment keeps the upstream's own origin
 		case t.step > 0:
@@ -66,6 +72,31 @@ func (t *timeline) next(in uint32) uint32 {
 	t.lastOut = out
 	t.sentAny = true
 	return out
+}
+
+// stepOrDefault is the frame duration the timeline last saw, or its
+// default.
+func (t *timeline) stepOrDefault() uint32 {
+	if t.step > 0 {
+		return t.step
+	}
+	return t.defaultStep
+}
+
+// extAt is the (unwrapped) output timestamp whose reference time is tm;
+// never before the first one.
+func (t *timeline) extAt(tm time.Time) uint64 {
+	d := tm.Sub(t.origin)
+	if d < 0 {
+		return t.originExt
+	}
+	return t.originExt + uint64(d/time.Second)*t.clockRate + uint64(d%time.Second)*t.clockRate/uint64(time.Second)
+}
+
+// startAt makes the next segment begin at output timestamp out (after the
+// last one) instead of one frame after the last.
+func (t *timeline) startAt(out uint32) {
+	t.pendingOut, t.hasPending = out, true
 }
 
 // ntp is the reference time of the last output timestamp.
