@@ -150,8 +150,8 @@ type Stats struct {
 	// DroppedAudio counts audio units not forwarded: ahead of the video
 	// at a segment's start (see alignAudio), or too large to send.
 	DroppedAudio uint64
-	Segments      uint64 // upstreams attached
-	RTPPackets    uint64 // packets built
+	Segments     uint64 // upstreams attached
+	RTPPackets   uint64 // packets built
 	// ReadersDropped counts the readers cut off for falling too far
 	// behind or for a failed write (their connection is closed).
 	ReadersDropped uint64
