@@ -7,9 +7,9 @@ import (
 )
 
 // cameraView is a camera as the API shows it (NestMTX's shape): an
-// unconfigured mtx_path is null, and lists are [] rather than null, which
-// is what clients test for most simply. The store's row knows nothing of
-// this.
+// unconfigured mtx_path is null, as is an audio mode left to the global
+// default, and lists are [] rather than null, which is what clients test
+// for most simply. The store's row knows nothing of this.
 type cameraView struct {
 	ID           uint64    `json:"id"`
 	CredentialID uint64    `json:"credential_id"`
@@ -20,6 +20,7 @@ type cameraView struct {
 	Path         *string   `json:"mtx_path"`
 	IsEnabled    bool      `json:"is_enabled"`
 	IsPersistent bool      `json:"is_persistent"`
+	Audio        *string   `json:"audio"`
 	Protocols    []string  `json:"protocols"`
 	Resolution   string    `json:"resolution"`
 	CodecsVideo  []string  `json:"codecs_video"`
@@ -38,6 +39,10 @@ func viewCamera(c store.Camera) cameraView {
 	if c.Path != "" {
 		p := c.Path
 		v.Path = &p
+	}
+	if c.Audio != "" {
+		a := c.Audio
+		v.Audio = &a
 	}
 	return v
 }

@@ -1,9 +1,13 @@
 package api
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"regexp"
+	"strings"
 
+	"github.com/nestmtx/nestmtx/internal/config"
 	"github.com/nestmtx/nestmtx/internal/store"
 )
 
@@ -91,11 +95,12 @@ func camerasModule(d Deps) Module {
 			}
 			enabled, enabledSet := p.Bool("is_enabled", false)
 			persistent, persistentSet := p.Bool("is_persistent", false)
+			audio, audioSet := readAudio(p)
 			if err := p.Err(); err != nil {
 				return nil, err
 			}
 			if p.Empty() {
-				return nil, Invalid(FieldError{Path: "payload", Message: "must set at least one of mtx_path, is_enabled, is_persistent"})
+				return nil, Invalid(FieldError{Path: "payload", Message: "must set at least one of mtx_path, is_enabled, is_persistent, audio"})
 			}
 			cam, err := d.Store.UpdateCamera(id, func(cam *store.Camera) error {
 				if pathSet {
@@ -106,6 +111,9 @@ func camerasModule(d Deps) Module {
 				}
 				if persistentSet {
 					cam.IsPersistent = persistent
+				}
+				if audioSet {
+					cam.Audio = audio
 				}
 				// A stream needs a path to be served at.
 				if cam.Path == "" && (cam.IsEnabled || cam.IsPersistent) {
@@ -127,7 +135,7 @@ func camerasModule(d Deps) Module {
 				d.Cameras.CameraChanged(cam)
 			}
 			d.Log.Info("camera updated", "camera_id", id, "mtx_path", cam.Path, "enabled", cam.IsEnabled,
-				"persistent", cam.IsPersistent, "by", c.User.Username)
+				"persistent", cam.IsPersistent, "audio", cmp.Or(cam.Audio, "default"), "by", c.User.Username)
 			return viewCamera(cam), nil
 		}),
 		Delete: Admin(func(ctx context.Context, c *Call) (any, error) {
@@ -149,4 +157,24 @@ func camerasModule(d Deps) Module {
 			return viewCamera(cam), nil
 		}),
 	}
+}
+
+// readAudio reads update's audio: one of config.AudioModes exactly, or
+// null for the global default (camera_audio), which is stored as "". set
+// is false when the field is absent or invalid.
+func readAudio(p *payload) (mode string, set bool) {
+	const field = "audio"
+	p.used[field] = true
+	v, present := p.fields[field]
+	if !present {
+		return "", false
+	}
+	if isNull(v) {
+		return "", true
+	}
+	if json.Unmarshal(v, &mode) != nil || !config.ValidAudioMode(mode) {
+		p.fail(field, "must be one of "+strings.Join(config.AudioModes(), ", ")+", or null for the default (camera_audio)")
+		return "", false
+	}
+	return mode, true
 }

@@ -78,6 +78,13 @@ type Config struct {
 	// session is regenerated.
 	StallTimeout time.Duration
 
+	// CameraAudio is the audio mode (one of AudioModes) of cameras whose
+	// own setting is empty.
+	CameraAudio string
+	// FFmpegPath is the ffmpeg that transcodes Opus to AAC for cameras in
+	// the aac mode: a name looked up on PATH, or a path.
+	FFmpegPath string
+
 	// RTSPUDPAddress enables RTSP over UDP (RTP port; RTCP is the next one).
 	RTSPUDPAddress string
 

@@ -92,6 +92,8 @@ func TestDefaults(t *testing.T) {
 		OnDemandStartTimeout:   20 * time.Second,
 		OnDemandCloseAfter:     30 * time.Second,
 		StallTimeout:           5 * time.Second,
+		CameraAudio:            "opus",
+		FFmpegPath:             "ffmpeg",
 		RTSPUDPAddress:         ":8000",
 		GoogleAuthURL:          "https://nestservices.google.com/partnerconnections/{project_id}/auth",
 		GoogleTokenURL:         "https://www.googleapis.com/oauth2/v4/token",
@@ -339,6 +341,9 @@ func TestValidationErrorNamesKey(t *testing.T) {
 		{"mqtt_max_queued_messages", "15", "less than the minimum 16"},
 		{"mqtt_max_queued_messages", "65536", "more than the maximum 65535"},
 		{"rtsp_max_connections", "0", "less than the minimum 1"},
+		{"camera_audio", "mp3", `"mp3" is not one of opus, aac, none`},
+		{"camera_audio", "", `"" is not one of opus, aac, none`},
+		{"ffmpeg_path", "", "must not be empty"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key+"="+tt.value, func(t *testing.T) {
@@ -423,6 +428,9 @@ func TestValidEdgeValues(t *testing.T) {
 		{"mqtt-max-queued-messages", "65535", func(c Config) any { return c.MQTTMaxQueuedMessages }, 65535},
 		{"rtsp-max-connections", "1", func(c Config) any { return c.RTSPMaxConnections }, 1},
 		{"mqtt-client-id", "", func(c Config) any { return c.MQTTClientID }, ""},
+		{"camera-audio", "AAC", func(c Config) any { return c.CameraAudio }, "aac"},
+		{"camera-audio", "None", func(c Config) any { return c.CameraAudio }, "none"},
+		{"ffmpeg-path", "/usr/lib/jellyfin-ffmpeg/ffmpeg", func(c Config) any { return c.FFmpegPath }, "/usr/lib/jellyfin-ffmpeg/ffmpeg"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.flag+"="+tt.value, func(t *testing.T) {
@@ -434,6 +442,43 @@ func TestValidEdgeValues(t *testing.T) {
 				t.Errorf("Validate() = %v", err)
 			}
 		})
+	}
+}
+
+// TestCameraAudio: the global audio mode from each source, any case in,
+// lower case out, and the exported list the API validates cameras with.
+func TestCameraAudio(t *testing.T) {
+	if c := mustLoad(t, nil, map[string]string{"NESTMTX_CAMERA_AUDIO": "none", "NESTMTX_FFMPEG_PATH": "/opt/ffmpeg"}); c.CameraAudio != "none" || c.FFmpegPath != "/opt/ffmpeg" {
+		t.Errorf("from env: CameraAudio=%q FFmpegPath=%q", c.CameraAudio, c.FFmpegPath)
+	}
+	path := writeYAML(t, "camera_audio: AAC\nffmpeg_path: ffmpeg7\n")
+	if c := mustLoad(t, []string{"--config", path}, nil); c.CameraAudio != "aac" || c.FFmpegPath != "ffmpeg7" {
+		t.Errorf("from YAML: CameraAudio=%q FFmpegPath=%q", c.CameraAudio, c.FFmpegPath)
+	}
+	_, err := Load(nil, env(map[string]string{"NESTMTX_CAMERA_AUDIO": "mp3"}), nil)
+	if want := `config: NESTMTX_CAMERA_AUDIO: "mp3" is not one of opus, aac, none`; err == nil || err.Error() != want {
+		t.Errorf("error = %v, want %s", err, want)
+	}
+
+	if got := AudioModes(); !reflect.DeepEqual(got, []string{"opus", "aac", "none"}) {
+		t.Errorf("AudioModes() = %q", got)
+	}
+	AudioModes()[0] = "mutated"
+	if AudioModes()[0] != AudioOpus {
+		t.Error("AudioModes() exposes a shared slice")
+	}
+	for _, m := range []string{AudioOpus, AudioAAC, AudioNone} {
+		if !ValidAudioMode(m) {
+			t.Errorf("ValidAudioMode(%q) = false", m)
+		}
+		if err := settings[settingIndex("camera_audio")].apply(&Config{}, m); err != nil {
+			t.Errorf("camera_audio refuses %q, which ValidAudioMode accepts: %v", m, err)
+		}
+	}
+	for _, m := range []string{"", "AAC", "mp3", " opus"} {
+		if ValidAudioMode(m) {
+			t.Errorf("ValidAudioMode(%q) = true", m)
+		}
 	}
 }
 
@@ -494,6 +539,9 @@ func TestValidate(t *testing.T) {
 		{"mqtt password without username", func(c *Config) { c.MQTTPassword = "p" }, "config: mqtt_password is set but mqtt_username"},
 		{"mqtt username and password file", func(c *Config) { c.MQTTUsername, c.MQTTPasswordFile = "u", "/f" }, ""},
 		{"queued messages", func(c *Config) { c.MQTTMaxQueuedMessages = 70000 }, "config: mqtt_max_queued_messages: "},
+		{"camera audio", func(c *Config) { c.CameraAudio = "mp3" }, "config: camera_audio: "},
+		{"upper-case camera audio is not normalized", func(c *Config) { c.CameraAudio = "AAC" }, "config: camera_audio: "},
+		{"no ffmpeg", func(c *Config) { c.FFmpegPath = "" }, "config: ffmpeg_path: must not be empty"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -723,6 +771,7 @@ func TestSettingsCoverConfig(t *testing.T) {
 		"mqtt_max_queued_messages": "17", "rtsp_max_connections": "9",
 		"mqtt_session_expiry": "3m", "mqtt_request_max_age": "4s", "mqtt_event_buffer": "99", "shutdown_timeout": "3s",
 		"admin_password_file": "/run/credentials/admin", "mqtt_password_file": "/run/secrets/mqtt",
+		"camera_audio": "aac", "ffmpeg_path": "/usr/bin/ffmpeg",
 	}
 	typ := reflect.TypeFor[Config]()
 	owner := make(map[string]string)

@@ -11,7 +11,8 @@ import (
 // Camera is a Google Nest device and how it is served over RTSP (the API
 // shows it through its own view, api's cameraView).
 // Room, Name, Type, Protocols, Resolution, the codecs and Missing come from
-// Google device sync; Path, IsEnabled and IsPersistent are set by users.
+// Google device sync; Path, IsEnabled, IsPersistent and Audio are set by
+// users.
 type Camera struct {
 	ID           uint64
 	CredentialID uint64
@@ -25,7 +26,11 @@ type Camera struct {
 	Path         string
 	IsEnabled    bool
 	IsPersistent bool
-	Protocols    []string
+	// Audio is the camera's audio mode (config.AudioModes); "" means the
+	// global default, camera_audio. The API validates it, the store does
+	// not.
+	Audio     string
+	Protocols []string
 	// Resolution is "<width>x<height>" or "" when unknown.
 	Resolution  string
 	CodecsVideo []string
@@ -49,6 +54,7 @@ type cameraRecord struct {
 	Path         string    `json:"mtx_path,omitempty"`
 	IsEnabled    bool      `json:"is_enabled"`
 	IsPersistent bool      `json:"is_persistent"`
+	Audio        string    `json:"audio,omitempty"`
 	Protocols    []string  `json:"protocols,omitempty"`
 	Resolution   string    `json:"resolution,omitempty"`
 	CodecsVideo  []string  `json:"codecs_video,omitempty"`

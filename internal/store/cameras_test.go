@@ -1,11 +1,14 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"go.etcd.io/bbolt"
 )
 
 const uidA, uidB = "enterprises/p/devices/A", "enterprises/p/devices/B"
@@ -46,6 +49,7 @@ func TestUpsertCameraKeepsUserFields(t *testing.T) {
 		c.Path = "front"
 		c.IsEnabled = true
 		c.IsPersistent = true
+		c.Audio = "aac"
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -59,7 +63,7 @@ func TestUpsertCameraKeepsUserFields(t *testing.T) {
 	if !reflect.DeepEqual(sawNew, []bool{true, false}) {
 		t.Fatalf("isNew sequence %v", sawNew)
 	}
-	if again.ID != cam.ID || again.Path != "front" || !again.IsEnabled || !again.IsPersistent {
+	if again.ID != cam.ID || again.Path != "front" || !again.IsEnabled || !again.IsPersistent || again.Audio != "aac" {
 		t.Fatalf("sync overwrote user fields: %+v", again)
 	}
 	if !again.CreatedAt.Equal(cam.CreatedAt) || !again.UpdatedAt.Equal(clk.Now()) {
@@ -202,5 +206,55 @@ func TestSameDeviceUnderTwoCredentials(t *testing.T) {
 	b, _ := s.UpsertCamera(c2.ID, uidA, syncFields("A"))
 	if a.ID == b.ID || b.CredentialID != c2.ID {
 		t.Fatalf("one credential's sync took over another's camera: %+v %+v", a, b)
+	}
+}
+
+// TestCameraAudioStored: a camera's audio mode survives a reopen, and the
+// default ("") is left out of the record, so rows written before the field
+// existed read as the default.
+func TestCameraAudioStored(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := openTest(t, dir)
+	cred, _ := s.CreateCredential(Credential{})
+	a, _ := s.UpsertCamera(cred.ID, uidA, syncFields("A"))
+	b, _ := s.UpsertCamera(cred.ID, uidB, syncFields("B"))
+	if a.Audio != "" {
+		t.Fatalf("new camera has audio %q, want the default", a.Audio)
+	}
+	if _, err := s.UpdateCamera(a.ID, func(c *Camera) error { c.Audio = "none"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	raw := func(id uint64) string {
+		var v []byte
+		if err := s.db.View(func(tx *bbolt.Tx) error {
+			v = bytes.Clone(tx.Bucket(bucketCameras).Get(itob(id)))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return string(v)
+	}
+	if r := raw(a.ID); !strings.Contains(r, `"audio":"none"`) {
+		t.Errorf("stored record %s lacks the audio mode", r)
+	}
+	if r := raw(b.ID); strings.Contains(r, `"audio"`) {
+		t.Errorf("stored record %s has an audio key for the default", r)
+	}
+	s.Close()
+
+	s, _ = openTest(t, dir)
+	for id, want := range map[uint64]string{a.ID: "none", b.ID: ""} {
+		got, err := s.GetCamera(id)
+		if err != nil || got.Audio != want {
+			t.Errorf("camera %d after reopen: audio %q, %v; want %q", id, got.Audio, err, want)
+		}
+	}
+	// Back to the default.
+	got, err := s.UpdateCamera(a.ID, func(c *Camera) error { c.Audio = ""; return nil })
+	if err != nil || got.Audio != "" {
+		t.Fatalf("reset audio: %+v, %v", got, err)
+	}
+	if r := raw(a.ID); strings.Contains(r, `"audio"`) {
+		t.Errorf("stored record %s keeps an audio key after the reset", r)
 	}
 }
