@@ -14,3 +14,9 @@ var DemoClipH264 []byte
 //
 //go:embed testdata/clip.aac
 var DemoClipAAC []byte
+
+// DemoClipOpus is the audio of the demo's WebRTC cameras: a 10 s 440 Hz
+// tone, Opus 48 kHz mono, 20 ms frames, in Ogg.
+//
+//go:embed testdata/clip.opus
+var DemoClipOpus []byte

@@ -148,3 +148,54 @@ func TestDemoBadFaults(t *testing.T) {
 		t.Fatalf("the message does not name NESTMTX_DEMO_FAULTS and the bad fault:\n%s", out)
 	}
 }
+
+// TestDemoWebRTCCameras: the demo serves its WebRTC-only camera at
+// living-room and its battery doorbell at porch; ffprobe finds h264 and
+// opus on each, and h264 and aac once living-room's audio is set to aac
+// (with ffmpeg on PATH, which this test has).
+func TestDemoWebRTCCameras(t *testing.T) {
+	ffprobe := testkit.RequireTool(t, "ffprobe", "ffmpeg")
+	d := startServe(t, t.TempDir(), []string{"--demo"}, "NESTMTX_ADMIN_PASSWORD=demo-pass",
+		"NESTMTX_ON_DEMAND_CLOSE_AFTER=1s")
+	rr := d.waitReady()
+	tok := rr.Login(t, "admin", "demo-pass")
+	probe := func(path string) []string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, ffprobe, "-v", "error", "-rtsp_transport", "tcp",
+			"-show_entries", "stream=codec_name", "-of", "csv=p=0", d.rtspURL(path))
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("ffprobe %s: %v\n%s%s", path, err, out, stderr.String())
+		}
+		codecs := strings.Fields(string(out))
+		slices.Sort(codecs)
+		return codecs
+	}
+	for _, path := range []string{"living-room", "porch"} {
+		if got := probe(path); !slices.Equal(got, []string{"h264", "opus"}) {
+			t.Fatalf("%s: ffprobe found %v, want h264 and opus", path, got)
+		}
+	}
+	var list struct {
+		Items []struct {
+			ID   uint64 `json:"id"`
+			Path string `json:"mtx_path"`
+		}
+	}
+	rr.Call(t, map[string]any{"command": "list", "module": "cameras", "token": tok}).MustOK(t, &list)
+	var id uint64
+	for _, c := range list.Items {
+		if c.Path == "living-room" {
+			id = c.ID
+		}
+	}
+	rr.Call(t, map[string]any{"command": "update", "module": "cameras", "token": tok, "entity": fmt.Sprint(id),
+		"payload": map[string]any{"audio": "aac"}}).MustOK(t, nil)
+	if got := probe("living-room"); !slices.Equal(got, []string{"aac", "h264"}) {
+		t.Fatalf("living-room with audio aac: ffprobe found %v, want h264 and aac", got)
+	}
+}

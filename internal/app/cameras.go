@@ -15,9 +15,11 @@ import (
 	"github.com/nestmtx/nestmtx/internal/nest"
 	"github.com/nestmtx/nestmtx/internal/relay"
 	"github.com/nestmtx/nestmtx/internal/rtspserver"
+	"github.com/nestmtx/nestmtx/internal/source"
 	"github.com/nestmtx/nestmtx/internal/store"
 	"github.com/nestmtx/nestmtx/internal/supervisor"
 	"github.com/nestmtx/nestmtx/internal/tlsfiles"
+	"github.com/nestmtx/nestmtx/internal/transcode"
 )
 
 // resolver lets the RTSP server start before the manager exists: the
@@ -52,9 +54,13 @@ func (a *App) startCameras(google googleSide) error {
 	a.stopCameras = cancel
 	var creds *credentials.Service
 	server := a.rtsp.Gortsplib()
-	a.cameras = &cameraDirectory{Manager: supervisor.NewManager(ctx, supervisor.Options{
+	ffmpeg := a.cfg.FFmpegPath
+	if found, err := transcode.FindFFmpeg(ffmpeg); err == nil {
+		ffmpeg = found
+	}
+	a.cameras = &cameraDirectory{defaultAudio: a.cfg.CameraAudio, ffmpeg: a.cfg.FFmpegPath, Manager: supervisor.NewManager(ctx, supervisor.Options{
 		NewRelay: func(p relay.Params) (*relay.Relay, error) { return relay.New(server, p) },
-		Bus:      a.bus, UpstreamTLS: upstreamTLS, WebRTCLoopback: loopbackURL(google.Endpoints.SDMURL),
+		Bus:      a.bus, UpstreamTLS: upstreamTLS, WebRTCLoopback: loopbackURL(google.Endpoints.SDMURL), FFmpeg: ffmpeg,
 		StartTimeout: a.cfg.OnDemandStartTimeout, CloseAfter: a.cfg.OnDemandCloseAfter,
 		StallTimeout: a.cfg.StallTimeout, Log: a.log,
 		DeviceGone: func(cameraID uint64) { go a.syncCameraCredential(cameraID) },
@@ -90,11 +96,39 @@ func (a *App) startCameras(google googleSide) error {
 // so the supervisor knows nothing of the store.
 type cameraDirectory struct {
 	*supervisor.Manager
+	// defaultAudio is the audio mode of cameras without their own.
+	defaultAudio string
+	// ffmpeg is the configured ffmpeg, looked up again for each change, so
+	// that installing it and touching the camera is enough.
+	ffmpeg string
 }
 
 // CameraChanged implements api.CameraListener and the sync's listener.
 func (d *cameraDirectory) CameraChanged(row store.Camera) {
-	d.Apply(cameraSpec(row), row.CredentialID)
+	spec := cameraSpec(row)
+	spec.Audio, spec.AudioError = d.audio(row, spec.WebRTC)
+	d.Apply(spec, row.CredentialID)
+}
+
+// audio is the audio mode a camera is served with, and why it is not the
+// one asked for. Only a WebRTC camera's AAC needs ffmpeg (Google's RTSP
+// streams carry AAC already); without ffmpeg such a camera serves video
+// alone and says why in its state.
+func (d *cameraDirectory) audio(row store.Camera, webRTC bool) (mode, problem string) {
+	mode = row.Audio
+	if mode == "" {
+		mode = d.defaultAudio
+	}
+	if mode == "" {
+		mode = source.AudioOpus
+	}
+	if mode != source.AudioAAC || !webRTC {
+		return mode, ""
+	}
+	if _, err := transcode.FindFFmpeg(d.ffmpeg); err != nil {
+		return source.AudioNone, err.Error() + "; serving video only"
+	}
+	return mode, ""
 }
 
 func cameraSpec(c store.Camera) supervisor.Spec {

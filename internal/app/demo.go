@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nestmtx/nestmtx/internal/nest"
@@ -14,8 +15,15 @@ import (
 // demoCredential is the description the demo's credential is found by.
 const demoCredential = "Demo"
 
-// demoPaths are the paths the first demo cameras are served at.
-var demoPaths = []string{"front-door", "backyard"}
+// demoPaths are the paths the demo's cameras are served at, by simulated
+// device: two RTSP cameras, a WebRTC-only camera and a WebRTC battery
+// doorbell (which refuses extensions), so a new user sees every kind.
+var demoPaths = []struct{ device, path string }{
+	{nestsim.FrontDoorID, "front-door"},
+	{nestsim.BackyardID, "backyard"},
+	{nestsim.LivingRoomID, "living-room"},
+	{nestsim.BatteryDoorbellID, "porch"},
+}
 
 // startDemo runs the simulated Google in this process and returns where
 // it is, for the daemon to use instead of Google, so a new user sees
@@ -25,7 +33,8 @@ func (a *App) startDemo() (googleSide, error) {
 	if err != nil {
 		return googleSide{}, fmt.Errorf("NESTMTX_DEMO_FAULTS: %w", err)
 	}
-	sim, err := nestsim.Start(nestsim.Options{StreamTTL: a.cfg.DemoStreamTTL, Log: a.log.With("component", "nestsim")})
+	sim, err := nestsim.Start(nestsim.Options{StreamTTL: a.cfg.DemoStreamTTL, Log: a.log.With("component", "nestsim"),
+		Cameras: append(nestsim.DefaultCameras(), nestsim.BatteryDoorbell())})
 	if err != nil {
 		return googleSide{}, fmt.Errorf("demo: %w", err)
 	}
@@ -67,8 +76,8 @@ func (a *App) startDemo() (googleSide, error) {
 	return side, err
 }
 
-// finishDemo syncs the demo cameras and serves the first two at their demo
-// paths, unless the user has configured them already.
+// finishDemo syncs the demo cameras and serves them at their demo paths,
+// unless the user has configured them already.
 func (a *App) finishDemo() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -79,35 +88,31 @@ func (a *App) finishDemo() error {
 	if err != nil {
 		return err
 	}
-	next := 0
+	urls := []any{}
 	for _, c := range cams {
-		if c.CredentialID != a.demoCredentialID || next >= len(demoPaths) {
+		if c.CredentialID != a.demoCredentialID {
 			continue
 		}
-		rtsp := false
-		for _, p := range c.Protocols {
-			rtsp = rtsp || p == "RTSP"
+		for _, d := range demoPaths {
+			if !strings.HasSuffix(c.UID, "/devices/"+d.device) {
+				continue
+			}
+			// The URLs name the login to use, never its password.
+			urls = append(urls, d.path, "rtsp://admin:PASSWORD@"+a.RTSPAddr()+"/"+d.path)
+			if c.Path != "" {
+				continue
+			}
+			updated, err := a.store.UpdateCamera(c.ID, func(c *store.Camera) error {
+				c.Path, c.IsEnabled = d.path, true
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("demo: serving %s at %s: %w", c.Name, d.path, err)
+			}
+			a.cameras.CameraChanged(updated)
 		}
-		if !rtsp {
-			continue
-		}
-		path := demoPaths[next]
-		next++
-		if c.Path != "" {
-			continue
-		}
-		updated, err := a.store.UpdateCamera(c.ID, func(c *store.Camera) error {
-			c.Path, c.IsEnabled = path, true
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("demo: serving %s at %s: %w", c.Name, path, err)
-		}
-		a.cameras.CameraChanged(updated)
 	}
-	// The URLs name the login to use, never its password.
-	a.log.Info("demo cameras ready", "front_door", "rtsp://admin:PASSWORD@"+a.RTSPAddr()+"/front-door",
-		"backyard", "rtsp://admin:PASSWORD@"+a.RTSPAddr()+"/backyard", "stream_ttl", a.cfg.DemoStreamTTL.String(),
-		"faults", a.cfg.DemoFaults)
+	a.log.Info("demo cameras ready", append(urls, "stream_ttl", a.cfg.DemoStreamTTL.String(),
+		"faults", a.cfg.DemoFaults)...)
 	return nil
 }

@@ -69,9 +69,10 @@ func TestWebRTCFrigateReaderAcrossSessions(t *testing.T) {
 }
 
 // TestWebRTCBatteryDoorbell: a battery doorbell refuses every extension;
-// the camera regenerates its session instead, and ffmpeg, reading with
-// Frigate's arguments, stays connected and gets its frames without DTS,
-// PPS or slice errors.
+// the camera connects a new session before the refused one expires and
+// hands over to it, so ffmpeg, reading with Frigate's arguments, gets its
+// frames without DTS, PPS or slice errors, and the camera never says
+// notReady while it is read.
 func TestWebRTCBatteryDoorbell(t *testing.T) {
 	t.Parallel()
 	bell := nestsim.BatteryDoorbell()
@@ -79,6 +80,7 @@ func TestWebRTCBatteryDoorbell(t *testing.T) {
 		func(a *App) { a.googleLimits = benchLimits })
 	e.authorize()
 	e.sync(map[string]string{bell.CustomName: "doorbell"})
+	cam := e.cams[bell.CustomName]
 
 	const readFor = 10 * time.Second
 	out, frames, err := runFFmpeg(t, frigateInputArgs, e.rtspURL("doorbell"), readFor)
@@ -90,11 +92,22 @@ func TestWebRTCBatteryDoorbell(t *testing.T) {
 	}
 	generates := e.sim.CountCalls("GenerateWebRtcStream")
 	t.Logf("%d frames in %s over %d sessions", frames, readFor, generates)
-	if want := int(readFor.Seconds() * 25 * 0.85); frames < want {
+	if want := int(readFor.Seconds() * 25 * 0.9); frames < want {
 		t.Fatalf("ffmpeg read %d frames in %s, want at least %d\n%s", frames, readFor, want, out)
 	}
 	if generates < 3 {
 		t.Fatalf("%d Generates in %s of 3 s sessions that cannot be extended", generates, readFor)
+	}
+	var got []string
+	for len(got) == 0 || got[len(got)-1] != "notReady" {
+		ev := e.nextEvent(15 * time.Second)
+		if ev.Domain == "camera" && ev.Entity != nil && *ev.Entity == cam {
+			got = append(got, ev.Event)
+		}
+	}
+	seq := strings.Join(got, " ")
+	if !regexp.MustCompile(`^demand ready read (failed-extension )+unread (failed-extension )?unDemand notReady$`).MatchString(seq) {
+		t.Fatalf("events: %s; want one ready and one notReady, with the refused extensions between", seq)
 	}
 }
 

@@ -129,7 +129,8 @@ type Options struct {
 	// Clip is the media every RTSP camera plays. Nil plays the clip built
 	// into the binary (testdata/clip.*, embedded by the root package).
 	Clip *Clip
-	// Opus is the audio of WebRTC cameras. Nil sends 20 ms silent frames.
+	// Opus is the audio of WebRTC cameras. Nil plays the tone built into
+	// the binary (testdata/clip.opus); SilenceOpus() sends silent frames.
 	Opus *OpusClip
 	// EnforceQuota answers 429 RESOURCE_EXHAUSTED beyond 10 executeCommand
 	// calls per rolling minute per project, as Google's sandbox does.
@@ -319,7 +320,11 @@ func Start(o Options) (*Sim, error) {
 		rtcSessions: map[string]*rtcSession{},
 	}
 	if s.opus == nil {
-		s.opus = SilenceOpus()
+		var err error
+		if s.opus, err = LoadOggOpus(nestmtx.DemoClipOpus); err != nil {
+			cancel()
+			return nil, fmt.Errorf("nestsim: the built-in Opus clip: %w", err)
+		}
 	}
 	s.faults = &Faults{s: s, dropKick: make(chan struct{}, 1)}
 

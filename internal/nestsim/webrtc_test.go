@@ -259,7 +259,7 @@ func connectWebRTC(t *testing.T, s *Sim, a *api, dev string) (*rtcClient, webrtc
 func TestWebRTCStream(t *testing.T) {
 	t.Parallel()
 	clk := newFakeClock()
-	s := startSim(t, Options{Now: clk.Now})
+	s := startSim(t, Options{Now: clk.Now, Opus: SilenceOpus()})
 	a := newAPI(t, s)
 	c := newRTCClient(t)
 	offer := c.offer()

@@ -30,7 +30,19 @@ type RunParams struct {
 	// Negotiate trades a WebRTC offer for Google's answer: it generates the
 	// session (WebRTC runs only; the URL is empty then).
 	Negotiate func(ctx context.Context, offerSDP string) (answerSDP string, err error)
+	// Audio is what to do with the camera's audio: AudioOpus (also "")
+	// passes it through as it comes, AudioAAC serves AAC (Google's RTSP
+	// streams carry AAC already; WebRTC's Opus is transcoded), AudioNone
+	// leaves it out.
+	Audio string
 }
+
+// The camera audio settings.
+const (
+	AudioOpus = "opus"
+	AudioAAC  = "aac"
+	AudioNone = "none"
+)
 
 // Runner runs one upstream session: it connects, feeds the segment its
 // parent gives it, says when frames flow, and returns when the upstream
@@ -49,7 +61,7 @@ type RTSPS struct {
 
 // Run implements Runner.
 func (r RTSPS) Run(ctx context.Context, p RunParams, parent Parent) error {
-	up, err := Dial(ctx, p.URL, Options{TLS: r.TLS, Log: r.Log})
+	up, err := Dial(ctx, p.URL, Options{TLS: r.TLS, Log: r.Log, NoAudio: p.Audio == AudioNone})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil

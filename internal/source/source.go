@@ -53,7 +53,10 @@ type Options struct {
 	TLS *tls.Config
 	// ReadTimeout ends the session when the upstream stops sending.
 	ReadTimeout time.Duration
-	Log         *slog.Logger
+	// NoAudio leaves the audio track out (the camera's audio setting is
+	// none).
+	NoAudio bool
+	Log     *slog.Logger
 }
 
 // Dial connects, describes and sets up the upstream's H.264 and AAC tracks.
@@ -118,7 +121,7 @@ func Dial(ctx context.Context, rawURL string, o Options) (*Upstream, error) {
 	sps, pps := up.videoFmt.SafeParams()
 	up.params = relay.Params{SPS: sps, PPS: pps}
 	medias := []*description.Media{up.video}
-	if up.audio = desc.FindFormat(&up.audioFmt); up.audio != nil && up.audioFmt.Config != nil {
+	if up.audio = desc.FindFormat(&up.audioFmt); up.audio != nil && up.audioFmt.Config != nil && !o.NoAudio {
 		up.params.Audio = up.audioFmt.Config
 		medias = append(medias, up.audio)
 	} else {

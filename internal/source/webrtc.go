@@ -25,12 +25,16 @@ import (
 // candidate gathered), has RunParams.Negotiate trade the offer for Google's
 // answer, and feeds the H.264 it receives into the relay. It asks for a
 // keyframe (PLI, then FIR, in turn) until the first IDR, which carries the
-// SPS and PPS the relay needs. Audio is read and dropped for now.
+// SPS and PPS the relay needs. The camera's Opus audio goes to the relay
+// as it is, through an ffmpeg child that makes it AAC, or nowhere, as
+// RunParams.Audio says.
 type WebRTC struct {
 	Log *slog.Logger
 	// Loopback lets ICE use loopback addresses, for a simulated Google on
 	// the same host; Google's own servers are never there.
 	Loopback bool
+	// FFmpeg is the ffmpeg binary that transcodes audio for AudioAAC.
+	FFmpeg string
 }
 
 // iceDisconnectedGrace is how long a disconnected ICE may take to come
@@ -99,6 +103,11 @@ func (w WebRTC) Run(ctx context.Context, p RunParams, parent Parent) error {
 		default:
 		}
 	})
+	audio, err := w.audioFor(ctx, p.Audio, log)
+	if err != nil {
+		return err
+	}
+	defer audio.close()
 	videoTracks := make(chan *webrtc.TrackRemote, 1)
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		if tr.Kind() == webrtc.RTPCodecTypeVideo {
@@ -108,7 +117,7 @@ func (w WebRTC) Run(ctx context.Context, p RunParams, parent Parent) error {
 			}
 			return
 		}
-		go drain(tr)
+		go audio.run(tr)
 	})
 	recvonly := webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}
 	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, recvonly); err != nil {
@@ -164,7 +173,7 @@ func (w WebRTC) Run(ctx context.Context, p RunParams, parent Parent) error {
 	}
 
 	pump := &videoPump{track: video, parent: parent, log: log, ready: make(chan struct{}), failed: make(chan error, 1),
-		started: time.Now()}
+		started: time.Now(), audio: audio}
 	pump.lastPacket.Store(time.Now().UnixNano())
 	readyC := pump.ready
 	go pump.run(ctx)
@@ -237,6 +246,7 @@ type videoPump struct {
 	params     relay.Params // set before ready is closed
 	ready      chan struct{}
 	failed     chan error
+	audio      *audioPump
 }
 
 func (v *videoPump) run(ctx context.Context) {
@@ -270,12 +280,14 @@ func (v *videoPump) run(ctx context.Context) {
 				continue // the keyframe requests bring an IDR with its SPS and PPS
 			}
 			v.params = relay.Params{SPS: sps, PPS: pps}
+			v.audio.describe(&v.params)
 			if seg, err = v.parent.Connected(ctx, v.params); err != nil {
 				if ctx.Err() == nil {
 					v.failed <- err
 				}
 				return
 			}
+			v.audio.seg.Store(seg)
 			v.gotIDR.Store(true)
 		}
 		if err := seg.WriteVideo(pkt.Timestamp, au); err != nil {
@@ -289,17 +301,6 @@ func (v *videoPump) run(ctx context.Context) {
 				ready = nil
 			default:
 			}
-		}
-	}
-}
-
-// drain reads a track the relay does not carry yet, so that its packets
-// do not pile up.
-func drain(tr *webrtc.TrackRemote) {
-	buf := make([]byte, 1500)
-	for {
-		if _, _, err := tr.Read(buf); err != nil {
-			return
 		}
 	}
 }

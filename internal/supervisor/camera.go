@@ -46,9 +46,14 @@ type Spec struct {
 	// WebRTC ones and its source is the WebRTC runner.
 	WebRTC bool
 	// Unsupported says why the camera cannot be served at all (say, it
-	// streams only over WebRTC); "" when it can. Such a camera is failed
+	// streams only over HLS); "" when it can. Such a camera is failed
 	// without a single call to Google.
 	Unsupported string
+	// Audio is the audio setting in effect (source.AudioOpus, AudioAAC or
+	// AudioNone); AudioError says why it is not the one asked for (AAC
+	// without ffmpeg), "" when it is.
+	Audio      string
+	AudioError string
 }
 
 // Options are shared by every camera.
@@ -65,8 +70,11 @@ type Options struct {
 	// WebRTCLoopback lets WebRTC use loopback addresses: Google is a
 	// simulator on this host.
 	WebRTCLoopback bool
-	UpstreamTLS    *tls.Config
-	Bus            *events.Bus
+	// FFmpeg is the ffmpeg binary that transcodes WebRTC cameras' audio
+	// to AAC.
+	FFmpeg      string
+	UpstreamTLS *tls.Config
+	Bus         *events.Bus
 	// Clock is the time cameras run on; default the system clock.
 	Clock        Clock
 	StartTimeout time.Duration
@@ -136,8 +144,11 @@ type Camera struct {
 	sessionLost bool
 	// retiring sessions are stopped after the next Generate, so that the
 	// quota serves the replacement first.
-	retiring  []session
-	gen       int // source generation: stale reports are ignored
+	retiring []session
+	gen      int // source generation: stale reports are ignored
+	// handing names the generation that keeps feeding the readers while
+	// its replacement connects (see handOver); nil when there is none.
+	handing   *handover
 	cancelSrc context.CancelFunc
 	srcCtx    context.Context // the current generation's; nil between generations
 	lastError string
@@ -191,7 +202,7 @@ func New(cfg Spec, cred Credential, o Options) *Camera {
 		o.Runner = source.RTSPS{TLS: o.UpstreamTLS, Log: log}
 	}
 	if o.WebRTCRunner == nil {
-		o.WebRTCRunner = source.WebRTC{Log: log, Loopback: o.WebRTCLoopback}
+		o.WebRTCRunner = source.WebRTC{Log: log, Loopback: o.WebRTCLoopback, FFmpeg: o.FFmpeg}
 	}
 	return &Camera{opts: o, clock: o.Clock, inbox: make(chan input, 64), done: make(chan struct{}),
 		log: log, cfg: cfg, google: cred.Google, credDown: cred.Down, readers: map[*rtspserver.Reader]bool{}}

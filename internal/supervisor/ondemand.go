@@ -42,6 +42,9 @@ func (c *Camera) onUpdate(cfg Spec) {
 	case cfg.Path != old.Path && old.Path != "":
 		// Readers of the old name cannot follow; let them reconnect.
 		c.takeDown("the camera's path changed")
+	case cfg.Audio != old.Audio && (c.relay != nil || c.phase != idle):
+		// The stream's tracks change: its readers must DESCRIBE again.
+		c.takeDown("the camera's audio setting changed")
 	case cfg.Persistent != old.Persistent:
 		c.armCloseIfUnused()
 	}

@@ -24,12 +24,53 @@ func (c *Camera) startSource() {
 	c.srcCtx, c.cancelSrc = ctx, cancel
 	retire := c.retiring
 	c.retiring = nil
-	go c.runSource(ctx, c.gen, c.google, c.cfg.Device, c.cfg.WebRTC, retire)
+	go c.runSource(ctx, c.gen, c.google, c.cfg, retire)
+}
+
+// handover is a generation that still feeds the readers while the next one
+// connects: make before break.
+type handover struct {
+	cancel  context.CancelFunc
+	session *session // nil if Google said it is gone
+}
+
+// handOver replaces a WebRTC session whose extension Google refused (as
+// battery doorbells refuse every one) while it still streams: the
+// replacement is generated and connected while the old upstream keeps
+// feeding the relay, and the old one is ended once the new one has its
+// first picture (onConnected). The readers see one stream, without a gap
+// or a notReady.
+func (c *Camera) handOver() {
+	c.endHandover()
+	h := &handover{cancel: c.cancelSrc}
+	if c.session != nil && !c.sessionLost {
+		s := *c.session
+		h.session = &s
+	}
+	c.cancelSrc, c.srcCtx = nil, nil
+	c.session, c.sessionLost = nil, false
+	c.startSource()
+	c.handing = h
+}
+
+// endHandover ends the generation being handed over, if any: its
+// replacement has connected, or failed.
+func (c *Camera) endHandover() {
+	h := c.handing
+	if h == nil {
+		return
+	}
+	c.handing = nil
+	h.cancel()
+	if h.session != nil {
+		c.stopSessionWith(c.google, *h.session, false)
+	}
 }
 
 // stopSource ends the current generation's upstream; its session is kept
 // to be stopped after the next Generate (or by stopRetiring).
 func (c *Camera) stopSource() {
+	c.endHandover()
 	if c.cancelSrc != nil {
 		c.cancelSrc()
 		c.srcCtx, c.cancelSrc = nil, nil
@@ -85,7 +126,7 @@ func (c *Camera) stopSessionWith(g SessionAPI, s session, final bool) {
 // runSource is one generation's goroutine: it generates the session and
 // runs the upstream, reporting to the camera goroutine, which ignores
 // reports of stale generations.
-func (c *Camera) runSource(ctx context.Context, gen int, g SessionAPI, device string, webRTC bool, retire []session) {
+func (c *Camera) runSource(ctx context.Context, gen int, g SessionAPI, cfg Spec, retire []session) {
 	report := func(in input) { c.post(context.Background(), in) }
 	// While the Generate waits for the quota, the camera says so.
 	noticed := func(ctx context.Context) context.Context {
@@ -108,14 +149,14 @@ func (c *Camera) runSource(ctx context.Context, gen int, g SessionAPI, device st
 		}
 		return ctx.Err() == nil
 	}
-	params := source.RunParams{StallTimeout: c.opts.StallTimeout}
+	params := source.RunParams{StallTimeout: c.opts.StallTimeout, Audio: cfg.Audio}
 	runner := c.opts.Runner
 	failedGenerate := false
-	if webRTC {
+	if cfg.WebRTC {
 		// The source makes the offer; Generate trades it for the answer.
 		runner = c.opts.WebRTCRunner
 		params.Negotiate = func(nctx context.Context, offer string) (string, error) {
-			s, err := g.GenerateWebRtcStream(noticed(nctx), device, offer)
+			s, err := g.GenerateWebRtcStream(noticed(nctx), cfg.Device, offer)
 			if !generated(rtcSession(s), err) {
 				failedGenerate = err != nil
 				if err == nil {
@@ -126,7 +167,7 @@ func (c *Camera) runSource(ctx context.Context, gen int, g SessionAPI, device st
 			return s.AnswerSDP, nil
 		}
 	} else {
-		s, err := g.GenerateRtspStream(noticed(ctx), device)
+		s, err := g.GenerateRtspStream(noticed(ctx), cfg.Device)
 		if !generated(rtspSession(s), err) {
 			return
 		}
@@ -192,7 +233,10 @@ func (c *Camera) onConnected(gen int, p relay.Params) segmentResult {
 	if err != nil {
 		return segmentResult{err: err}
 	}
-	return segmentResult{seg: r.BeginSegment()}
+	seg := r.BeginSegment()
+	// The new segment has revoked the old upstream's: it may go.
+	c.endHandover()
+	return segmentResult{seg: seg}
 }
 
 func (c *Camera) onSession(m sessionIn) {
@@ -267,6 +311,7 @@ func (c *Camera) relayFor(p relay.Params) (*relay.Relay, error) {
 }
 
 func (c *Camera) onReady(p relay.Params) {
+	handedOver := c.phase == ready // a replacement (handOver): nothing changed for anyone
 	c.lastError = ""
 	c.attempts = 0
 	stopTimer(&c.startTimer)
@@ -275,8 +320,10 @@ func (c *Camera) onReady(p relay.Params) {
 	if c.watchdog == nil {
 		c.watchdog = c.clock.NewTicker(max(c.opts.StallTimeout/4, 100*time.Millisecond))
 	}
-	c.emit(events.CameraReady, map[string]any{"path": c.cfg.Path, "source_type": c.sourceType(),
-		"source_id": "", "tracks": p.Tracks()})
+	if !handedOver {
+		c.emit(events.CameraReady, map[string]any{"path": c.cfg.Path, "source_type": c.sourceType(),
+			"source_id": "", "tracks": p.Tracks()})
+	}
 	c.answerWaiters(describeResult{relay: c.relay})
 	// Clients answered here have only DESCRIBEd; their SETUP is on its way.
 	// A close-after shorter than that round trip would stop the stream under
@@ -380,6 +427,15 @@ func (c *Camera) onExtended(m extendedIn) {
 	if m.err != nil {
 		c.emit(events.CameraFailedExtension, map[string]any{"name": c.cfg.Name, "error": m.err.Error()})
 		c.sessionLost = nest.IsSessionLost(m.err)
+		if c.cfg.WebRTC && nest.IsRefused(m.err) && c.phase == ready {
+			// A battery doorbell: the session streams on until it expires,
+			// time enough to connect its replacement first.
+			c.log.Info("Google refused to extend the WebRTC session; replacing it before it expires",
+				"expires_at", expiryOf(c.session).UTC().Format(time.RFC3339))
+			c.handOver()
+			c.publishState()
+			return
+		}
 		c.onSourceFailed(fmt.Errorf("extending the stream: %w", m.err))
 		return
 	}
@@ -392,4 +448,12 @@ func (c *Camera) onExtended(m extendedIn) {
 		"expires_at": next.expiresAt().UTC().Format(time.RFC3339)})
 	c.armExtend()
 	c.publishState()
+}
+
+// expiryOf is a session's expiry, zero for none.
+func expiryOf(s *session) time.Time {
+	if s == nil {
+		return time.Time{}
+	}
+	return s.expiresAt()
 }

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/nestmtx/nestmtx/internal/events"
+	"github.com/nestmtx/nestmtx/internal/source"
 )
 
 // What a camera tells the world: its events and its retained state.
@@ -23,6 +24,10 @@ type State struct {
 	// WaitingFor says what a start waits for (Google's quota, with the
 	// time of the next slot); null when it waits for nothing.
 	WaitingFor *string `json:"waiting_for"`
+	// Audio is the audio the stream carries: "opus", "aac" or "none";
+	// AudioError says why it is not what the camera's setting asks for.
+	Audio      string  `json:"audio"`
+	AudioError *string `json:"audio_error"`
 }
 
 func (c *Camera) publishState() {
@@ -42,6 +47,11 @@ func (c *Camera) publishState() {
 	if c.waitingFor != "" {
 		w := c.waitingFor
 		st.WaitingFor = &w
+	}
+	st.Audio = c.audioServed()
+	if c.cfg.AudioError != "" {
+		e := c.cfg.AudioError
+		st.AudioError = &e
 	}
 	switch {
 	case c.stopping:
@@ -66,4 +76,19 @@ func (c *Camera) publishState() {
 		st.Status = "idle"
 	}
 	c.opts.Bus.SetState(events.DomainCamera, c.cfg.ID, st)
+}
+
+// audioServed is the audio codec the camera's stream carries (or will):
+// the relay's, once there is one; else what the setting leads to.
+func (c *Camera) audioServed() string {
+	if c.relay != nil {
+		return c.relay.Params().AudioCodec()
+	}
+	switch {
+	case c.cfg.Audio == source.AudioNone:
+		return source.AudioNone
+	case !c.cfg.WebRTC || c.cfg.Audio == source.AudioAAC:
+		return source.AudioAAC // Google's RTSP streams carry AAC
+	}
+	return source.AudioOpus
 }
