@@ -208,3 +208,13 @@ func hasHostCandidate(sd *sdp.SessionDescription) bool {
 	}
 	return false
 }
+
+// ValidateOffer checks an SDP offer as GenerateWebRtcStream does, and
+// returns the error Google would answer (nil when it would accept it), so
+// that a client can test its own offer without a session.
+func ValidateOffer(offerSDP string) error {
+	if _, err := validateOffer(offerSDP); err != nil {
+		return err
+	}
+	return nil
+}
