@@ -26,6 +26,11 @@ type audioPump struct {
 	log *slog.Logger
 }
 
+// aacEncoderDelay is the priming ffmpeg's AAC encoder puts before the
+// first sample (one frame of 1024 samples), measured by the transcoder's
+// TestTimestampsMatchAudio.
+const aacEncoderDelay = 1024
+
 // audioFor prepares the audio side of a run. The AAC transcoder starts
 // with the run, before the first packet, so that ffmpeg is up by the time
 // the picture is.
@@ -40,7 +45,9 @@ func (w WebRTC) audioFor(ctx context.Context, mode string, log *slog.Logger) (*a
 	aac, err := transcode.StartAAC(ctx, transcode.Options{FFmpeg: w.FFmpeg, Log: log,
 		Out: func(ts uint32, au []byte) {
 			if seg := a.seg.Load(); seg != nil {
-				seg.WriteAudio(ts, au) //nolint:errcheck // a superseded segment drops it
+				// AAC's encoder delay: each unit's sound was heard one frame
+				// before its count says.
+				seg.WriteAudio(ts-aacEncoderDelay, au) //nolint:errcheck // a superseded segment drops it
 			}
 		}})
 	if err != nil {

@@ -287,6 +287,12 @@ func (a *AAC) runChild(c *child) error {
 		}
 		fed <- err
 	}()
+	// Killing the child ends its stdout, unless something else holds the
+	// pipe (ffmpeg behind a wrapper script that did not exec it). Then
+	// exec closes our end only after WaitDelay; closing it at once makes
+	// Close return at once.
+	stop := context.AfterFunc(c.ctx, func() { c.stdout.Close() })
+	defer stop()
 	drainErr := a.drain(c.stdout, tl)
 	// stdout ended: the child exited or closed it. Make sure it is dead and
 	// the feeder stops (a write to a dead child fails at once).

@@ -417,6 +417,59 @@ func TestCloseLeavesNothing(t *testing.T) {
 	}
 }
 
+// A child that fails at once is restarted with growing delays, each
+// restart logged at Warn with the tail of what it said on stderr. (A
+// script stands in for ffmpeg: no ffmpeg needed.)
+func TestRestartBackoffLogsStderr(t *testing.T) {
+	t.Parallel()
+	fake := filepath.Join(t.TempDir(), "ffmpeg")
+	script := "#!/bin/sh\nhead -c 3000 /dev/zero | tr '\\0' x >&2\necho 'pipe:0: Invalid data found' >&2\nexit 1\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var logs testkit.SyncBuffer
+	s := newSink()
+	a := start(t, fake, s, slog.New(slog.NewTextHandler(&logs, nil)))
+	testkit.Eventually(t, 10*time.Second, "three restarts", func() bool { return a.Stats().Restarts >= 3 })
+	a.Close()
+	l := logs.String()
+	for _, want := range []string{"level=WARN", "exit status 1", "retry_in=100ms", "retry_in=200ms", "retry_in=400ms",
+		`pipe:0: Invalid data found\n"`} {
+		if !strings.Contains(l, want) {
+			t.Fatalf("log lacks %q:\n%s", want, l)
+		}
+	}
+	for _, line := range strings.Split(strings.TrimSpace(l), "\n") {
+		if len(line) > stderrTail+300 {
+			t.Fatalf("a log line of %d bytes: the stderr tail is not bounded", len(line))
+		}
+	}
+}
+
+// Close returns at once even when the process it kills is not ffmpeg
+// itself but a wrapper script whose ffmpeg child lives on holding the
+// pipes (the "exit" keeps sh from exec'ing ffmpeg as its last command).
+// exec would only give up on the pipes after WaitDelay.
+func TestCloseWithWrapper(t *testing.T) {
+	t.Parallel()
+	ffmpeg := requireFFmpeg(t)
+	wrapper := filepath.Join(t.TempDir(), "ffmpeg-wrapper")
+	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\n'"+ffmpeg+"' \"$@\"\nexit $?\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := newSink()
+	a := start(t, wrapper, s, nil)
+	feed(t, a, s, rtpPackets(opusTone(t, ffmpeg, 1), 0, 42))
+	s.waitUnits(t, 5, 10*time.Second)
+	closed := make(chan struct{})
+	go func() { a.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(waitDelay / 2):
+		t.Fatal("Close waited for the pipes")
+	}
+}
+
 // The latency from writing the packet that completes a unit's audio to
 // that unit coming out, with packets written in real time (20 ms apart),
 // as a camera sends them; and the part of it that is not the AAC
@@ -458,54 +511,78 @@ func TestLatency(t *testing.T) {
 	t.Logf("latency over %d units: p50 %s, p95 %s, max %s; beyond the encoder's lookahead: p50 %s, p95 %s; "+
 		"first unit %s after the first packet", len(lat), pct(lat, 50), pct(lat, 95), pct(lat, 100),
 		pct(beyond, 50), pct(beyond, 95), arrived[0].Sub(written[0]).Round(time.Millisecond))
-	if p95 := pct(lat, 95); p95 > 150*time.Millisecond {
-		t.Fatalf("p95 latency %s", p95)
+	// Buffered output (no -flush_packets) would put the median in the
+	// hundreds of milliseconds; the bound leaves room for a loaded CI.
+	if p50 := pct(lat, 50); p50 > 100*time.Millisecond {
+		t.Fatalf("median latency %s", p50)
 	}
 }
 
-// BenchmarkAACTranscoder feeds 10 s of Opus as fast as the child takes it
-// and reports the child's CPU time per second of audio: in all, with the
-// start of the process (~90 ms of CPU for Debian's ffmpeg, which loads
-// many libraries), and in the steady state after the first second, which
-// is what a camera streaming for hours costs (read from /proc, so in
-// 10 ms steps).
+// BenchmarkAACTranscoder reports the child's CPU time per second of audio
+// with Opus fed two ways: "burst", 10 s as fast as the child takes it, and
+// "realtime", 5 s at 20 ms a packet as a camera sends it (it takes 5 s).
+// child-cpu-ms/audio-s counts everything, the start of the process too
+// (~90 ms of CPU for Debian's ffmpeg, which loads many libraries);
+// steady-cpu-ms/audio-s only what follows the first second, which is what
+// a camera streaming for hours costs (read from /proc, in 10 ms steps).
+// Real time costs about twice what a burst does: a child woken 50 times a
+// second finds its caches cold each time.
 func BenchmarkAACTranscoder(b *testing.B) {
 	ffmpeg := requireFFmpeg(b)
-	const seconds = 10
-	packets := rtpPackets(opusTone(b, ffmpeg, seconds), 0, 42)
-	want := seconds * 48000 / aacFrameSamples
-	warm := 48000 / aacFrameSamples
-	var total, steady time.Duration
-	var steadyUnits int
-	b.ResetTimer()
-	for range b.N {
-		s := newSink()
-		// The steady state starts when the warm-up's units are out: read
-		// the CPU then, from Out itself, since the feeder is blocked.
-		var self atomic.Pointer[AAC]
-		var cpu1 atomic.Int64
-		out := func(ts uint32, au []byte) {
-			s.out(ts, au)
-			if s.n() == warm {
-				cpu1.Store(int64(self.Load().Stats().ChildCPU))
+	for _, c := range []struct {
+		name     string
+		seconds  int
+		realtime bool
+	}{{"burst", 10, false}, {"realtime", 5, true}} {
+		b.Run(c.name, func(b *testing.B) {
+			packets := rtpPackets(opusTone(b, ffmpeg, c.seconds), 0, 42)
+			want := c.seconds * 48000 / aacFrameSamples
+			const warm = 48000 / aacFrameSamples
+			var total, steady time.Duration
+			var steadyUnits int
+			b.ResetTimer()
+			for range b.N {
+				s := newSink()
+				// The steady state starts when the first second's units
+				// are out: read the CPU then, from Out itself.
+				var self atomic.Pointer[AAC]
+				var cpu1 atomic.Int64
+				out := func(ts uint32, au []byte) {
+					s.out(ts, au)
+					if s.n() == warm {
+						cpu1.Store(int64(self.Load().Stats().ChildCPU))
+					}
+				}
+				a, err := StartAAC(context.Background(), Options{FFmpeg: ffmpeg, Out: out})
+				if err != nil {
+					b.Fatal(err)
+				}
+				self.Store(a)
+				if c.realtime {
+					tick := time.NewTicker(20 * time.Millisecond)
+					for _, p := range packets {
+						<-tick.C
+						a.WriteOpus(p)
+					}
+					tick.Stop()
+				} else {
+					feed(b, a, s, packets)
+				}
+				s.waitUnits(b, want-3, 30*time.Second)
+				cpu2, n2 := a.Stats().ChildCPU, s.n()
+				a.Close()
+				if st := a.Stats(); st.Dropped != 0 {
+					b.Fatalf("dropped %d packets", st.Dropped)
+				}
+				total += a.Stats().ChildCPU
+				steady += cpu2 - time.Duration(cpu1.Load())
+				steadyUnits += n2 - warm
 			}
-		}
-		a, err := StartAAC(context.Background(), Options{FFmpeg: ffmpeg, Out: out})
-		if err != nil {
-			b.Fatal(err)
-		}
-		self.Store(a)
-		feed(b, a, s, packets)
-		s.waitUnits(b, want-3, 30*time.Second)
-		cpu2, n2 := a.Stats().ChildCPU, s.n()
-		a.Close()
-		total += a.Stats().ChildCPU
-		steady += cpu2 - time.Duration(cpu1.Load())
-		steadyUnits += n2 - warm
+			b.ReportMetric(float64(total.Milliseconds())/float64(b.N*c.seconds), "child-cpu-ms/audio-s")
+			b.ReportMetric(float64(steady.Milliseconds())/(float64(steadyUnits*aacFrameSamples)/48000), "steady-cpu-ms/audio-s")
+			b.ReportMetric(float64(c.seconds*b.N)/b.Elapsed().Seconds(), "x-realtime")
+		})
 	}
-	b.ReportMetric(float64(total.Milliseconds())/float64(b.N*seconds), "child-cpu-ms/audio-s")
-	b.ReportMetric(float64(steady.Milliseconds())/(float64(steadyUnits*aacFrameSamples)/48000), "steady-cpu-ms/audio-s")
-	b.ReportMetric(float64(seconds*b.N)/b.Elapsed().Seconds(), "x-realtime")
 }
 
 // BenchmarkWriteOpus measures the caller's side alone, against a queue
