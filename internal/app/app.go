@@ -21,6 +21,7 @@ import (
 	"github.com/nestmtx/nestmtx/internal/credentials"
 	"github.com/nestmtx/nestmtx/internal/events"
 	"github.com/nestmtx/nestmtx/internal/login"
+	"github.com/nestmtx/nestmtx/internal/logstream"
 	"github.com/nestmtx/nestmtx/internal/mqtt"
 	"github.com/nestmtx/nestmtx/internal/nest"
 	"github.com/nestmtx/nestmtx/internal/nestsim"
@@ -38,6 +39,7 @@ type App struct {
 	store   *store.Store
 	gate    *login.Gate
 	bus     *events.Bus
+	logs    *logstream.Hub
 	health  *api.Health
 	api     *api.Dispatcher
 	rtsp    *rtspserver.Server
@@ -68,7 +70,11 @@ func New(cfg config.Config, log *slog.Logger, version api.VersionInfo) (*App, er
 	if err != nil {
 		return nil, err
 	}
-	a := &App{cfg: cfg, log: log, version: version, store: st, bus: events.NewBus(nil), health: api.NewHealth(), started: time.Now()}
+	// Every line the daemon logs can also be followed live (Socket.IO's
+	// log event, MQTT's B/logs/<level>).
+	logs := logstream.NewHub("nestmtx")
+	log = slog.New(logs.Handler(log.Handler()))
+	a := &App{cfg: cfg, log: log, logs: logs, version: version, store: st, bus: events.NewBus(nil), health: api.NewHealth(), started: time.Now()}
 	// One gate for the API, MQTT and RTSP logins, so that throttling sees
 	// a guesser whichever door it knocks on.
 	a.gate = login.New(st, login.Options{AttemptsPerMinute: cfg.LoginAttemptsPerMinute, Log: log.With("component", "login")})
@@ -167,6 +173,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 		if a.sim != nil {
 			a.sim.Close()
 		}
+		a.closeSocketIO()
 		if a.httpSrv != nil {
 			if err := a.httpSrv.Shutdown(ctx); err != nil {
 				a.httpSrv.Close()

@@ -27,6 +27,8 @@ func (a *App) startHTTP() error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", a.serveHealth)
 	mux.HandleFunc("GET /oauth/callback", a.serveOAuthCallback)
+	a.mountAPI(mux)
+	a.mountSocketIO(mux)
 	if a.cfg.HTTPPprof {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)

@@ -64,8 +64,14 @@ type Config struct {
 	TokenTTL               time.Duration
 	LoginAttemptsPerMinute int
 
-	LogLevel  string
-	LogFormat string
+	// MQTTLogs is the lowest level published on B/logs/<level>, "off" for
+	// none.
+	MQTTLogs string
+	// HTTPCORSOrigins lists (comma-separated) the browser origins allowed
+	// to call the HTTP API; "" allows none.
+	HTTPCORSOrigins string
+	LogLevel        string
+	LogFormat       string
 
 	// ShutdownTimeout bounds a stop (SIGTERM): final events, Google
 	// sessions stopped, offline published.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -94,6 +95,7 @@ func TestDefaults(t *testing.T) {
 		StallTimeout:           5 * time.Second,
 		CameraAudio:            "opus",
 		FFmpegPath:             "ffmpeg",
+		MQTTLogs:               "off",
 		RTSPUDPAddress:         ":8000",
 		GoogleAuthURL:          "https://nestservices.google.com/partnerconnections/{project_id}/auth",
 		GoogleTokenURL:         "https://www.googleapis.com/oauth2/v4/token",
@@ -772,6 +774,7 @@ func TestSettingsCoverConfig(t *testing.T) {
 		"mqtt_session_expiry": "3m", "mqtt_request_max_age": "4s", "mqtt_event_buffer": "99", "shutdown_timeout": "3s",
 		"admin_password_file": "/run/credentials/admin", "mqtt_password_file": "/run/secrets/mqtt",
 		"camera_audio": "aac", "ffmpeg_path": "/usr/bin/ffmpeg",
+		"mqtt_logs": "warn", "http_cors_origins": "https://ha.example:8123, http://frigate.lan",
 	}
 	typ := reflect.TypeFor[Config]()
 	owner := make(map[string]string)
@@ -908,4 +911,18 @@ func FuzzLoadYAML(f *testing.F) {
 			t.Errorf("ConfigFile = %q, want %q", c.ConfigFile, path)
 		}
 	})
+}
+
+func TestCORSOrigins(t *testing.T) {
+	if got := CORSOrigins(" https://ha.example:8123/ ,http://frigate.lan,, "); !slices.Equal(got, []string{"https://ha.example:8123", "http://frigate.lan"}) {
+		t.Fatalf("CORSOrigins = %q", got)
+	}
+	for _, bad := range []string{"*", "ha.example", "ftp://h", "https://h/path", "https://u:p@h", "https://h?x=1"} {
+		if err := corsOrigins(bad); err == nil {
+			t.Errorf("origin %q accepted", bad)
+		}
+	}
+	if err := corsOrigins(""); err != nil {
+		t.Errorf("empty list: %v", err)
+	}
 }

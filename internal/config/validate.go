@@ -193,3 +193,30 @@ func baseTopic(v string) error {
 	}
 	return nil
 }
+
+// corsOrigins accepts a comma-separated list of browser origins, each an
+// http or https scheme and a host (with an optional port) and nothing
+// more, as the Origin header carries them. "*" is refused: the API takes
+// bearer tokens, and a page from anywhere should not be able to use one.
+func corsOrigins(v string) error {
+	for _, o := range CORSOrigins(v) {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return fmt.Errorf("%q is not an origin like https://ha.example:8123 (\"*\" is not allowed)", o)
+		}
+	}
+	return nil
+}
+
+// CORSOrigins splits the http_cors_origins setting into its origins,
+// without trailing slashes.
+func CORSOrigins(v string) []string {
+	var out []string
+	for _, o := range strings.Split(v, ",") {
+		if o = strings.TrimSuffix(strings.TrimSpace(o), "/"); o != "" {
+			out = append(out, o)
+		}
+	}
+	return out
+}
