@@ -135,6 +135,9 @@ func (a *App) Start() error {
 	if b := a.mqtt.Broker(); b != nil {
 		a.registerListenerHealth(b.Listener())
 	}
+	if level, ok := logstream.ParseLevel(a.cfg.MQTTLogs); ok {
+		a.mqtt.PublishLogs(a.logs.Subscribe(level, 1024))
+	}
 	if err := a.startHTTP(); err != nil {
 		return err
 	}

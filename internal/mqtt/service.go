@@ -105,6 +105,7 @@ type Service struct {
 	firstWindow *backlogWindow
 	// statusWatch receives the retained status while onConnected reads it.
 	statusWatch atomic.Pointer[chan *paho.Publish]
+	logsDropped atomic.Uint64
 	// started is closed once cm is set (callbacks may run before).
 	started chan struct{}
 

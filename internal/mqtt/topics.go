@@ -41,6 +41,9 @@ func (t topics) state(domain string, entity uint64) string {
 	return t.base + "/state/" + domain + "/" + strconv.FormatUint(entity, 10)
 }
 
+// logs is where log lines of a level go, B/logs/<level name>.
+func (t topics) logs(level string) string { return t.base + "/logs/" + level }
+
 // ownReplies describes the reply topics a client may name inside the base.
 func (t topics) ownReplies() string {
 	return t.base + "/responses/… and " + t.base + "/replies/<username>/…"
