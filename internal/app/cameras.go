@@ -54,13 +54,23 @@ func (a *App) startCameras(google googleSide) error {
 	a.stopCameras = cancel
 	var creds *credentials.Service
 	server := a.rtsp.Gortsplib()
+	join, err := relay.ParseJoinMode(a.cfg.LateJoin)
+	if err != nil {
+		return err
+	}
 	ffmpeg := a.cfg.FFmpegPath
 	if found, err := transcode.FindFFmpeg(ffmpeg); err == nil {
 		ffmpeg = found
 	}
 	a.cameras = &cameraDirectory{defaultAudio: a.cfg.CameraAudio, ffmpeg: a.cfg.FFmpegPath, Manager: supervisor.NewManager(ctx, supervisor.Options{
-		NewRelay: func(p relay.Params) (*relay.Relay, error) { return relay.New(server, p) },
-		Bus:      a.bus, UpstreamTLS: upstreamTLS, WebRTCLoopback: loopbackURL(google.Endpoints.SDMURL), FFmpeg: ffmpeg,
+		NewRelay: func(p relay.Params) (*relay.Relay, error) {
+			r, err := relay.New(server, p)
+			if err == nil {
+				r.SetJoin(join)
+			}
+			return r, err
+		},
+		Bus: a.bus, UpstreamTLS: upstreamTLS, WebRTCLoopback: loopbackURL(google.Endpoints.SDMURL), FFmpeg: ffmpeg,
 		StartTimeout: a.cfg.OnDemandStartTimeout, CloseAfter: a.cfg.OnDemandCloseAfter,
 		StallTimeout: a.cfg.StallTimeout, Log: a.log,
 		DeviceGone: func(cameraID uint64) { go a.syncCameraCredential(cameraID) },

@@ -152,6 +152,7 @@ func countOf(list []string, s string) int {
 type reader struct {
 	c       *gortsplib.Client
 	packets atomic.Int64
+	lastTS  atomic.Uint32 // RTP timestamp of the newest video packet
 	mu      sync.Mutex
 	ssrcs   map[uint32]bool
 	err     chan error
@@ -197,6 +198,7 @@ func openReader(url string, readTimeout time.Duration) (*reader, error) {
 	}
 	r.c.OnPacketRTP(medi, h, func(p *rtp.Packet) {
 		r.packets.Add(1)
+		r.lastTS.Store(p.Timestamp)
 		r.mu.Lock()
 		r.ssrcs[p.SSRC] = true
 		r.mu.Unlock()

@@ -64,6 +64,9 @@ type Config struct {
 	TokenTTL               time.Duration
 	LoginAttemptsPerMinute int
 
+	// LateJoin is how a reader joining a streaming camera starts (relay's
+	// join modes: paced, replay, keyframe).
+	LateJoin string
 	// MQTTLogs is the lowest level published on B/logs/<level>, "off" for
 	// none.
 	MQTTLogs string

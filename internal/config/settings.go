@@ -100,6 +100,8 @@ var settings = []Setting{
 		func(c *Config) *time.Duration { return &c.TokenTTL }, time.Minute, math.MaxInt64, false),
 	intSetting("login_attempts_per_minute", "5", "Failed logins allowed per username and client address per minute (API, MQTT and RTSP together); then that pair is refused (TOO_MANY_REQUESTS) until the minute has passed, while the same username from other addresses still logs in.",
 		func(c *Config) *int { return &c.LoginAttemptsPerMinute }, 1, math.MaxInt),
+	enumSetting("late_join", "paced", "How a reader that joins a streaming camera starts: paced (the cached GOP's IDR at once, then the frames after it faster than real time until live: a picture at once and timestamps that suit Frigate's recorder), replay (the cached GOP at once), or keyframe (wait for the camera's next IDR).",
+		func(c *Config) *string { return &c.LateJoin }, "paced", "replay", "keyframe"),
 	enumSetting("mqtt_logs", "off", "Publish the daemon's log on MQTT at B/logs/<level> (QoS 0, not retained) from this level up: trace, debug, info, warn, error, fatal, or off. The embedded broker lets only admins read them.",
 		func(c *Config) *string { return &c.MQTTLogs }, "off", "trace", "debug", "info", "warn", "error", "fatal"),
 	stringSetting("http_cors_origins", "", "Comma-separated origins (scheme://host[:port]) whose web pages may call the HTTP API from a browser (CORS). Empty, the default, allows none.",

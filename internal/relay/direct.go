@@ -57,6 +57,12 @@ type directReader struct {
 	queue  []unit
 	queued int
 	dead   bool
+	// waitKey drops media until the next IDR: the reader joined with
+	// nothing to start from.
+	waitKey bool
+	// pace, set before the writer starts, paces the reader's start; the
+	// writer alone uses it.
+	pace *pacer
 
 	wake chan struct{}
 	done chan struct{}
@@ -81,6 +87,12 @@ func (d *directReader) push(units []unit) bool {
 	for _, u := range units {
 		if u.serial < d.from || d.channels[u.track] < 0 {
 			continue
+		}
+		if d.waitKey && !u.control {
+			if !u.key {
+				continue
+			}
+			d.waitKey = false
 		}
 		d.queue = append(d.queue, u)
 		d.queued += len(u.data)
@@ -109,6 +121,9 @@ func (d *directReader) run() {
 		return
 	case <-time.After(replayHoldLimit):
 		d.fail(errors.New("the PLAY response was never written"))
+		return
+	}
+	if d.pace != nil && !d.runPaced() {
 		return
 	}
 	var batch []unit
@@ -228,4 +243,94 @@ func (d *directReader) stop() {
 		d.mu.Unlock()
 		close(d.done)
 	})
+}
+
+// Pacing a join. A reader that joins gets the cached GOP, which starts up
+// to a GOP's length in the past. Sent at once, a reader that stamps frames
+// by their arrival (Frigate's ffmpeg) would give a second of frames nearly
+// the same time, and its recorder would log non-monotonic DTS. Paced, each
+// unit goes out at the join's start plus its media time since the IDR,
+// divided by a catch-up speed: the IDR at once, the frames after it at a
+// multiple of their rate, until the reader has caught up with the live
+// units, which from then on go out as they come.
+
+const (
+	// minPaceSpeed keeps the spacing plausible for a decoder and short
+	// enough that a 1 s GOP is caught up within a second.
+	minPaceSpeed = 2
+	// paceCatchUp bounds the time to catch up with live: a longer GOP is
+	// replayed faster.
+	paceCatchUp = 2 * time.Second
+)
+
+type pacer struct {
+	units []unit // the cached GOP, then whatever was queued meanwhile
+	base  time.Time
+	speed float64
+}
+
+// newPacer paces gop, whose newest unit is live (the track's time now).
+func newPacer(gop []unit, live time.Time) *pacer {
+	p := &pacer{units: gop, speed: minPaceSpeed}
+	for _, u := range gop {
+		if !u.control {
+			p.base = u.at
+			break
+		}
+	}
+	if lag := live.Sub(p.base); lag > 0 {
+		p.speed = max(minPaceSpeed, 1+float64(lag)/float64(paceCatchUp))
+	}
+	return p
+}
+
+// due is when u goes out, for a join that started at start.
+func (p *pacer) due(start time.Time, u unit) time.Time {
+	if u.control || !u.at.After(p.base) {
+		return start
+	}
+	return start.Add(time.Duration(float64(u.at.Sub(p.base)) / p.speed))
+}
+
+// runPaced writes the reader's first units paced (see pacer) until it has
+// written everything queued and all of it was due: the reader is live. It
+// reports false when the reader stopped or failed meanwhile.
+func (d *directReader) runPaced() bool {
+	p := d.pace
+	d.pace = nil
+	start := time.Now()
+	pending := p.units
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		if len(pending) == 0 {
+			d.mu.Lock()
+			pending, d.queue = d.queue, nil
+			d.queued = 0
+			d.mu.Unlock()
+			if len(pending) == 0 {
+				return true // caught up
+			}
+		}
+		now := time.Now()
+		n := 0
+		for n < len(pending) && !p.due(start, pending[n]).After(now) {
+			n++
+		}
+		if n > 0 {
+			if err := d.write(pending[:n]); err != nil {
+				d.fail(err)
+				return false
+			}
+			clear(pending[:n])
+			pending = pending[n:]
+			continue
+		}
+		timer.Reset(p.due(start, pending[0]).Sub(now))
+		select {
+		case <-timer.C:
+		case <-d.done:
+			return false
+		}
+	}
 }

@@ -16,6 +16,7 @@ package relay
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,6 +104,13 @@ type unit struct {
 	track  int
 	serial uint64 // order of creation; a reader gets live units from its join on
 	data   []byte
+	// at is the unit's time on its track's timeline (the NTP time its
+	// sender reports pair with it): a paced join spaces units by it.
+	at time.Time
+	// key marks a video IDR, where a reader may start.
+	key bool
+	// control marks an RTCP sender report, which carries no media.
+	control bool
 }
 
 // Relay is one camera's output.
@@ -118,6 +126,7 @@ type Relay struct {
 	// mu guards everything below. It is never held beyond the function
 	// that takes it.
 	mu         sync.Mutex
+	join       JoinMode
 	waitingIDR bool
 	segment    *Segment // the upstream currently allowed to write
 	arena      []byte   // where units are packetised; full chunks are left to the GC
@@ -237,6 +246,53 @@ func New(srv *gortsplib.Server, p Params) (*Relay, error) {
 	return r, nil
 }
 
+// JoinMode is how a reader that joins a live stream gets its first
+// picture (the direct path's readers; gortsplib's get JoinReplay).
+type JoinMode int
+
+const (
+	// JoinPaced sends the cached GOP's IDR at once, then the rest of the
+	// GOP and the live units paced by their media time, faster than real
+	// time, until the reader is live. The reader has a picture at once,
+	// and one that stamps frames by their arrival (Frigate's ffmpeg, with
+	// -use_wallclock_as_timestamps) sees times that grow as the media's do.
+	JoinPaced JoinMode = iota
+	// JoinReplay sends the cached GOP at once: a picture at once, but a
+	// reader that stamps by arrival sees a GOP of frames within a few
+	// milliseconds, and its muxer complains of non-monotonic DTS.
+	JoinReplay
+	// JoinKeyframe sends nothing until the camera's next IDR, as a relay
+	// without a cache does: clean timestamps, but a wait of up to a GOP.
+	JoinKeyframe
+)
+
+// JoinModes names the modes, in JoinMode order, as settings spell them.
+var JoinModes = []string{"paced", "replay", "keyframe"}
+
+// ParseJoinMode reads a mode's name.
+func ParseJoinMode(s string) (JoinMode, error) {
+	for i, n := range JoinModes {
+		if strings.EqualFold(s, n) {
+			return JoinMode(i), nil
+		}
+	}
+	return 0, fmt.Errorf("relay: unknown late-join mode %q (want one of %s)", s, strings.Join(JoinModes, ", "))
+}
+
+func (m JoinMode) String() string {
+	if int(m) < len(JoinModes) {
+		return JoinModes[m]
+	}
+	return fmt.Sprintf("JoinMode(%d)", int(m))
+}
+
+// SetJoin sets how late joiners start (JoinPaced unless set).
+func (r *Relay) SetJoin(m JoinMode) {
+	r.mu.Lock()
+	r.join = m
+	r.mu.Unlock()
+}
+
 // Stream is the stream for DESCRIBE, and for the SETUP of a reader that
 // will be fed directly (direct) or by gortsplib.
 func (r *Relay) Stream(direct bool) *gortsplib.ServerStream {
@@ -333,7 +389,8 @@ func (s *Segment) WriteVideo(ts uint32, au [][]byte) error {
 	dst := r.reserve(h264Bound(au, prefix[:]...))
 	start, packets := len(dst), t.packets
 	dst = t.appendH264(dst, out, prefix[:], au)
-	u := r.seal(0, dst, start)
+	u := r.seal(0, dst, start, t.tl.ntp())
+	u.key = idr
 	r.stats.RTPPackets += uint64(t.packets - packets)
 	if idr {
 		r.startGOP()
@@ -387,7 +444,7 @@ func (s *Segment) WriteAudio(ts uint32, au []byte) error {
 		start = len(dst)
 		dst = t.appendAAC(dst, out, au)
 	}
-	u := r.seal(1, dst, start)
+	u := r.seal(1, dst, start, t.tl.ntp())
 	r.stats.RTPPackets += uint64(t.packets - packets)
 	r.remember(u)
 	r.stats.AudioFrames++
@@ -407,9 +464,9 @@ func (r *Relay) reserve(n int) []byte {
 
 // seal makes the bytes appended to the arena since start a unit, which is
 // never written again.
-func (r *Relay) seal(track int, dst []byte, start int) unit {
+func (r *Relay) seal(track int, dst []byte, start int, at time.Time) unit {
 	r.arena = dst
-	u := unit{track: track, serial: r.nextSerial, data: dst[start:len(dst):len(dst)]}
+	u := unit{track: track, serial: r.nextSerial, data: dst[start:len(dst):len(dst)], at: at}
 	r.nextSerial++
 	return u
 }
@@ -479,5 +536,7 @@ func (r *Relay) publish(u unit) {
 func (r *Relay) senderReport(t *track) unit {
 	dst := r.reserve(interleavedHeader + srSize)
 	start := len(dst)
-	return r.seal(t.index, t.appendSenderReport(dst), start)
+	u := r.seal(t.index, t.appendSenderReport(dst), start, t.tl.ntp())
+	u.control = true
+	return u
 }

@@ -3,6 +3,7 @@ package relay
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -96,8 +97,18 @@ func (pb *directPlayback) Started() {
 				join = append(join, r.senderReport(t))
 			}
 		}
-		if r.gopValid && pb.replay {
-			join = append(join, r.gop...)
+		if pb.replay {
+			switch {
+			case !r.gopValid || r.join == JoinKeyframe:
+				// Nothing cached to start from (or not wanted): the reader
+				// starts at the camera's next IDR, not in the middle of a
+				// GOP its decoder cannot use.
+				d.waitKey = d.channels[0] >= 0 // an audio-only reader has no picture to wait for
+			case r.join == JoinPaced:
+				d.pace = newPacer(slices.Clone(r.gop), r.tracks[0].tl.ntp())
+			default:
+				join = append(join, r.gop...)
+			}
 		}
 		d.mu.Lock()
 		for _, u := range join {
