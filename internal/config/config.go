@@ -64,6 +64,10 @@ type Config struct {
 	TokenTTL               time.Duration
 	LoginAttemptsPerMinute int
 
+	// HADiscovery publishes Home Assistant MQTT discovery.
+	HADiscovery bool
+	// HADiscoveryPrefix is Home Assistant's discovery prefix.
+	HADiscoveryPrefix string
 	// LateJoin is how a reader joining a streaming camera starts (relay's
 	// join modes: paced, replay, keyframe).
 	LateJoin string

@@ -97,6 +97,8 @@ func TestDefaults(t *testing.T) {
 		FFmpegPath:             "ffmpeg",
 		MQTTLogs:               "off",
 		LateJoin:               "paced",
+		HADiscovery:            true,
+		HADiscoveryPrefix:      "homeassistant",
 		RTSPUDPAddress:         ":8000",
 		GoogleAuthURL:          "https://nestservices.google.com/partnerconnections/{project_id}/auth",
 		GoogleTokenURL:         "https://www.googleapis.com/oauth2/v4/token",
@@ -775,7 +777,7 @@ func TestSettingsCoverConfig(t *testing.T) {
 		"mqtt_session_expiry": "3m", "mqtt_request_max_age": "4s", "mqtt_event_buffer": "99", "shutdown_timeout": "3s",
 		"admin_password_file": "/run/credentials/admin", "mqtt_password_file": "/run/secrets/mqtt",
 		"camera_audio": "aac", "ffmpeg_path": "/usr/bin/ffmpeg",
-		"mqtt_logs": "warn", "late_join": "keyframe", "http_cors_origins": "https://ha.example:8123, http://frigate.lan",
+		"mqtt_logs": "warn", "late_join": "keyframe", "ha_discovery": "false", "ha_discovery_prefix": "ha", "http_cors_origins": "https://ha.example:8123, http://frigate.lan",
 	}
 	typ := reflect.TypeFor[Config]()
 	owner := make(map[string]string)
