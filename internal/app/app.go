@@ -54,6 +54,9 @@ type App struct {
 
 	// googleLimits overrides Google's command quotas (benchmarks only).
 	googleLimits nest.Limits
+	// statsPeriod overrides how often cameras refresh their figures
+	// (tests only; 0 is the supervisor's 10 s).
+	statsPeriod time.Duration
 
 	httpSrv *http.Server
 	httpLn  net.Listener

@@ -72,7 +72,7 @@ func (a *App) startCameras(google googleSide) error {
 		},
 		Bus: a.bus, UpstreamTLS: upstreamTLS, WebRTCLoopback: loopbackURL(google.Endpoints.SDMURL), FFmpeg: ffmpeg,
 		StartTimeout: a.cfg.OnDemandStartTimeout, CloseAfter: a.cfg.OnDemandCloseAfter,
-		StallTimeout: a.cfg.StallTimeout, Log: a.log,
+		StallTimeout: a.cfg.StallTimeout, StatsPeriod: a.statsPeriod, Log: a.log,
 		DeviceGone: func(cameraID uint64) { go a.syncCameraCredential(cameraID) },
 	}, func(id uint64) (supervisor.SessionAPI, string) {
 		c, why := creds.ClientFor(id)

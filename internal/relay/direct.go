@@ -43,6 +43,8 @@ type directReader struct {
 	ss *gortsplib.ServerSession
 	// dropped counts, on the relay, the readers fail drops.
 	dropped *atomic.Uint64
+	// sent counts, on the relay, what the direct readers were sent.
+	sent *sentCounters
 	// channels are the reader's interleaved RTP channels per track, -1 for
 	// a track it did not set up; remap is set when they are not the
 	// defaults the units carry.
@@ -164,10 +166,11 @@ func (d *directReader) write(batch []unit) error {
 		default:
 		}
 		d.bufs, d.scratch = d.bufs[:0], d.scratch[:0]
-		size, n := 0, 0
+		size, n, packets := 0, 0, uint64(0)
 		for ; n < len(batch) && (n == 0 || size+len(batch[n].data) <= maxWriteBytes); n++ {
 			u := batch[n]
 			size += len(u.data)
+			packets += uint64(u.packets)
 			if d.remap {
 				d.scratch = d.appendRemapped(d.scratch, u)
 			} else {
@@ -189,6 +192,8 @@ func (d *directReader) write(batch []unit) error {
 		if err != nil {
 			return err
 		}
+		d.sent.bytes.Add(uint64(size))
+		d.sent.packets.Add(packets)
 	}
 	return nil
 }

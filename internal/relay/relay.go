@@ -111,6 +111,8 @@ type unit struct {
 	key bool
 	// control marks an RTCP sender report, which carries no media.
 	control bool
+	// packets is the number of RTP packets in data, for the counters.
+	packets uint32
 }
 
 // Relay is one camera's output.
@@ -149,6 +151,16 @@ type Relay struct {
 	closed        bool
 	stats         Stats
 	dropped       atomic.Uint64 // direct readers dropped (too slow, write error)
+	// sent counts what the direct path wrote to readers (gortsplib's
+	// readers are counted by its stream's own statistics).
+	sent sentCounters
+	// received counts what the upstreams received (Segment.Received).
+	received sentCounters
+}
+
+// sentCounters are shared by a relay's direct readers.
+type sentCounters struct {
+	bytes, packets atomic.Uint64
 }
 
 // Stats counts what the relay forwarded.
@@ -165,6 +177,13 @@ type Stats struct {
 	// behind or for a failed write (their connection is closed).
 	ReadersDropped uint64
 	LastFrame      time.Time
+	// BytesReceived and PacketsReceived count the RTP payloads the
+	// upstreams received from Google; BytesSent and PacketsSent what went
+	// out to every reader (headers included).
+	BytesReceived   uint64
+	PacketsReceived uint64
+	BytesSent       uint64
+	PacketsSent     uint64
 }
 
 // maxAudioLead is the most audio dropped at a segment's start to bring it
@@ -322,9 +341,15 @@ func (r *Relay) Close() {
 // Stats returns a copy of the counters.
 func (r *Relay) Stats() Stats {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	st := r.stats
+	r.mu.Unlock()
 	st.ReadersDropped = r.dropped.Load()
+	st.BytesReceived, st.PacketsReceived = r.received.bytes.Load(), r.received.packets.Load()
+	st.BytesSent, st.PacketsSent = r.sent.bytes.Load(), r.sent.packets.Load()
+	if ss := r.served.Stats(); ss != nil {
+		st.BytesSent += ss.BytesSent
+		st.PacketsSent += ss.RTPPacketsSent
+	}
 	return st
 }
 
@@ -348,6 +373,13 @@ func (r *Relay) BeginSegment() *Segment {
 	}
 	r.stats.Segments++
 	return r.segment
+}
+
+// Received counts one RTP packet of payloadBytes the upstream received
+// (whether or not it is forwarded), for the camera's statistics.
+func (s *Segment) Received(payloadBytes int) {
+	s.r.received.packets.Add(1)
+	s.r.received.bytes.Add(uint64(payloadBytes))
 }
 
 // FirstFrame is closed once the segment's first IDR has been forwarded.
@@ -391,7 +423,9 @@ func (s *Segment) WriteVideo(ts uint32, au [][]byte) error {
 	dst = t.appendH264(dst, out, prefix[:], au)
 	u := r.seal(0, dst, start, t.tl.ntp())
 	u.key = idr
+	u.packets = t.packets - packets
 	r.stats.RTPPackets += uint64(t.packets - packets)
+
 	if idr {
 		r.startGOP()
 	}
@@ -445,7 +479,9 @@ func (s *Segment) WriteAudio(ts uint32, au []byte) error {
 		dst = t.appendAAC(dst, out, au)
 	}
 	u := r.seal(1, dst, start, t.tl.ntp())
+	u.packets = t.packets - packets
 	r.stats.RTPPackets += uint64(t.packets - packets)
+
 	r.remember(u)
 	r.stats.AudioFrames++
 	r.publish(u)

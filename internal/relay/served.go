@@ -55,7 +55,7 @@ func (r *Relay) playDirect(p Player, medias []*description.Media) Playback {
 	if log == nil {
 		log = slog.Default()
 	}
-	d := &directReader{ss: p.Session, dropped: &r.dropped, conn: p.Conn, log: log,
+	d := &directReader{ss: p.Session, dropped: &r.dropped, sent: &r.sent, conn: p.Conn, log: log,
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 	d.channels = make([]int, len(r.tracks))
 	for i, t := range r.tracks {

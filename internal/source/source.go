@@ -29,6 +29,8 @@ import (
 type Sink interface {
 	WriteVideo(ts uint32, au [][]byte) error
 	WriteAudio(ts uint32, au []byte) error
+	// Received counts a packet received, forwarded or not.
+	Received(payloadBytes int)
 }
 
 // Upstream is one connected upstream session.
@@ -157,6 +159,7 @@ func (up *Upstream) Play(sink Sink) error {
 	up.lastPacket.Store(time.Now().UnixNano())
 	up.client.OnPacketRTP(up.video, up.videoFmt, func(pkt *rtp.Packet) {
 		up.lastPacket.Store(time.Now().UnixNano())
+		sink.Received(len(pkt.Payload))
 		au, err := vdec.Decode(pkt)
 		if err != nil {
 			if !errors.Is(err, rtph264.ErrMorePacketsNeeded) && !errors.Is(err, rtph264.ErrNonStartingPacketAndNoPrevious) {
@@ -175,6 +178,7 @@ func (up *Upstream) Play(sink Sink) error {
 		}
 		up.client.OnPacketRTP(up.audio, up.audioFmt, func(pkt *rtp.Packet) {
 			up.lastPacket.Store(time.Now().UnixNano())
+			sink.Received(len(pkt.Payload))
 			aus, err := adec.Decode(pkt)
 			if err != nil {
 				if !errors.Is(err, rtpmpeg4audio.ErrMorePacketsNeeded) {

@@ -267,6 +267,9 @@ func (v *videoPump) run(ctx context.Context) {
 			return
 		}
 		v.lastPacket.Store(time.Now().UnixNano())
+		if seg != nil {
+			seg.Received(len(pkt.Payload))
+		}
 		au, err := dec.Decode(pkt)
 		if err != nil {
 			if !errors.Is(err, rtph264.ErrMorePacketsNeeded) && !errors.Is(err, rtph264.ErrNonStartingPacketAndNoPrevious) {

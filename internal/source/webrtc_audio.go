@@ -83,6 +83,9 @@ func (a *audioPump) run(tr *webrtc.TrackRemote) {
 		if a.mode == AudioNone || pkt.Unmarshal(buf[:n]) != nil {
 			continue
 		}
+		if seg := a.seg.Load(); seg != nil {
+			seg.Received(len(pkt.Payload))
+		}
 		switch a.mode {
 		case AudioAAC:
 			a.aac.WriteOpus(&pkt)

@@ -91,6 +91,9 @@ type Options struct {
 	// with each refusal up to 12 times this. A config change or a sync
 	// retries at once.
 	RefusedBackoff time.Duration
+	// StatsPeriod spaces the state updates that only refresh the figures
+	// (default 10 s).
+	StatsPeriod time.Duration
 	// StallTimeout is how long an upstream may send nothing before it is
 	// regenerated (NestMTX #39: streams that looked alive for hours).
 	StallTimeout time.Duration
@@ -162,6 +165,12 @@ type Camera struct {
 	waitingFor string
 	stopping   bool // the daemon is shutting down: the state says stopped
 
+	counters counters
+	snap     snapshot
+	// statsTicker republishes the state with fresh figures while a relay
+	// exists.
+	statsTicker Ticker
+
 	startTimer, closeTimer, extendTimer, retryTimer, failTimer Timer
 	// watchdog checks that the session has not passed its expiry (an
 	// extension that never came back).
@@ -188,6 +197,9 @@ func New(cfg Spec, cred Credential, o Options) *Camera {
 	if o.StallTimeout <= 0 {
 		o.StallTimeout = 5 * time.Second
 	}
+	if o.StatsPeriod <= 0 {
+		o.StatsPeriod = statsPeriod
+	}
 	if o.RefusedBackoff <= 0 {
 		o.RefusedBackoff = 5 * time.Minute
 	}
@@ -212,6 +224,8 @@ func New(cfg Spec, cred Credential, o Options) *Camera {
 // the Google session.
 func (c *Camera) Run(ctx context.Context) {
 	defer close(c.done)
+	c.statsTicker = c.clock.NewTicker(c.opts.StatsPeriod)
+	defer c.statsTicker.Stop()
 	c.publishState()
 	c.startIfPersistent()
 	for {
@@ -239,6 +253,8 @@ func (c *Camera) Run(ctx context.Context) {
 			c.onFailedBackoffOver()
 		case <-tickerC(c.watchdog):
 			c.checkExpiry()
+		case <-tickerC(c.statsTicker):
+			c.onStatsTick()
 		}
 	}
 }

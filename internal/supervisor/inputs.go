@@ -39,6 +39,7 @@ type (
 // From the manager.
 type (
 	updateIn     struct{ cfg Spec }
+	restartIn    struct{}
 	credentialIn struct {
 		google SessionAPI // nil keeps the current client
 		down   string     // why the credential cannot be used, "" when it can
@@ -95,6 +96,7 @@ func (playIn) name() string           { return "play" }
 func (pauseIn) name() string          { return "pause" }
 func (removeIn) name() string         { return "remove" }
 func (updateIn) name() string         { return "update" }
+func (restartIn) name() string        { return "restart" }
 func (credentialIn) name() string     { return "credential" }
 func (quotaWaitIn) name() string      { return "quota-wait" }
 func (sessionIn) name() string        { return "session" }
@@ -120,6 +122,8 @@ func (c *Camera) handle(in input) {
 		c.onRemove(m.reader)
 	case updateIn:
 		c.onUpdate(m.cfg)
+	case restartIn:
+		c.onRestart()
 	case credentialIn:
 		c.onCredential(m.google, m.down)
 	case quotaWaitIn:

@@ -135,3 +135,39 @@ func (m *Manager) Shutdown(ctx context.Context) {
 	case <-ctx.Done():
 	}
 }
+
+// Restart replaces a camera's Google session (see Camera.Restart); false
+// when there is no such camera.
+func (m *Manager) Restart(id uint64) bool {
+	m.mu.RLock()
+	mc, ok := m.byID[id]
+	m.mu.RUnlock()
+	if ok {
+		mc.cam.Restart()
+	}
+	return ok
+}
+
+// Snapshots are every camera's last published state with its figures.
+func (m *Manager) Snapshots() []Snapshot {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]Snapshot, 0, len(m.byID))
+	for _, mc := range m.byID {
+		if s, ok := mc.cam.Snapshot(); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Snapshot is one camera's last published state.
+func (m *Manager) Snapshot(id uint64) (Snapshot, bool) {
+	m.mu.RLock()
+	mc, ok := m.byID[id]
+	m.mu.RUnlock()
+	if !ok {
+		return Snapshot{}, false
+	}
+	return mc.cam.Snapshot()
+}

@@ -26,6 +26,27 @@ func (c *Camera) SetCredential(cred Credential) {
 	c.post(context.Background(), credentialIn{google: cred.Google, down: cred.Down})
 }
 
+// Restart replaces the camera's Google session with a new one (Home
+// Assistant's "restart stream" button): a streaming camera connects the new
+// session before it drops the old, so its readers notice nothing; one that
+// is starting starts over; an idle one has nothing to restart.
+func (c *Camera) Restart() { c.post(context.Background(), restartIn{}) }
+
+func (c *Camera) onRestart() {
+	switch c.phase {
+	case ready:
+		c.log.Info("restarting the camera's stream on request")
+		c.counters.pendingSwap = "restart requested"
+		c.handOver()
+	case starting:
+		c.log.Info("restarting the camera's start on request")
+		c.attempts = 0
+		stopTimer(&c.retryTimer)
+		c.startSource()
+	}
+	c.publishState()
+}
+
 func (c *Camera) onUpdate(cfg Spec) {
 	old := c.cfg
 	c.cfg = cfg

@@ -174,7 +174,7 @@ func (c *Camera) onPlay(r *rtspserver.Reader) *relay.Relay {
 	}
 	if !c.readers[r] {
 		c.readers[r] = true
-		c.emit(events.CameraRead, readerDetails(c.cfg.Path, r))
+		c.emitCounted(events.CameraRead, readerDetails(c.cfg.Path, r))
 		c.publishState()
 	}
 	return c.relay

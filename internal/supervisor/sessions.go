@@ -233,6 +233,12 @@ func (c *Camera) onConnected(gen int, p relay.Params) segmentResult {
 	if err != nil {
 		return segmentResult{err: err}
 	}
+	if r.Stats().Segments > 0 {
+		// Another upstream fed these readers before: a swap.
+		c.counters.swaps++
+		c.counters.lastSwapReason = c.counters.pendingSwap
+	}
+	c.counters.pendingSwap = ""
 	seg := r.BeginSegment()
 	// The new segment has revoked the old upstream's: it may go.
 	c.endHandover()
@@ -341,6 +347,8 @@ const describeGrace = 5 * time.Second
 // once while the readers stay connected.
 func (c *Camera) onSourceFailed(err error) {
 	c.lastError = err.Error()
+	c.counters.failures++
+	c.counters.pendingSwap = err.Error()
 	if !nest.IsRateLimited(err) {
 		c.waitingFor = ""
 	}
@@ -432,6 +440,7 @@ func (c *Camera) onExtended(m extendedIn) {
 			// time enough to connect its replacement first.
 			c.log.Info("Google refused to extend the WebRTC session; replacing it before it expires",
 				"expires_at", expiryOf(c.session).UTC().Format(time.RFC3339))
+			c.counters.pendingSwap = "Google refused the extension (" + m.err.Error() + "); replaced before expiry"
 			c.handOver()
 			c.publishState()
 			return
@@ -444,7 +453,7 @@ func (c *Camera) onExtended(m extendedIn) {
 	next := m.next
 	c.session = &next
 	c.opts.skew.note(c.log, next.clockSkew())
-	c.emit(events.CameraExtended, map[string]any{"name": c.cfg.Name,
+	c.emitCounted(events.CameraExtended, map[string]any{"name": c.cfg.Name,
 		"expires_at": next.expiresAt().UTC().Format(time.RFC3339)})
 	c.armExtend()
 	c.publishState()

@@ -28,10 +28,16 @@ type State struct {
 	// AudioError says why it is not what the camera's setting asks for.
 	Audio      string  `json:"audio"`
 	AudioError *string `json:"audio_error"`
+	// BitrateKbps is what Google sends, over the last ~10 s (also in
+	// Stats; here for templates such as Home Assistant's).
+	BitrateKbps float64 `json:"bitrate_kbps"`
+	Stats       Stats   `json:"stats"`
 }
 
 func (c *Camera) publishState() {
-	st := State{Readers: len(c.readers), Ready: c.phase == ready}
+	c.noteReady()
+	st := State{Readers: len(c.readers), Ready: c.phase == ready, Stats: c.stats()}
+	st.BitrateKbps = st.Stats.BitrateKbps
 	if c.cfg.Path != "" {
 		p := c.cfg.Path
 		st.Path = &p
@@ -76,6 +82,16 @@ func (c *Camera) publishState() {
 		st.Status = "idle"
 	}
 	c.opts.Bus.SetState(events.DomainCamera, c.cfg.ID, st)
+	c.snap.Store(&Snapshot{ID: c.cfg.ID, Path: c.cfg.Path, Name: c.cfg.Name, State: st})
+}
+
+// Snapshot is the camera's last published state; safe from any goroutine.
+func (c *Camera) Snapshot() (Snapshot, bool) {
+	s := c.snap.Load()
+	if s == nil {
+		return Snapshot{}, false
+	}
+	return *s, true
 }
 
 // audioServed is the audio codec the camera's stream carries (or will):

@@ -1,0 +1,57 @@
+package app
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nestmtx/nestmtx/internal/nestsim"
+	"github.com/nestmtx/nestmtx/internal/supervisor"
+)
+
+// TestCameraStats: a camera's retained state carries its figures: bytes
+// and packets from Google and to the reader, the bitrate, readers, ready
+// time, extensions and swaps with the last one's reason; a restart (Home
+// Assistant's button) is a swap the reader does not notice.
+func TestCameraStats(t *testing.T) {
+	t.Parallel()
+	e := startE2EWith(t, nestsim.Options{StreamTTL: 3 * time.Second}, nil, func(a *App) {
+		a.statsPeriod = 300 * time.Millisecond
+		a.googleLimits = benchLimits
+	})
+	e.authorize()
+	e.sync(map[string]string{"Front Door": "front-door"})
+	id := e.cams["Front Door"]
+	r := readPath(t, e.rtspURL("front-door"))
+	n := r.flowing(t, 0)
+	st := waitState(t, e.app, id, "figures moving and an extension", func(s supervisor.State) bool {
+		return s.Stats.BytesReceived > 0 && s.Stats.BytesSent > 0 && s.BitrateKbps > 0 && s.Stats.Extensions >= 1
+	})
+	if st.Stats.PacketsReceived == 0 || st.Stats.PacketsSent == 0 || st.Stats.ReadersTotal != 1 ||
+		st.Stats.ReadySince == nil || st.Stats.ReadySeconds <= 0 || st.Stats.Swaps != 0 {
+		t.Fatalf("stats %+v", st.Stats)
+	}
+	// The sim's clip is about 500 kbit/s of video and 48 of audio.
+	if st.BitrateKbps < 100 || st.BitrateKbps > 2000 {
+		t.Fatalf("bitrate %.0f kbit/s", st.BitrateKbps)
+	}
+	t.Logf("stats after the first extension: %+v, bitrate %.0f kbit/s", st.Stats, st.BitrateKbps)
+
+	if !e.app.cameras.Restart(id) {
+		t.Fatal("no camera to restart")
+	}
+	st = waitState(t, e.app, id, "the restart's swap", func(s supervisor.State) bool { return s.Stats.Swaps == 1 })
+	if !strings.Contains(st.Stats.LastSwapReason, "restart") {
+		t.Fatalf("last swap reason %q", st.Stats.LastSwapReason)
+	}
+	r.flowing(t, n)
+	if ssrcs := r.ssrcSet(); len(ssrcs) != 1 {
+		t.Fatalf("%d SSRCs across the restart", len(ssrcs))
+	}
+	// The restart was a hand-over: the camera never stopped being ready.
+	for len(e.events) > 0 {
+		if ev := e.nextEvent(time.Second); ev.Event == "notReady" && ev.Entity != nil && *ev.Entity == id {
+			t.Fatalf("notReady during the restart: %v", ev.Details)
+		}
+	}
+}
