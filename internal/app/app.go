@@ -54,6 +54,8 @@ type App struct {
 
 	// googleLimits overrides Google's command quotas (benchmarks only).
 	googleLimits nest.Limits
+	metrics      *metrics
+	metricsSrv   *http.Server
 	// statsPeriod overrides how often cameras refresh their figures
 	// (tests only; 0 is the supervisor's 10 s).
 	statsPeriod time.Duration
@@ -86,6 +88,7 @@ func New(cfg config.Config, log *slog.Logger, version api.VersionInfo) (*App, er
 		return nil, err
 	}
 	a.registerHealth()
+	a.metrics = newMetrics(a)
 	return a, nil
 }
 
@@ -131,7 +134,7 @@ func (a *App) Start() error {
 		Accounts: a.gate, Users: a.store, Anonymous: a.cfg.MQTTAnonymous,
 		MaxClients: a.cfg.MQTTMaxClients, MaxSessionExpiry: a.cfg.MQTTMaxSessionExpiry, MaxQueued: a.cfg.MQTTMaxQueuedMessages,
 		Log: a.log,
-	}, a.api, a.bus)
+	}, instrumented{h: a.api, transport: "mqtt", m: a.metrics}, a.bus)
 	if err != nil {
 		return err
 	}
@@ -142,6 +145,9 @@ func (a *App) Start() error {
 		a.mqtt.PublishLogs(a.logs.Subscribe(level, 1024))
 	}
 	if err := a.startHTTP(); err != nil {
+		return err
+	}
+	if err := a.startMetricsListener(); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -180,6 +186,11 @@ func (a *App) Shutdown(ctx context.Context) error {
 			a.sim.Close()
 		}
 		a.closeSocketIO()
+		if a.metricsSrv != nil {
+			if err := a.metricsSrv.Shutdown(ctx); err != nil {
+				a.metricsSrv.Close()
+			}
+		}
 		if a.httpSrv != nil {
 			if err := a.httpSrv.Shutdown(ctx); err != nil {
 				a.httpSrv.Close()

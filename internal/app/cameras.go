@@ -82,8 +82,8 @@ func (a *App) startCameras(google googleSide) error {
 		return c, why
 	})}
 	creds = credentials.New(credentials.Options{Store: a.store, Bus: a.bus, Listener: a.cameras, Log: a.log,
-		Endpoints: google.Endpoints,
-		Limits:    a.googleLimits})
+		Endpoints: google.Endpoints, OnCommand: a.metrics.googleCommand,
+		Limits: a.googleLimits})
 	a.creds = creds
 	a.registerQuotaHealth()
 	res.m.Store(a.cameras.Manager)

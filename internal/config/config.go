@@ -64,6 +64,11 @@ type Config struct {
 	TokenTTL               time.Duration
 	LoginAttemptsPerMinute int
 
+	// MetricsToken is the bearer /metrics needs on the HTTP address.
+	MetricsToken     string
+	MetricsTokenFile string
+	// MetricsAddress is a listener serving only /metrics; "" for none.
+	MetricsAddress string
 	// HADiscovery publishes Home Assistant MQTT discovery.
 	HADiscovery bool
 	// HADiscoveryPrefix is Home Assistant's discovery prefix.
@@ -100,6 +105,20 @@ type Config struct {
 
 	// RTSPUDPAddress enables RTSP over UDP (RTP port; RTCP is the next one).
 	RTSPUDPAddress string
+
+	// The global hooks, MediaMTX's runOn* commands of every camera
+	// (GlobalHooks); Paths overrides them per camera (HooksFor).
+	RunOnDemand        string
+	RunOnDemandRestart bool
+	RunOnUnDemand      string
+	RunOnReady         string
+	RunOnReadyRestart  bool
+	RunOnNotReady      string
+	RunOnRead          string
+	RunOnReadRestart   bool
+	RunOnUnread        string
+	// Paths is the paths: section, hooks per camera path.
+	Paths Paths
 
 	// Google's endpoints; the defaults are Google's own. Tests and the demo
 	// point them at the simulator.

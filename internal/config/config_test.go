@@ -729,8 +729,8 @@ func TestRedactedCoversEverySecret(t *testing.T) {
 			t.Errorf("%s: secret survives Redacted", s.YAMLKey)
 		}
 	}
-	if secrets != 2 {
-		t.Errorf("found %d secret settings, want 2 (mqtt_password, admin_password)", secrets)
+	if secrets != 3 {
+		t.Errorf("found %d secret settings, want 3 (mqtt_password, admin_password, metrics_token)", secrets)
 	}
 	// Every secret can come from a file, so the flag warning always has
 	// a file to suggest; the file's path itself is not a secret.
@@ -777,7 +777,10 @@ func TestSettingsCoverConfig(t *testing.T) {
 		"mqtt_session_expiry": "3m", "mqtt_request_max_age": "4s", "mqtt_event_buffer": "99", "shutdown_timeout": "3s",
 		"admin_password_file": "/run/credentials/admin", "mqtt_password_file": "/run/secrets/mqtt",
 		"camera_audio": "aac", "ffmpeg_path": "/usr/bin/ffmpeg",
-		"mqtt_logs": "warn", "late_join": "keyframe", "ha_discovery": "false", "ha_discovery_prefix": "ha", "http_cors_origins": "https://ha.example:8123, http://frigate.lan",
+		"mqtt_logs": "warn", "late_join": "keyframe", "ha_discovery": "false", "metrics_token": "m-token", "metrics_token_file": "/run/secrets/metrics", "metrics_address": "127.0.0.1:9464", "ha_discovery_prefix": "ha", "http_cors_origins": "https://ha.example:8123, http://frigate.lan",
+		"run_on_demand": "a", "run_on_demand_restart": "yes", "run_on_undemand": "b", "run_on_ready": "c",
+		"run_on_ready_restart": "true", "run_on_not_ready": "d", "run_on_read": "e", "run_on_read_restart": "on",
+		"run_on_unread": "f", "paths": "{front-door: {runOnReady: x}}",
 	}
 	typ := reflect.TypeFor[Config]()
 	owner := make(map[string]string)

@@ -11,7 +11,7 @@ import (
 func flagUsage(s Setting) string {
 	u := s.Description + "\n[env " + strings.Join(s.Env, ", ")
 	if s.YAMLKey != "" {
-		u += "; yaml " + s.YAMLKey
+		u += "; yaml " + strings.Join(append([]string{s.YAMLKey}, s.YAMLAliases...), ", ")
 	}
 	return u + "]"
 }
@@ -30,6 +30,9 @@ func MarkdownTable() string {
 		yamlKey := "—"
 		if s.YAMLKey != "" {
 			yamlKey = code(s.YAMLKey)
+			for _, a := range s.YAMLAliases {
+				yamlKey += ", " + code(a)
+			}
 		}
 		envs := make([]string, len(s.Env))
 		for i, e := range s.Env {

@@ -115,9 +115,9 @@ func load(args []string, lookupEnv func(string) (string, bool), usage io.Writer,
 		for _, e := range entries {
 			i := settingIndex(e.key)
 			if err := settings[i].apply(&c, e.value); err != nil {
-				return Config{}, fmt.Errorf("config: %s: %s: %w", path, e.key, err)
+				return Config{}, fmt.Errorf("config: %s: %s: %w", path, e.name, err)
 			}
-			origins[i] = path + ": " + e.key
+			origins[i] = path + ": " + e.name
 		}
 	}
 

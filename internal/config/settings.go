@@ -13,6 +13,9 @@ type Setting struct {
 	// YAMLKey is "" for a key that cannot be set from the file itself
 	// (only the location of the file).
 	YAMLKey string
+	// YAMLAliases are other names the file accepts for the key
+	// (MediaMTX's camelCase names of the hooks).
+	YAMLAliases []string
 	// Env lists the environment variables, canonical name first; later
 	// names are aliases that other MQTT tooling already uses.
 	Env []string
@@ -35,6 +38,12 @@ type Setting struct {
 	// fileOf is the YAML key of the secret whose value this setting's file
 	// holds, for the *_file settings; "" otherwise.
 	fileOf string
+	// hook marks the global hooks, which the file's pathDefaults section
+	// (MediaMTX's) may set too.
+	hook bool
+	// mapping: in the file the value is a YAML mapping (paths), handed to
+	// apply as YAML text.
+	mapping bool
 }
 
 // settings is the single source of truth. Order matters only for
@@ -104,6 +113,12 @@ var settings = []Setting{
 		func(c *Config) *bool { return &c.HADiscovery }),
 	stringSetting("ha_discovery_prefix", "homeassistant", "Home Assistant's MQTT discovery prefix (its default is homeassistant).",
 		func(c *Config) *string { return &c.HADiscoveryPrefix }, baseTopic),
+	stringSetting("metrics_token", "", "Bearer token Prometheus must send to read /metrics on the HTTP address. Empty: /metrics there answers 401, and only metrics_address serves it.",
+		func(c *Config) *string { return &c.MetricsToken }, nil).secret(),
+	stringSetting("metrics_token_file", "", "File whose content is metrics_token (systemd's LoadCredential=, a Docker secret); a trailing newline is removed. Not together with metrics_token.",
+		func(c *Config) *string { return &c.MetricsTokenFile }, nil).passwordFileOf("metrics_token"),
+	stringSetting("metrics_address", "", "Listen address (host:port) of a listener that serves only /metrics, without a token unless metrics_token is set (bind it to 127.0.0.1 or a monitoring network). Empty: none.",
+		func(c *Config) *string { return &c.MetricsAddress }, optionalListenAddress),
 	enumSetting("late_join", "paced", "How a reader that joins a streaming camera starts: paced (the cached GOP's IDR at once, then the frames after it faster than real time until live: a picture at once and timestamps that suit Frigate's recorder), replay (the cached GOP at once), or keyframe (wait for the camera's next IDR).",
 		func(c *Config) *string { return &c.LateJoin }, "paced", "replay", "keyframe"),
 	enumSetting("mqtt_logs", "off", "Publish the daemon's log on MQTT at B/logs/<level> (QoS 0, not retained) from this level up: trace, debug, info, warn, error, fatal, or off. The embedded broker lets only admins read them.",
@@ -128,6 +143,25 @@ var settings = []Setting{
 		func(c *Config) *string { return &c.FFmpegPath }, nonEmpty),
 	stringSetting("rtsp_udp_address", ":8000", "Address (host:port, even port) for RTSP over UDP: RTP on that port, RTCP on the next. Empty serves RTSP over TCP only.",
 		func(c *Config) *string { return &c.RTSPUDPAddress }, udpAddress),
+	hookSetting("run_on_demand", "Command run when a reader asks for a camera that is not streaming (MediaMTX's runOnDemand), with MTX_PATH, MTX_QUERY and RTSP_PORT in its environment; stopped (SIGINT to its process group, SIGKILL 5s later) at unDemand. Run without a shell; $MTX_PATH and the like are expanded in its arguments. paths can override it per camera; see docs/hooks.md.",
+		func(c *Config) *string { return &c.RunOnDemand }),
+	hookRestartSetting("run_on_demand_restart", "Start run_on_demand again 5s after it exits while the camera is still demanded (MediaMTX's runOnDemandRestart).",
+		func(c *Config) *bool { return &c.RunOnDemandRestart }),
+	hookSetting("run_on_undemand", "Command run once when a camera's demand ends (MediaMTX's runOnUnDemand), with run_on_demand's environment.",
+		func(c *Config) *string { return &c.RunOnUnDemand }),
+	hookSetting("run_on_ready", "Command run when a camera's stream is ready (MediaMTX's runOnReady), with MTX_PATH, MTX_SOURCE_TYPE (rtspsSource or webrtcSource), MTX_SOURCE_ID and RTSP_PORT in its environment; stopped at notReady.",
+		func(c *Config) *string { return &c.RunOnReady }),
+	hookRestartSetting("run_on_ready_restart", "Start run_on_ready again 5s after it exits while the stream is still ready (MediaMTX's runOnReadyRestart).",
+		func(c *Config) *bool { return &c.RunOnReadyRestart }),
+	hookSetting("run_on_not_ready", "Command run once when a camera's stream stops being ready (MediaMTX's runOnNotReady), with run_on_ready's environment.",
+		func(c *Config) *string { return &c.RunOnNotReady }),
+	hookSetting("run_on_read", "Command run when an RTSP reader starts playing a camera (MediaMTX's runOnRead), with MTX_PATH, MTX_QUERY, MTX_READER_TYPE, MTX_READER_ID and RTSP_PORT in its environment; stopped at that reader's unread.",
+		func(c *Config) *string { return &c.RunOnRead }),
+	hookRestartSetting("run_on_read_restart", "Start run_on_read again 5s after it exits while its reader still plays (MediaMTX's runOnReadRestart).",
+		func(c *Config) *bool { return &c.RunOnReadRestart }),
+	hookSetting("run_on_unread", "Command run once when an RTSP reader stops playing a camera (MediaMTX's runOnUnread), with run_on_read's environment.",
+		func(c *Config) *string { return &c.RunOnUnread }),
+	pathsSetting("Hooks per camera, as MediaMTX's paths: a mapping from a camera's mtx_path (or ~regexp, or all_others) to runOnReady and the other hooks above, which replace the global ones for that camera. In the file a YAML mapping; in the environment or a flag its flow form, e.g. {front-door: {runOnReady: ...}}. See docs/hooks.md."),
 	stringSetting("google_auth_url", "https://nestservices.google.com/partnerconnections/{project_id}/auth", "Google's Partner Connections authorization page; {project_id} is replaced by the credential's Device Access project.",
 		func(c *Config) *string { return &c.GoogleAuthURL }, httpURL),
 	stringSetting("google_token_url", "https://www.googleapis.com/oauth2/v4/token", "Google's OAuth token endpoint.",
@@ -153,6 +187,7 @@ func Settings() []Setting {
 	out := make([]Setting, len(settings))
 	for i, s := range settings {
 		s.Env = slices.Clone(s.Env)
+		s.YAMLAliases = slices.Clone(s.YAMLAliases)
 		out[i] = s
 	}
 	return out
@@ -165,6 +200,15 @@ func settingIndex(key string) int {
 		return -1
 	}
 	return slices.IndexFunc(settings, func(s Setting) bool { return s.YAMLKey == key })
+}
+
+// yamlSettingIndex finds a setting by the name the file gives it: its YAML
+// key or one of its aliases.
+func yamlSettingIndex(name string) int {
+	if i := settingIndex(name); i >= 0 {
+		return i
+	}
+	return slices.IndexFunc(settings, func(s Setting) bool { return name != "" && slices.Contains(s.YAMLAliases, name) })
 }
 
 // passwordFileIndex finds the *_file setting of the secret secretKey, -1 if

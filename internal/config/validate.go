@@ -220,3 +220,11 @@ func CORSOrigins(v string) []string {
 	}
 	return out
 }
+
+// optionalListenAddress accepts "" (none) or a listen address.
+func optionalListenAddress(v string) error {
+	if v == "" {
+		return nil
+	}
+	return listenAddress(v)
+}

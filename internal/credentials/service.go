@@ -44,7 +44,10 @@ type Options struct {
 	// Google's own (nest.DefaultLimits). Benchmarks against the simulator
 	// raise them.
 	Limits nest.Limits
-	Log    *slog.Logger
+	// OnCommand is told the outcome of every command sent to Google (see
+	// nest.ClientOptions.OnCommand).
+	OnCommand func(command string, err error)
+	Log       *slog.Logger
 }
 
 // Service is the running credentials service.
@@ -131,7 +134,8 @@ func (s *Service) app(c store.Credential) nest.OAuthApp {
 func (s *Service) startCredential(c store.Credential) {
 	ctx, stop := context.WithCancel(s.ctx)
 	k := newKeeper(nest.Token{AccessToken: c.AccessToken, RefreshToken: c.RefreshToken, Expiry: c.TokenExpiry})
-	opts := nest.ClientOptions{ProjectID: c.DACProjectID, SDMURL: s.o.Endpoints.SDMURL, HTTP: s.o.HTTP, Tokens: k}
+	opts := nest.ClientOptions{ProjectID: c.DACProjectID, SDMURL: s.o.Endpoints.SDMURL, HTTP: s.o.HTTP, Tokens: k,
+		OnCommand: s.o.OnCommand}
 	if s.o.Limits != (nest.Limits{}) {
 		opts.Limiter = nest.NewLimiter(s.o.Limits)
 	}

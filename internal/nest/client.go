@@ -43,6 +43,10 @@ type ClientOptions struct {
 	GetLimiter *Limiter
 	// Now is the clock for the expiresAt fallback; default time.Now.
 	Now func() time.Time
+	// OnCommand, if set, is told the outcome of every executeCommand sent
+	// to Google (after the quota wait): the command's short name
+	// (GenerateRtspStream …) and its error, nil on success. For metrics.
+	OnCommand func(command string, err error)
 }
 
 // Client talks to SDM for one Google credential. It is safe for concurrent
@@ -57,6 +61,7 @@ type Client struct {
 	listLimiter *Limiter
 	getLimiter  *Limiter
 	now         func() time.Time
+	onCommand   func(command string, err error)
 }
 
 // NewClient panics if o.Tokens is nil: that is a wiring bug, not a runtime
@@ -74,6 +79,7 @@ func NewClient(o ClientOptions) *Client {
 		listLimiter: o.ListLimiter,
 		getLimiter:  o.GetLimiter,
 		now:         o.Now,
+		onCommand:   o.OnCommand,
 	}
 	if c.base == "" {
 		c.base = DefaultEndpoints().SDMURL
@@ -187,6 +193,9 @@ func (c *Client) executeDated(ctx context.Context, op, deviceName, command strin
 		Results json.RawMessage `json:"results"`
 	}
 	ans, err := c.doDated(ctx, op, http.MethodPost, name+":executeCommand", body, &resp, secrets...)
+	if c.onCommand != nil {
+		c.onCommand(shortCommand(command), err)
+	}
 	if err != nil {
 		if IsRateLimited(err) {
 			c.limiter.Penalize(c.limiter.Limits().Window)
