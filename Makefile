@@ -21,11 +21,17 @@ run: build
 test:
 	scripts/test.sh
 
+# The latency benchmarks cover RTSP and WebRTC cameras (BenchmarkColdStart,
+# BenchmarkColdStartWebRTC, BenchmarkLateJoinerFirstIDR[WebRTC]); the relay
+# load runs are 50 readers of the RTSP camera, then 10 of the WebRTC one
+# with its Opus passed through and made AAC by an ffmpeg child.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./internal/... | grep -v /internal/app)
 	$(GO) test -run '^$$' -bench 'BenchmarkColdStart|BenchmarkLateJoiner' -benchtime 20x ./internal/app/
 	scripts/bench-api.sh -concurrency 16 -duration 10s
 	scripts/bench-relay.sh --runs 3
+	scripts/bench-relay.sh --runs 1 --camera "Living Room" --readers 10 --audio opus
+	scripts/bench-relay.sh --runs 1 --camera "Living Room" --readers 10 --audio aac
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeRequest -fuzztime 60s ./internal/api/

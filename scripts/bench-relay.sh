@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # Measures the relay: one 1080p30 H.264 + AAC stream of about 4 Mbit/s read by
 # 50 RTSP readers over TCP on loopback. It generates the clip with ffmpeg
-# into a temporary directory (nothing is committed), builds nestmtx and
-# nestmtx-relaybench, starts `nestmtx simulate --clip-dir` and `nestmtx serve`
-# as separate processes (so the simulator's CPU is not the daemon's), and
-# runs nestmtx-relaybench, which authorizes a credential over the MQTT API,
-# serves the first camera, connects the readers and measures the daemon's
-# CPU time, peak RSS and the packets per second the readers receive.
+# into bin/bench-relay/ (nothing is committed; later runs reuse it), builds
+# nestmtx and nestmtx-relaybench, starts `nestmtx simulate --clip-dir` and
+# `nestmtx serve` as separate processes (so the simulator's CPU is not the
+# daemon's), and runs nestmtx-relaybench, which authorizes a credential
+# over the MQTT API, serves the first RTSP camera (or --camera's), connects
+# the readers and measures the daemon's CPU time (and its ffmpeg
+# children's), peak RSS and the packets per second the readers receive.
 #
 # Usage: scripts/bench-relay.sh [--runs N] [nestmtx-relaybench flags...]
 #   --runs N   repeat the whole measurement N times, each with fresh
 #              processes, and print the medians (default 1)
-# Environment: CLIP_SECONDS (14), VIDEO_BITRATE (4M), KEEP=1 keeps the
+# Among the flags passed on: --readers N (50), --camera NAME (the camera to
+# serve; "Living Room" is the simulator's WebRTC camera, which plays the
+# clip's video with a built-in Opus tone), --audio opus|aac|none|default
+# (the camera's audio; aac has the daemon transcode a WebRTC camera's Opus
+# with an ffmpeg child, whose CPU is reported apart and in the total), e.g.
+#   scripts/bench-relay.sh --runs 1 --camera "Living Room" --readers 10 --audio aac
+# Environment: CLIP_SECONDS (14), VIDEO_BITRATE (4M), FRESH_CLIP=1 makes
+# the clip again rather than reusing bin/bench-relay's, KEEP=1 keeps the
 # work directory (with the daemon's log), DAEMON_ENV adds variables to the
 # daemon's environment only (e.g. DAEMON_ENV='GODEBUG=gctrace=1 GOGC=50').
 # A daemon CPU profile (--pprof, skipped when the daemon exposes none) would
@@ -28,7 +36,8 @@ while [ $# -gt 0 ]; do
     *) args+=("$1"); shift ;;
   esac
 done
-cmdline="scripts/bench-relay.sh --runs $runs${args[*]:+ ${args[*]}}"
+cmdline="scripts/bench-relay.sh --runs $runs"
+[ ${#args[@]} -eq 0 ] || cmdline+=$(printf ' %q' "${args[@]}")
 
 for tool in ffmpeg go python3; do
   command -v $tool >/dev/null || { echo "bench-relay: $tool is required" >&2; exit 1; }
@@ -50,17 +59,28 @@ trap cleanup EXIT
 # boundary).
 secs=${CLIP_SECONDS:-14}
 vrate=${VIDEO_BITRATE:-4M}
-mkdir -p "$work/clip"
-echo "bench-relay: generating a ${secs} s 1920x1080@30 H.264 (${vrate}, GOP 60) + AAC clip" >&2
-ffmpeg -hide_banner -loglevel error -y \
-  -f lavfi -i testsrc2=size=1920x1080:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
-  -map 0:v -t "$secs" -c:v libx264 -profile:v high -preset veryfast -g 60 -keyint_min 60 -sc_threshold 0 -bf 0 \
-  -x264-params repeat-headers=1 -b:v "$vrate" -maxrate "$vrate" -bufsize 8M -pix_fmt yuv420p -f h264 "$work/clip/clip.h264" \
-  -map 1:a -t "$secs" -c:a aac -b:a 64k -f adts "$work/clip/clip.aac"
-size=$(stat -c %s "$work/clip/clip.h264")
-if [ "$size" -gt 8388608 ]; then
-  echo "bench-relay: clip.h264 is $size bytes, over the simulator's 8 MiB limit; lower CLIP_SECONDS" >&2
-  exit 1
+# The clip is kept in bin/bench-relay/ (make clean removes it) and reused by
+# later runs with the same length and bitrate: generating it takes most of a
+# minute on a small machine. FRESH_CLIP=1 makes it again.
+clip=$PWD/bin/bench-relay/clip-${secs}s-${vrate}
+if [ "${FRESH_CLIP:-0}" != 1 ] && [ -s "$clip/clip.h264" ] && [ -s "$clip/clip.aac" ]; then
+  echo "bench-relay: reusing the ${secs} s 1920x1080@30 clip in $clip" >&2
+else
+  mkdir -p "$work/clip"
+  echo "bench-relay: generating a ${secs} s 1920x1080@30 H.264 (${vrate}, GOP 60) + AAC clip" >&2
+  ffmpeg -hide_banner -loglevel error -y \
+    -f lavfi -i testsrc2=size=1920x1080:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
+    -map 0:v -t "$secs" -c:v libx264 -profile:v high -preset veryfast -g 60 -keyint_min 60 -sc_threshold 0 -bf 0 \
+    -x264-params repeat-headers=1 -b:v "$vrate" -maxrate "$vrate" -bufsize 8M -pix_fmt yuv420p -f h264 "$work/clip/clip.h264" \
+    -map 1:a -t "$secs" -c:a aac -b:a 64k -f adts "$work/clip/clip.aac"
+  size=$(stat -c %s "$work/clip/clip.h264")
+  if [ "$size" -gt 8388608 ]; then
+    echo "bench-relay: clip.h264 is $size bytes, over the simulator's 8 MiB limit; lower CLIP_SECONDS" >&2
+    exit 1
+  fi
+  rm -rf "$clip"
+  mkdir -p "$(dirname "$clip")"
+  mv "$work/clip" "$clip"
 fi
 
 echo "bench-relay: building" >&2
@@ -81,11 +101,11 @@ results=()
 for run in $(seq "$runs"); do
   echo "bench-relay: run $run of $runs" >&2
   sim_http=$(freeport); sim_rtsps=$(freeport)
-  "$work/nestmtx" simulate --clip-dir "$work/clip" --http "127.0.0.1:$sim_http" --rtsps "127.0.0.1:$sim_rtsps" \
+  "$work/nestmtx" simulate --clip-dir "$clip" --http "127.0.0.1:$sim_http" --rtsps "127.0.0.1:$sim_rtsps" \
     --ca-file "$work/sim-ca.pem" --stream-ttl 10m >"$work/sim.out" 2>"$work/sim.log" &
   sim=$!
   pids+=("$sim")
-  for _ in $(seq 200); do grep -q '^# payload: ' "$work/sim.out" && break; sleep 0.1; done
+  for _ in $(seq 200); do grep -qs '^# payload: ' "$work/sim.out" && break; sleep 0.1; done
   payload=$(sed -n 's/^# payload: //p' "$work/sim.out")
   [ -n "$payload" ] || { echo "bench-relay: the simulator printed no banner" >&2; cat "$work/sim.log" >&2; exit 1; }
   grep '^NESTMTX_' "$work/sim.out" >"$work/sim.env"
@@ -107,7 +127,7 @@ for run in $(seq "$runs"); do
   waitport "$mqtt"
 
   out="$work/result-$run.txt"
-  if ! "$work/nestmtx-relaybench" --pid "$daemon" --sim-pid "$sim" --clip-dir "$work/clip" \
+  if ! "$work/nestmtx-relaybench" --pid "$daemon" --sim-pid "$sim" --clip-dir "$clip" \
       --broker "127.0.0.1:$mqtt" --password bench-password --http "127.0.0.1:$http" --rtsp "127.0.0.1:$rtsp" \
       --credential "$payload" --command "$cmdline" \
       --pprof "http://127.0.0.1:$http/debug/pprof/profile" --pprof-out "bin/bench-relay/daemon-cpu-$run.pprof" \

@@ -2,10 +2,14 @@
 
 // Command nestmtx-relaybench measures what relaying one camera costs the
 // daemon: it authorizes a credential against a running `nestmtx serve`
-// (pointed at `nestmtx simulate`) through the MQTT API, serves the first
-// RTSP camera at a path, connects N RTSP readers over TCP, and after a
-// warm-up measures the daemon process from /proc over a fixed window: CPU
-// time (utime+stime) as a percentage of one core, peak and current resident
+// (pointed at `nestmtx simulate`) through the MQTT API, serves a camera at
+// a path (the first RTSP camera, or the one --camera names, such as the
+// simulator's WebRTC camera "Living Room"), optionally sets its audio mode
+// (--audio aac makes the daemon transcode a WebRTC camera's Opus with an
+// ffmpeg child), connects N RTSP readers over TCP, and after a warm-up
+// measures the daemon process from /proc over a fixed window: CPU time
+// (utime+stime) as a percentage of one core, that of its child processes
+// (the AAC transcoder) apart and in the total, peak and current resident
 // memory, and what the readers received (packets and Mbit/s).
 //
 // scripts/bench-relay.sh builds the clip, starts both processes and runs it.
@@ -57,6 +61,7 @@ type options struct {
 	setupTimeout         time.Duration
 	minReaderRatio       float64
 	allowDisconnectedRdr bool
+	camera, audio        string
 }
 
 func main() {
@@ -82,6 +87,8 @@ func main() {
 	flag.DurationVar(&o.setupTimeout, "setup-timeout", 90*time.Second, "how long logging in, authorization and the camera sync may take")
 	flag.Float64Var(&o.minReaderRatio, "min-reader-ratio", 0.95, "fail unless every reader received at least this share of the best reader's packets in the window")
 	flag.BoolVar(&o.allowDisconnectedRdr, "allow-disconnects", false, "do not fail when a reader disconnects during the run")
+	flag.StringVar(&o.camera, "camera", "", "the camera to serve, by name as `cameras list` shows it (e.g. \"Living Room\", the simulator's WebRTC camera) or by id; default: the first RTSP camera")
+	flag.StringVar(&o.audio, "audio", "", "set the camera's audio before reading: opus, aac (a WebRTC camera's Opus made AAC by an ffmpeg child of the daemon), none, or default (the global camera_audio); empty leaves it as it is")
 	flag.Parse()
 	if o.pid <= 0 {
 		fmt.Fprintln(os.Stderr, "nestmtx-relaybench: --pid (the daemon's process id) is required")
@@ -89,6 +96,12 @@ func main() {
 	}
 	if o.readers <= 0 || o.duration <= 0 || o.warmup < 0 {
 		fmt.Fprintln(os.Stderr, "nestmtx-relaybench: --readers and --duration must be positive, --warmup not negative")
+		os.Exit(2)
+	}
+	switch o.audio {
+	case "", "opus", "aac", "none", "default":
+	default:
+		fmt.Fprintf(os.Stderr, "nestmtx-relaybench: --audio must be opus, aac, none or default, not %q\n", o.audio)
 		os.Exit(2)
 	}
 	if err := run(o); err != nil {
@@ -121,8 +134,9 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "camera %d %q (%s, %s) served at rtsp://%s/%s\n", cam.ID, cam.Name, cam.Resolution,
-		strings.Join(append(cam.CodecsVideo, cam.CodecsAudio...), "+"), o.rtspAddr, o.path)
+	fmt.Fprintf(os.Stderr, "camera %d %q (%s, %s, %s, audio %s) served at rtsp://%s/%s\n", cam.ID, cam.Name, cam.Resolution,
+		strings.Join(append(slices.Clone(cam.CodecsVideo), cam.CodecsAudio...), "+"), strings.Join(cam.Protocols, "+"),
+		cam.audioMode(), o.rtspAddr, o.path)
 
 	// The readers log in as the API user, as Frigate does with its URL.
 	readURL := (&url.URL{Scheme: "rtsp", User: url.UserPassword(o.user, o.password), Host: o.rtspAddr, Path: "/" + o.path}).String()
@@ -135,7 +149,10 @@ func run(o options) error {
 		return err
 	}
 	mem.mark(o.pid, &mem.join)
-	fmt.Fprintf(os.Stderr, "%d readers playing; warming up for %s\n", len(rs.list), o.warmup)
+	if err := checkAudioTrack(o.audio, cam, rs.tracks); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "%d readers playing (tracks %s); warming up for %s\n", len(rs.list), strings.Join(rs.tracks, "+"), o.warmup)
 	time.Sleep(o.warmup)
 	if err := rs.err(); err != nil && !o.allowDisconnectedRdr {
 		return fmt.Errorf("during warm-up: %w", err)
@@ -157,6 +174,7 @@ func run(o options) error {
 	res := compute(o, before, after)
 	res.mem = mem
 	res.rssLo, res.rssHi = rssLo, rssHi
+	res.tracks = rs.tracks
 	res.print(os.Stdout, o, cam)
 	if prof != nil {
 		fmt.Fprintf(os.Stdout, "pprof:            %s\n", prof.wait())
@@ -191,7 +209,21 @@ type camera struct {
 	Resolution  string   `json:"resolution"`
 	CodecsVideo []string `json:"codecs_video"`
 	CodecsAudio []string `json:"codecs_audio"`
+	Audio       *string  `json:"audio"` // null: the global camera_audio
 	Missing     bool     `json:"missing"`
+}
+
+func (c camera) audioMode() string {
+	if c.Audio == nil {
+		return "default"
+	}
+	return *c.Audio
+}
+
+// webRTCOnly says whether the daemon reads the camera over WebRTC (Google
+// offers it no RTSP stream).
+func (c camera) webRTCOnly() bool {
+	return !slices.Contains(c.Protocols, "RTSP") && slices.Contains(c.Protocols, "WEB_RTC")
 }
 
 func dialAPI(ctx context.Context, o options) (*apiClient, error) {
@@ -242,20 +274,29 @@ func (a *apiClient) cameras(ctx context.Context) ([]camera, error) {
 }
 
 // prepareCamera authorizes a credential (unless the daemon already lists
-// cameras) and serves the first RTSP camera at o.path.
+// the camera), serves the camera (o.camera, else the first RTSP one) at
+// o.path and sets its audio mode when o.audio asks for one.
 func (a *apiClient) prepareCamera(ctx context.Context, o options) (camera, error) {
 	cams, err := a.cameras(ctx)
 	if err != nil {
 		return camera{}, err
 	}
-	if firstRTSP(cams) == nil {
+	if pickCamera(cams, o.camera) == nil {
 		if err := a.authorize(ctx, o); err != nil {
 			return camera{}, err
 		}
-		for firstRTSP(cams) == nil {
+		for pickCamera(cams, o.camera) == nil {
 			select {
 			case <-ctx.Done():
-				return camera{}, errors.New("no RTSP camera listed after the authorization")
+				want := "no RTSP camera"
+				if o.camera != "" {
+					want = fmt.Sprintf("no camera %q", o.camera)
+				}
+				names := make([]string, len(cams))
+				for i, c := range cams {
+					names[i] = fmt.Sprintf("%d %q (%s)", c.ID, c.Name, strings.Join(c.Protocols, "+"))
+				}
+				return camera{}, fmt.Errorf("%s listed after the authorization (listed: %s)", want, strings.Join(names, ", "))
 			case <-time.After(250 * time.Millisecond):
 			}
 			if cams, err = a.cameras(ctx); err != nil {
@@ -263,20 +304,69 @@ func (a *apiClient) prepareCamera(ctx context.Context, o options) (camera, error
 			}
 		}
 	}
-	cam := *firstRTSP(cams)
-	if cam.Path == o.path && cam.IsEnabled {
+	cam := *pickCamera(cams, o.camera)
+	payload := map[string]any{"mtx_path": o.path, "is_enabled": true}
+	switch o.audio {
+	case "":
+	case "default":
+		payload["audio"] = nil
+	default:
+		payload["audio"] = o.audio
+	}
+	if cam.Path == o.path && cam.IsEnabled && o.audio == "" {
 		return cam, nil
 	}
 	err = a.call(ctx, map[string]any{"command": "update", "module": "cameras", "entity": fmt.Sprint(cam.ID),
-		"payload": map[string]any{"mtx_path": o.path, "is_enabled": true}}, &cam)
+		"payload": payload}, &cam)
 	return cam, err
 }
 
-func firstRTSP(cams []camera) *camera {
+// pickCamera is the listed camera named (or numbered) name, or with no
+// name the first RTSP one; never one Google no longer lists.
+func pickCamera(cams []camera, name string) *camera {
 	for i := range cams {
-		if slices.Contains(cams[i].Protocols, "RTSP") && !cams[i].Missing {
-			return &cams[i]
+		c := &cams[i]
+		switch {
+		case c.Missing:
+		case name == "" && slices.Contains(c.Protocols, "RTSP"):
+			return c
+		case name != "" && (c.Name == name || fmt.Sprint(c.ID) == name):
+			return c
 		}
+	}
+	return nil
+}
+
+// checkAudioTrack fails when the readers' SDP (tracks, the codec of each
+// medium) does not carry the audio that --audio asked for, so that a
+// daemon without ffmpeg, say, is not measured as if it transcoded.
+func checkAudioTrack(audio string, cam camera, tracks []string) error {
+	var want string // the audio codec expected; "-" none
+	switch audio {
+	case "none":
+		want = "-"
+	case "aac":
+		want = "MPEG-4 Audio"
+	case "opus":
+		if cam.webRTCOnly() {
+			want = "Opus"
+		} else {
+			want = "MPEG-4 Audio" // Google's RTSP streams carry AAC
+		}
+	default:
+		return nil
+	}
+	got := "-"
+	for _, t := range tracks[min(1, len(tracks)):] {
+		got = t
+	}
+	if got != want {
+		what := "no audio track"
+		if want != "-" {
+			what = "a " + want + " track"
+		}
+		return fmt.Errorf("--audio %s: the readers' SDP has tracks %s, want %s after the video (for aac: is ffmpeg on the daemon's PATH?)",
+			audio, strings.Join(tracks, "+"), what)
 	}
 	return nil
 }
@@ -324,6 +414,7 @@ type reader struct {
 
 type readers struct {
 	list    []*reader
+	tracks  []string // the codec of each medium of the first reader's SDP
 	mu      sync.Mutex
 	errs    []error
 	closing atomic.Bool
@@ -382,6 +473,15 @@ func startReaders(url string, n int, onPacket func(*counters)) (*readers, error)
 		if err != nil {
 			return err
 		}
+		if i == 0 {
+			for _, m := range desc.Medias {
+				codec := "?"
+				if len(m.Formats) > 0 {
+					codec = m.Formats[0].Codec()
+				}
+				rs.tracks = append(rs.tracks, codec)
+			}
+		}
 		if err := r.c.SetupAll(desc.BaseURL, desc.Medias); err != nil {
 			return err
 		}
@@ -438,10 +538,16 @@ func startReaders(url string, n int, onPacket func(*counters)) (*readers, error)
 type procCPU struct {
 	ticks   uint64 // utime + stime
 	threads int
+	// reaped is cutime + cstime: the CPU of the children the process has
+	// waited for.
+	reaped uint64
+	ppid   int
+	comm   string
 }
 
 // readProcCPU reads utime and stime (fields 14 and 15 of /proc/<pid>/stat,
-// in clock ticks) and num_threads (field 20).
+// in clock ticks), cutime and cstime (16 and 17), num_threads (field 20),
+// the parent's pid (4) and the command name (2).
 func readProcCPU(pid int) (procCPU, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -450,20 +556,69 @@ func readProcCPU(pid int) (procCPU, error) {
 	// The command name (field 2) may hold spaces: split after its ')'.
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
+	j := strings.IndexByte(s, '(')
+	if i < 0 || j < 0 || j > i {
 		return procCPU{}, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, s)
 	}
 	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
 	if len(f) < 18 {
 		return procCPU{}, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, s)
 	}
+	pp, err0 := strconv.Atoi(f[1])
 	ut, err1 := strconv.ParseUint(f[11], 10, 64)
 	st, err2 := strconv.ParseUint(f[12], 10, 64)
-	th, err3 := strconv.Atoi(f[17])
-	if err := errors.Join(err1, err2, err3); err != nil {
+	cut, err3 := strconv.ParseUint(f[13], 10, 64)
+	cst, err4 := strconv.ParseUint(f[14], 10, 64)
+	th, err5 := strconv.Atoi(f[17])
+	if err := errors.Join(err0, err1, err2, err3, err4, err5); err != nil {
 		return procCPU{}, err
 	}
-	return procCPU{ticks: ut + st, threads: th}, nil
+	return procCPU{ticks: ut + st, threads: th, reaped: cut + cst, ppid: pp, comm: s[j+1 : i]}, nil
+}
+
+// childProc is one child process of the daemon at a snapshot.
+type childProc struct {
+	pid  int
+	comm string
+	cpu  uint64 // utime + stime
+	rss  uint64 // VmRSS, bytes
+	anon uint64 // RssAnon, bytes (the rest is mostly ffmpeg's shared libraries)
+}
+
+// children lists the processes whose parent is pid (the daemon's ffmpeg
+// transcoders), from every /proc/<n>/stat.
+func children(pid int) []childProc {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []childProc
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil || n == pid {
+			continue
+		}
+		st, err := readProcCPU(n)
+		if err != nil || st.ppid != pid {
+			continue
+		}
+		_, rss, _ := readProcMem(n)
+		out = append(out, childProc{pid: n, comm: st.comm, cpu: st.ticks, rss: rss, anon: procStatusBytes(n, "RssAnon")})
+	}
+	return out
+}
+
+// childTicks is the CPU the daemon's children have used so far: those
+// alive (or not yet reaped) and those it has reaped. Its difference over
+// the window counts a child that started, ended or was restarted within it
+// (only a child reaped between the two reads of one snapshot could be
+// counted twice or not at all).
+func childTicks(daemon procCPU, kids []childProc) uint64 {
+	t := daemon.reaped
+	for _, k := range kids {
+		t += k.cpu
+	}
+	return t
 }
 
 // phasePeaks are the daemon's VmHWM at the end of each phase, each reset
@@ -587,6 +742,7 @@ func clockTicks() int {
 type snap struct {
 	at                time.Time
 	daemon, sim, self procCPU
+	kids              []childProc // the daemon's
 	simOK             bool
 	busy, total       uint64
 	perReader         []readerSnap
@@ -602,6 +758,7 @@ func snapshot(o options, rs *readers) snap {
 	}
 	s.busy, s.total = machineCPU()
 	s.daemon, _ = readProcCPU(o.pid)
+	s.kids = children(o.pid)
 	s.self, _ = readProcCPU(os.Getpid())
 	if o.simPID > 0 {
 		var err error
@@ -627,6 +784,12 @@ type result struct {
 	lost                         uint64
 	perReaderPkts, perReaderMbit []float64
 	minReaderPkts, maxReaderPkts float64
+	// The daemon's child processes (the AAC transcoder): their CPU over
+	// the window, those alive at its end, and their summed RSS then.
+	childPct, childSeconds float64
+	kids                   []childProc
+	childRSS, childAnon    uint64
+	tracks                 []string // the codecs of the readers' SDP
 }
 
 func compute(o options, a, b snap) result {
@@ -643,6 +806,15 @@ func compute(o options, a, b snap) result {
 	}
 	if b.total > a.total {
 		r.machinePct = 100 * float64(b.busy-a.busy) / float64(b.total-a.total)
+	}
+	if kb, ka := childTicks(b.daemon, b.kids), childTicks(a.daemon, a.kids); kb > ka {
+		r.childSeconds = float64(kb-ka) / tick
+	}
+	r.childPct = 100 * r.childSeconds / sec
+	r.kids = b.kids
+	for _, k := range b.kids {
+		r.childRSS += k.rss
+		r.childAnon += k.anon
 	}
 	r.threads = b.daemon.threads
 	r.hwm, r.rss, _ = readProcMem(o.pid)
@@ -692,11 +864,27 @@ func (r result) print(w io.Writer, o options, cam camera) {
 	}
 	p("bench tool:       %s", strings.Join(os.Args, " "))
 	p("daemon:           pid %d: %s", o.pid, procCmdline(o.pid))
-	p("clip:             %s", clipInfo(o.clipDir))
-	p("camera:           %q %s, served at rtsp://%s/%s", cam.Name, cam.Resolution, o.rtspAddr, o.path)
+	clip := clipInfo(o.clipDir)
+	if cam.webRTCOnly() {
+		clip += "; over WebRTC the simulator sends its video with its built-in Opus tone instead of the AAC"
+	}
+	p("clip:             %s", clip)
+	p("camera:           %q %s, served at rtsp://%s/%s; Google protocols %s, audio %s, tracks %s", cam.Name, cam.Resolution, o.rtspAddr, o.path,
+		strings.Join(cam.Protocols, "+"), cam.audioMode(), strings.Join(r.tracks, "+"))
 	p("readers:          %d over TCP (gortsplib v4 clients), warm-up %s, window %s", len(r.perReaderPkts), o.warmup, r.window.Round(time.Millisecond))
 	p("daemon CPU:       %.2f s in %.1f s = %.2f%% of one core (utime+stime, CLK_TCK %d), %d threads",
 		r.cpuSeconds, r.window.Seconds(), r.cpuPct, o.clkTck, r.threads)
+	kids := "none"
+	if len(r.kids) > 0 {
+		names := make([]string, len(r.kids))
+		for i, k := range r.kids {
+			names[i] = fmt.Sprintf("%s pid %d", k.comm, k.pid)
+		}
+		kids = strings.Join(names, ", ")
+	}
+	p("daemon children:  %.2f s = %.2f%% of one core (utime+stime of the children, alive or reaped), RSS %.1f MiB (anon %.1f) at the window's end; alive then: %s",
+		r.childSeconds, r.childPct, mib(r.childRSS), mib(r.childAnon), kids)
+	p("daemon+children:  %.2f%% of one core", r.cpuPct+r.childPct)
 	m := r.mem
 	p("daemon memory:    peak RSS (VmHWM) %.1f MiB over the process's life; RSS in the window %.1f-%.1f MiB (sampled every 100 ms), at its end %.1f MiB (anon %.1f, file %.1f)",
 		mib(m.max()), mib(r.rssLo), mib(r.rssHi), mib(r.rss), mib(r.rssAnon), mib(r.rssFile))
@@ -718,8 +906,10 @@ func (r result) print(w io.Writer, o options, cam camera) {
 	}
 	p("context:          simulator %s, bench tool (readers) %.2f%% of one core; machine busy %.1f%% of %d cores",
 		sim, r.selfPct, r.machinePct, numCPU())
-	p("relaybench-result cpu_pct=%.3f cpu_s=%.3f peak_rss_mib=%.1f window_rss_max_mib=%.1f window_rss_min_mib=%.1f rss_mib=%.1f pkts_per_s=%.0f mbit_per_s=%.2f per_reader_pkts_per_s=%.1f per_reader_mbit_per_s=%.3f lost=%d machine_busy_pct=%.1f",
-		r.cpuPct, r.cpuSeconds, mib(m.max()), mib(r.rssHi), mib(r.rssLo), mib(r.rss), r.pktsPerSec, r.mbitPerSec, med0(r.perReaderPkts), med0(r.perReaderMbit), r.lost, r.machinePct)
+	p("relaybench-result cpu_pct=%.3f cpu_s=%.3f peak_rss_mib=%.1f window_rss_max_mib=%.1f window_rss_min_mib=%.1f rss_mib=%.1f pkts_per_s=%.0f mbit_per_s=%.2f per_reader_pkts_per_s=%.1f per_reader_mbit_per_s=%.3f lost=%d machine_busy_pct=%.1f"+
+		" child_cpu_pct=%.3f child_cpu_s=%.3f total_cpu_pct=%.3f children=%d child_rss_mib=%.1f video_pkts_per_s=%.0f audio_pkts_per_s=%.0f sim_cpu_pct=%.3f child_rss_anon_mib=%.1f",
+		r.cpuPct, r.cpuSeconds, mib(m.max()), mib(r.rssHi), mib(r.rssLo), mib(r.rss), r.pktsPerSec, r.mbitPerSec, med0(r.perReaderPkts), med0(r.perReaderMbit), r.lost, r.machinePct,
+		r.childPct, r.childSeconds, r.cpuPct+r.childPct, len(r.kids), mib(r.childRSS), r.videoPerSec, r.audioPerSec, r.simPct, mib(r.childAnon))
 }
 
 func med0(v []float64) float64 { _, m, _ := stats(v); return m }
