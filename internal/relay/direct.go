@@ -266,6 +266,9 @@ const (
 	// paceCatchUp bounds the time to catch up with live: a longer GOP is
 	// replayed faster.
 	paceCatchUp = 2 * time.Second
+	// minPaceGap is the least time between two pictures of a paced join:
+	// MP4's usual 1/12800 s timebase needs them 78 µs apart at least.
+	minPaceGap = 2 * time.Millisecond
 )
 
 type pacer struct {
@@ -304,6 +307,7 @@ func (d *directReader) runPaced() bool {
 	p := d.pace
 	d.pace = nil
 	start := time.Now()
+	var lastVideo time.Time
 	pending := p.units
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -318,9 +322,29 @@ func (d *directReader) runPaced() bool {
 			}
 		}
 		now := time.Now()
-		n := 0
+		n, video := 0, false
 		for n < len(pending) && !p.due(start, pending[n]).After(now) {
+			if isVideo := pending[n].track == 0 && !pending[n].control; isVideo {
+				if video {
+					break // one picture per write, even when the writer is late
+				}
+				video = true
+			}
 			n++
+		}
+		if video && now.Sub(lastVideo) < minPaceGap {
+			// Late: the units due pile up. Apart by at least this, a
+			// reader that stamps by arrival still tells them apart.
+			timer.Reset(minPaceGap - now.Sub(lastVideo))
+			select {
+			case <-timer.C:
+			case <-d.done:
+				return false
+			}
+			continue
+		}
+		if video {
+			lastVideo = now
 		}
 		if n > 0 {
 			if err := d.write(pending[:n]); err != nil {
