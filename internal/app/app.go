@@ -56,6 +56,7 @@ type App struct {
 	googleLimits nest.Limits
 	metrics      *metrics
 	metricsSrv   *http.Server
+	hooks        hookState
 	// statsPeriod overrides how often cameras refresh their figures
 	// (tests only; 0 is the supervisor's 10 s).
 	statsPeriod time.Duration
@@ -102,6 +103,7 @@ func (a *App) Start() error {
 			return err
 		}
 	}
+	a.startHooks() // before the cameras, so that it misses none of their events
 	if err := a.startCameras(google); err != nil {
 		return err
 	}
@@ -144,6 +146,7 @@ func (a *App) Start() error {
 	if level, ok := logstream.ParseLevel(a.cfg.MQTTLogs); ok {
 		a.mqtt.PublishLogs(a.logs.Subscribe(level, 1024))
 	}
+	a.startDiscovery()
 	if err := a.startHTTP(); err != nil {
 		return err
 	}
@@ -176,6 +179,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 			cancel()
 			a.stopCameras()
 		}
+		a.stopHooks(ctx) // after the cameras: their final events run their hooks
 		if a.rtsp != nil {
 			a.rtsp.Close()
 		}

@@ -111,6 +111,7 @@ type cameraDirectory struct {
 	// ffmpeg is the configured ffmpeg, looked up again for each change, so
 	// that installing it and touching the camera is enough.
 	ffmpeg string
+	watch  cameraWatch // told of every row handed over, and deletions (discovery.go)
 }
 
 // CameraChanged implements api.CameraListener and the sync's listener.
@@ -118,6 +119,7 @@ func (d *cameraDirectory) CameraChanged(row store.Camera) {
 	spec := cameraSpec(row)
 	spec.Audio, spec.AudioError = d.audio(row, spec.WebRTC)
 	d.Apply(spec, row.CredentialID)
+	d.watch.notify(row.ID)
 }
 
 // audio is the audio mode a camera is served with, and why it is not the

@@ -897,6 +897,8 @@ func FuzzLoadYAML(f *testing.F) {
 		"--- \n...\n",
 		"? [a]\n: b\n",
 		"log_level: !!binary aGk=\n",
+		"runOnReady: a\npaths:\n  cam: &h {runOnRead: 'b c', runOnReadRestart: yes}\n  '~^x(.)': *h\n  all_others:\n",
+		"pathDefaults:\n  run_on_unread: u\n",
 	}
 	for _, s := range seeds {
 		f.Add(s)

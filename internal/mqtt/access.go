@@ -6,7 +6,8 @@ import (
 
 // Topic rules of the embedded broker (docs/mqtt-api.md §6). The daemon owns
 // everything under the base topic except B/requests, which logged-in
-// clients write to and nobody but the daemon reads.
+// clients write to and nobody but the daemon reads, and B/command/…, which
+// admins write to (docs/home-assistant.md).
 
 // Roles of a broker client, as far as topics go.
 type clientKind int
@@ -66,6 +67,22 @@ func (r topicRules) canPublish(kind clientKind, topic string) bool {
 	return true
 }
 
+// canPublishAs is canPublish for a client logged in as account: admins may
+// also publish commands, B/command/… (docs/home-assistant.md).
+func (r topicRules) canPublishAs(kind clientKind, account, topic string, isAdmin func(account string) bool) bool {
+	if r.canPublish(kind, topic) {
+		return true
+	}
+	return kind == kindAccount && r.isCommand(topic) && isAdmin(account)
+}
+
+// isCommand says whether topic is a command topic, B/command/….
+func (r topicRules) isCommand(topic string) bool {
+	rest, ours := r.under(topic)
+	first, below, more := strings.Cut(rest, "/")
+	return ours && first == "command" && more && below != ""
+}
+
 // canReceive says whether a message on topic may be delivered to a client
 // logged in as account (in any case); mochi asks it for every delivery,
 // retained ones included.
@@ -83,7 +100,7 @@ func (r topicRules) canReceive(kind clientKind, account, topic string, isAdmin f
 	switch first {
 	case "status":
 		return !more
-	case "events", "stream", "state":
+	case "events", "stream", "state", "config":
 		return true
 	}
 	if kind != kindAccount {
@@ -98,6 +115,8 @@ func (r topicRules) canReceive(kind clientKind, account, topic string, isAdmin f
 		return more && strings.EqualFold(owner, account)
 	case "logs":
 		return isAdmin(account)
+	case "command":
+		return r.isCommand(topic) && isAdmin(account)
 	}
 	return false
 }

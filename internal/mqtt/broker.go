@@ -351,7 +351,7 @@ func (h *accessHook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
 func (h *accessHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 	kind := h.kind(cl)
 	if write {
-		return h.rules.canPublish(kind, topic)
+		return h.rules.canPublishAs(kind, string(cl.Properties.Username), topic, h.adminCheck)
 	}
 	if r := h.routing.Load(); r != nil && r.topic == topic && kind != kindDaemon {
 		// EqualFold on the raw name: no lower-cased copy per delivery.

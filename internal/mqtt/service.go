@@ -106,6 +106,9 @@ type Service struct {
 	// statusWatch receives the retained status while onConnected reads it.
 	statusWatch atomic.Pointer[chan *paho.Publish]
 	logsDropped atomic.Uint64
+	// discovery, once started (discovery.go), hears of each new
+	// connection and takes the messages on its topics.
+	discovery atomic.Pointer[Discovery]
 	// started is closed once cm is set (callbacks may run before).
 	started chan struct{}
 
@@ -306,6 +309,9 @@ func (s *Service) clientConfig(u *url.URL, user, pass string) (autopaho.ClientCo
 				s.log.Info("connected to the MQTT broker", "url", redactURL(u), "session_resumed", present)
 			}
 			s.wakeSender()
+			if d := s.discovery.Load(); d != nil {
+				d.poke()
+			}
 		},
 		OnConnectionDown: func() bool {
 			now := time.Now()
@@ -346,6 +352,12 @@ func (s *Service) clientConfig(u *url.URL, user, pass string) (autopaho.ClientCo
 			PacketTimeout: 24 * time.Hour,
 			OnPublishReceived: []func(paho.PublishReceived) (bool, error){
 				func(pr paho.PublishReceived) (bool, error) { return s.onPublish(pr.Packet), nil },
+				func(pr paho.PublishReceived) (bool, error) {
+					if d := s.discovery.Load(); d != nil && !pr.AlreadyHandled {
+						return d.onPublish(pr.Packet), nil
+					}
+					return false, nil
+				},
 			},
 			OnClientError: func(err error) {
 				if strings.Contains(err.Error(), "PINGRESP") {

@@ -208,7 +208,8 @@ func (c *Camera) onRemove(r *rtspserver.Reader) {
 }
 
 func readerDetails(path string, r *rtspserver.Reader) map[string]any {
-	return map[string]any{"path": path, "reader_type": r.Type, "reader_id": r.ID, "remote_addr": r.RemoteAddr}
+	return map[string]any{"path": path, "reader_type": r.Type, "reader_id": r.ID, "remote_addr": r.RemoteAddr,
+		"query": r.Query}
 }
 
 func (c *Camera) closeRelay() {
