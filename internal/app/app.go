@@ -72,9 +72,20 @@ type App struct {
 
 // New opens the store and builds the API; nothing listens yet.
 func New(cfg config.Config, log *slog.Logger, version api.VersionInfo) (*App, error) {
+	if cfg.Demo {
+		// The demo's simulated credential and cameras must never be in a
+		// real install's store, nor a real credential in the demo's.
+		cfg.DataDir = DemoDataDir(cfg.DataDir)
+	}
 	st, err := store.Open(cfg.DataDir, store.Options{Log: log.With("component", "store")})
 	if err != nil {
 		return nil, err
+	}
+	if !cfg.Demo {
+		if err := forgetDemoData(st, cfg.DataDir, log); err != nil {
+			st.Close()
+			return nil, err
+		}
 	}
 	// Every line the daemon logs can also be followed live (Socket.IO's
 	// log event, MQTT's B/logs/<level>).

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"time"
@@ -114,5 +115,33 @@ func (a *App) finishDemo() error {
 	}
 	a.log.Info("demo cameras ready", append(urls, "stream_ttl", a.cfg.DemoStreamTTL.String(),
 		"faults", a.cfg.DemoFaults)...)
+	return nil
+}
+
+// DemoDataDir is where `serve --demo` keeps its store: a folder of its own
+// under the data directory.
+func DemoDataDir(dataDir string) string { return filepath.Join(dataDir, "demo") }
+
+// forgetDemoData removes, from a real install's store, the demo's credential
+// and cameras that releases before the demo had its own folder left there:
+// the real daemon would refresh the simulator's token against Google and
+// list cameras that do not exist. They are recognised by the demo's
+// credential name and the simulator's project id together, so nothing a
+// user set up is touched; what goes is said in the log.
+func forgetDemoData(st *store.Store, dataDir string, log *slog.Logger) error {
+	creds, err := st.ListCredentials()
+	if err != nil {
+		return err
+	}
+	for _, c := range creds {
+		if c.Description != demoCredential || c.DACProjectID != nestsim.DefaultProjectID {
+			continue
+		}
+		if err := st.DeleteCredential(c.ID); err != nil {
+			return fmt.Errorf("removing the demo's data from %s: %w", dataDir, err)
+		}
+		log.Warn("removed the demo's simulated credential and its cameras from the store: the demo keeps its data in its own folder now",
+			"credential_id", c.ID, "demo_data_dir", DemoDataDir(dataDir))
+	}
 	return nil
 }
