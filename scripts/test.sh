@@ -9,6 +9,7 @@ need=()
 command -v mosquitto >/dev/null    || need+=(mosquitto)
 command -v mosquitto_rr >/dev/null || need+=(mosquitto-clients)
 command -v ffmpeg >/dev/null       || need+=(ffmpeg)
+command -v npm >/dev/null          || need+=(npm)
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
@@ -19,6 +20,15 @@ if ((${#need[@]})); then
   else
     echo "missing: ${need[*]} (apt-get install ${need[*]}); tests that need them fail in CI and skip elsewhere" >&2
   fi
+fi
+
+# The Socket.IO tests drive the real npm client, pinned, installed where
+# they look for it (git-ignored).
+if command -v npm >/dev/null; then
+  npm install --prefix internal/app/testdata/socketio --no-save --no-audit --no-fund --no-package-lock \
+    --loglevel=error socket.io-client@4.8.4 >/dev/null
+else
+  echo "missing: npm (apt-get install npm); the Socket.IO tests fail in CI and skip elsewhere" >&2
 fi
 
 go mod download

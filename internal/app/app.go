@@ -27,6 +27,7 @@ import (
 	"github.com/nestmtx/nestmtx/internal/nestsim"
 	"github.com/nestmtx/nestmtx/internal/password"
 	"github.com/nestmtx/nestmtx/internal/rtspserver"
+	"github.com/nestmtx/nestmtx/internal/socketio"
 	"github.com/nestmtx/nestmtx/internal/store"
 )
 
@@ -57,6 +58,8 @@ type App struct {
 	metrics      *metrics
 	metricsSrv   *http.Server
 	hooks        hookState
+	sioMu        sync.Mutex
+	sio          *socketio.Server
 	// statsPeriod overrides how often cameras refresh their figures
 	// (tests only; 0 is the supervisor's 10 s).
 	statsPeriod time.Duration
@@ -291,6 +294,7 @@ func (a *App) passwordChanged(u store.User) {
 // just ended, but the connection that asked.
 func (a *App) endLogins(username, except string) {
 	a.rtsp.EndLogins(username)
+	a.endSocketIOLogins(username, except)
 	if a.mqtt == nil {
 		return // not started yet: no request can have come through it
 	}
