@@ -2,6 +2,10 @@
 // send authenticated read requests with MQTT v5 Response Topics and measure
 // each round trip. It then measures a bare echo responder through the same
 // broker, so the daemon's own cost shows as the ratio between the two.
+//
+// With -http it measures the HTTP API instead: closed-loop workers over
+// keep-alive connections send an authenticated GET (-path, /api/cameras),
+// then the same load goes to GET /healthz on the same server (-baseline).
 package main
 
 import (
@@ -31,6 +35,9 @@ type options struct {
 	// loginFlood is the wrong logins a second sent meanwhile.
 	loginFlood int
 	qos        int
+	// httpAddr selects the HTTP API mode; httpPath is measured against
+	// httpBaseline.
+	httpAddr, httpPath, httpBaseline string
 }
 
 func main() {
@@ -51,11 +58,18 @@ func main() {
 	flag.StringVar(&o.request, "request", "", `measure this JSON request instead of the read (the token is added), e.g. {"command":"list","module":"version"}`)
 	flag.IntVar(&o.qos, "qos", 0, "QoS of the requests (0 or 1); replies come back with the same")
 	flag.IntVar(&o.loginFlood, "login-flood", 0, "meanwhile send this many auth create a second with made-up usernames (a login flood), from another connection")
+	flag.StringVar(&o.httpAddr, "http", "", "measure the HTTP API at this host:port instead of MQTT")
+	flag.StringVar(&o.httpPath, "path", "/api/cameras", "with -http: the authenticated GET to measure")
+	flag.StringVar(&o.httpBaseline, "baseline", "/healthz", "with -http: the GET it is compared with, without a token")
 	flag.Parse()
 	if o.brokerUser == "" {
 		o.brokerUser, o.brokerPass = o.apiUser, o.apiPass
 	}
-	if err := run(o); err != nil {
+	runner := run
+	if o.httpAddr != "" {
+		runner = runHTTP
+	}
+	if err := runner(o); err != nil {
 		fmt.Fprintln(os.Stderr, "nestmtx-load:", err)
 		os.Exit(1)
 	}
@@ -189,6 +203,21 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // phase runs closed-loop workers for warmup+duration and measures only the
 // requests that start within the measured window.
 func phase(o options, rrs []*testkit.RR, body []byte, check func(*paho.Publish) error) (result, error) {
+	return closedLoop(o, func(w int) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		p, err := rrs[w%len(rrs)].Do(ctx, body, nil)
+		if err == nil {
+			err = check(p)
+		}
+		return err
+	})
+}
+
+// closedLoop runs o.concurrency workers, each sending one request (do,
+// given its worker number) after the other for warmup+duration, and
+// measures the requests that start within the measured window.
+func closedLoop(o options, do func(worker int) error) (result, error) {
 	start := time.Now()
 	measureFrom := start.Add(o.warmup)
 	end := measureFrom.Add(o.duration)
@@ -198,7 +227,7 @@ func phase(o options, rrs []*testkit.RR, body []byte, check func(*paho.Publish) 
 	var wg sync.WaitGroup
 	for w := 0; w < o.concurrency; w++ {
 		wg.Add(1)
-		go func(rr *testkit.RR) {
+		go func(w int) {
 			defer wg.Done()
 			lat := make([]time.Duration, 0, 1<<14)
 			for {
@@ -206,13 +235,7 @@ func phase(o options, rrs []*testkit.RR, body []byte, check func(*paho.Publish) 
 				if t0.After(end) {
 					break
 				}
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				p, err := rr.Do(ctx, body, nil)
-				cancel()
-				if err == nil {
-					err = check(p)
-				}
-				if err != nil {
+				if err := do(w); err != nil {
 					mu.Lock()
 					if firstErr == nil {
 						firstErr = err
@@ -227,7 +250,7 @@ func phase(o options, rrs []*testkit.RR, body []byte, check func(*paho.Publish) 
 			mu.Lock()
 			all = append(all, lat...)
 			mu.Unlock()
-		}(rrs[w%len(rrs)])
+		}(w)
 	}
 	wg.Wait()
 	if firstErr != nil {

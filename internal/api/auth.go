@@ -14,8 +14,8 @@ import (
 type UserView struct {
 	ID        uint64     `json:"id"`
 	Username  string     `json:"username"`
-	Role      store.Role `json:"role"`
-	CanLogin  bool       `json:"can_login"`
+	Role      store.Role `json:"role" enum:"admin,viewer"`
+	CanLogin  bool       `json:"can_login" doc:"Whether the account may log in (API, MQTT, RTSP)."`
 	CreatedAt time.Time  `json:"created_at"`
 	UpdatedAt time.Time  `json:"updated_at"`
 }
@@ -26,7 +26,7 @@ func viewUser(u store.User) UserView {
 
 // LoginResult is auth create's answer.
 type LoginResult struct {
-	Bearer     string    `json:"bearer"`
+	Bearer     string    `json:"bearer" doc:"The token: send it as Authorization: Bearer <token>."`
 	Expiration time.Time `json:"expiration"`
 	User       UserView  `json:"user"`
 }
@@ -43,22 +43,32 @@ func loginError(err error, wrong string) error {
 	case errors.Is(err, store.ErrBadCredentials):
 		return NewError(CodeUnauthorized, "%s", wrong)
 	case errors.As(err, &th):
-		return NewError(CodeTooManyRequests, "%s", th.Error())
+		e := NewError(CodeTooManyRequests, "%s", th.Error())
+		e.RetryAfter = th.RetryAfter
+		return e
 	case errors.Is(err, login.ErrBusy):
-		return NewError(CodeTooManyRequests, "%s", err.Error())
+		e := NewError(CodeTooManyRequests, "%s", err.Error())
+		e.RetryAfter = time.Second
+		return e
 	}
 	return err
 }
 
 func authModule(d Deps) Module {
 	return Module{
-		Create: Public(func(ctx context.Context, c *Call) (any, error) {
-			p := readPayload(c.Payload)
-			username, _ := p.String("username", true, 1, 256)
-			password, _ := p.String("password", true, 1, 1024)
-			if err := p.Err(); err != nil {
-				return nil, err
-			}
+		Create: Public(Spec{
+			Summary: "Log in",
+			Doc: "Checks a username and password and returns a bearer token for every other route. " +
+				"Failed logins are throttled per username and client address (TOO_MANY_REQUESTS).",
+			Payload: &Object{Fields: []Field{
+				{Name: "username", Kind: String, Required: true, MinLength: 1, MaxLength: 256},
+				{Name: "password", Kind: String, Required: true, MinLength: 1, MaxLength: 1024, Format: "password"},
+			}},
+			Result: ResultOf[LoginResult]("The token, when it expires, and the account."),
+			Errors: []string{CodeUnauthorized},
+		}, func(ctx context.Context, c *Call) (any, error) {
+			username, _ := c.Args.String("username")
+			password, _ := c.Args.String("password")
 			user, err := d.Logins.Check(ctx, username, password, c.Remote)
 			if err != nil {
 				return nil, loginError(err, "wrong username or password")
@@ -72,10 +82,13 @@ func authModule(d Deps) Module {
 		// delete logs out: the token that sent it stops working at once.
 		// The entity is "current" (the token itself never goes into an
 		// entity, which errors echo).
-		Delete: Authed(func(ctx context.Context, c *Call) (any, error) {
-			if c.Entity != "current" {
-				return nil, Invalid(FieldError{Path: "entity", Message: `must be "current": the token of this request is the one logged out`})
-			}
+		Delete: Authed(Spec{
+			Summary: "Log out",
+			Doc:     "The token that sends this request stops working at once.",
+			Entity: &Entity{Enum: []string{"current"}, Doc: `Always "current": the token of this request is the one logged out.`,
+				Message: `must be "current": the token of this request is the one logged out`},
+			Result: ResultOf[LogoutResult]("Always {\"logged_out\": true}."),
+		}, func(ctx context.Context, c *Call) (any, error) {
 			if err := d.Store.RevokeToken(c.Token); err != nil {
 				return nil, err
 			}

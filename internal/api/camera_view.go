@@ -16,16 +16,16 @@ type cameraView struct {
 	UID          string    `json:"uid"`
 	Room         string    `json:"room"`
 	Name         string    `json:"name"`
-	IdentifiedAs string    `json:"identified_as"`
-	Path         *string   `json:"mtx_path"`
+	IdentifiedAs string    `json:"identified_as" doc:"Google's device type."`
+	Path         *string   `json:"mtx_path" doc:"The RTSP path it is served at, null for none."`
 	IsEnabled    bool      `json:"is_enabled"`
 	IsPersistent bool      `json:"is_persistent"`
-	Audio        *string   `json:"audio"`
+	Audio        *string   `json:"audio" enum:"opus,aac,none" doc:"The camera's audio mode, null when it follows the daemon's default (camera_audio)."`
 	Protocols    []string  `json:"protocols"`
 	Resolution   string    `json:"resolution"`
 	CodecsVideo  []string  `json:"codecs_video"`
 	CodecsAudio  []string  `json:"codecs_audio"`
-	Missing      bool      `json:"missing"`
+	Missing      bool      `json:"missing" doc:"Google no longer lists the camera; it is not served."`
 	CreatedAt    time.Time `json:"created_at"`
 	UpdatedAt    time.Time `json:"updated_at"`
 }

@@ -3,7 +3,6 @@ package api
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"regexp"
 	"strings"
 
@@ -18,11 +17,12 @@ var PathPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._~-]*$`)
 
 func camerasModule(d Deps) Module {
 	return Module{
-		List: Authed(func(ctx context.Context, c *Call) (any, error) {
-			lp, perr := readListParams(c.Payload, []string{"id", "name", "room", "mtx_path"})
-			if perr != nil {
-				return nil, perr
-			}
+		List: Authed(Spec{
+			Summary: "List cameras",
+			Payload: ListPayload("Keeps cameras whose name, room or mtx_path contains this, without regard to case.", "id", "name", "room", "mtx_path"),
+			Result:  ListOf[cameraView]("A page of cameras."),
+		}, func(ctx context.Context, c *Call) (any, error) {
+			lp := readListParams(c.Args)
 			cams, err := d.Store.ListCameras()
 			if err != nil {
 				return nil, err
@@ -46,16 +46,18 @@ func camerasModule(d Deps) Module {
 		}),
 		// create {"sync": true} asks Google for the devices now (NestMTX's
 		// sync button); {"sync": true, "credential_id": N} syncs one credential.
-		Create: Admin(func(ctx context.Context, c *Call) (any, error) {
-			p := readPayload(c.Payload)
-			sync, _ := p.Bool("sync", true)
-			credID, hasCred := p.Int("credential_id", false, 1, 1<<53)
-			if err := p.Err(); err != nil {
-				return nil, err
-			}
-			if !sync {
-				return nil, Invalid(FieldError{Path: "payload.sync", Message: "must be true: cameras are created by syncing with Google"})
-			}
+		Create: Admin(Spec{
+			Summary: "Sync cameras with Google",
+			Doc: "Cameras are not created by hand: this lists the cameras Google shares now, " +
+				"for every credential or for one, adds the new ones and marks those Google no longer lists as missing.",
+			Payload: &Object{Fields: []Field{
+				{Name: "sync", Kind: Boolean, Required: true, Const: ptr(true),
+					Message: "must be true: cameras are created by syncing with Google"},
+				{Name: "credential_id", Kind: Integer, Minimum: 1, Maximum: 1 << 53, Doc: "Sync only this credential's cameras."},
+			}},
+			Result: ResultOf[SyncResult]("How many cameras Google lists."),
+		}, func(ctx context.Context, c *Call) (any, error) {
+			credID, hasCred := c.Args.Int("credential_id")
 			if d.Google == nil {
 				return nil, NewError(CodeNotFound, "camera sync is not available in this daemon")
 			}
@@ -69,39 +71,41 @@ func camerasModule(d Deps) Module {
 			if err != nil {
 				return nil, googleError(err)
 			}
-			return map[string]any{"synced": n}, nil
+			return SyncResult{Synced: n}, nil
 		}),
-		Read: Authed(func(ctx context.Context, c *Call) (any, error) {
-			id, err := entityID(c, "camera")
-			if err != nil {
-				return nil, err
-			}
-			cam, err := d.Store.GetCamera(id)
+		Read: Authed(Spec{
+			Summary: "Read a camera",
+			Entity:  cameraEntity,
+			Result:  ResultOf[cameraView]("The camera."),
+		}, func(ctx context.Context, c *Call) (any, error) {
+			cam, err := d.Store.GetCamera(c.ID)
 			if err != nil {
 				return nil, err
 			}
 			return viewCamera(cam), nil
 		}),
-		Update: Admin(func(ctx context.Context, c *Call) (any, error) {
-			id, err := entityID(c, "camera")
-			if err != nil {
-				return nil, err
-			}
-			p := readPayload(c.Payload)
-			path, pathSet, pathOK := p.NullableString("mtx_path", 255)
-			if pathSet && pathOK && path != "" && !PathPattern.MatchString(path) {
-				p.fail("mtx_path", "must match "+PathPattern.String())
-				pathOK = false
-			}
-			enabled, enabledSet := p.Bool("is_enabled", false)
-			persistent, persistentSet := p.Bool("is_persistent", false)
-			audio, audioSet := readAudio(p)
-			if err := p.Err(); err != nil {
-				return nil, err
-			}
-			if p.Empty() {
-				return nil, Invalid(FieldError{Path: "payload", Message: "must set at least one of mtx_path, is_enabled, is_persistent, audio"})
-			}
+		Update: Admin(Spec{
+			Summary: "Update a camera",
+			Doc: "A camera needs an mtx_path to be enabled or persistent. The change takes effect at once: " +
+				"readers of a path that went away are disconnected, and a new audio mode restarts the stream.",
+			Entity: cameraEntity,
+			Payload: &Object{Fields: []Field{
+				{Name: "mtx_path", Kind: String, Nullable: true, MaxLength: 255, Pattern: PathPattern, AllowEmpty: true,
+					Doc: "The RTSP path the camera is served at, unique; null or \"\" for none."},
+				{Name: "is_enabled", Kind: Boolean, Doc: "Serve the camera on demand."},
+				{Name: "is_persistent", Kind: Boolean, Doc: "Keep the camera streaming with no reader."},
+				{Name: "audio", Kind: String, Nullable: true, Enum: config.AudioModes(),
+					Message: "must be one of " + strings.Join(config.AudioModes(), ", ") + ", or null for the default (camera_audio)",
+					Doc:     "opus passes the camera's audio through, aac transcodes WebRTC cameras' Opus, none serves video only; null follows the daemon's camera_audio."},
+			}, AtLeastOne: []string{"mtx_path", "is_enabled", "is_persistent", "audio"}},
+			Result: ResultOf[cameraView]("The camera as written."),
+			Errors: []string{CodeConflict},
+		}, func(ctx context.Context, c *Call) (any, error) {
+			id := c.ID
+			path, pathSet := c.Args.String("mtx_path")
+			enabled, enabledSet := c.Args.Bool("is_enabled")
+			persistent, persistentSet := c.Args.Bool("is_persistent")
+			audio, audioSet := c.Args.String("audio")
 			cam, err := d.Store.UpdateCamera(id, func(cam *store.Camera) error {
 				if pathSet {
 					cam.Path = path
@@ -138,11 +142,13 @@ func camerasModule(d Deps) Module {
 				"persistent", cam.IsPersistent, "audio", cmp.Or(cam.Audio, "default"), "by", c.User.Username)
 			return viewCamera(cam), nil
 		}),
-		Delete: Admin(func(ctx context.Context, c *Call) (any, error) {
-			id, err := entityID(c, "camera")
-			if err != nil {
-				return nil, err
-			}
+		Delete: Admin(Spec{
+			Summary: "Delete a camera",
+			Doc:     "A camera Google still shares comes back at the next sync, with default settings.",
+			Entity:  cameraEntity,
+			Result:  ResultOf[cameraView]("The camera as it was."),
+		}, func(ctx context.Context, c *Call) (any, error) {
+			id := c.ID
 			cam, err := d.Store.GetCamera(id)
 			if err != nil {
 				return nil, err
@@ -159,22 +165,9 @@ func camerasModule(d Deps) Module {
 	}
 }
 
-// readAudio reads update's audio: one of config.AudioModes exactly, or
-// null for the global default (camera_audio), which is stored as "". set
-// is false when the field is absent or invalid.
-func readAudio(p *payload) (mode string, set bool) {
-	const field = "audio"
-	p.used[field] = true
-	v, present := p.fields[field]
-	if !present {
-		return "", false
-	}
-	if isNull(v) {
-		return "", true
-	}
-	if json.Unmarshal(v, &mode) != nil || !config.ValidAudioMode(mode) {
-		p.fail(field, "must be one of "+strings.Join(config.AudioModes(), ", ")+", or null for the default (camera_audio)")
-		return "", false
-	}
-	return mode, true
+// SyncResult is cameras create's answer.
+type SyncResult struct {
+	Synced int `json:"synced" min:"0" doc:"How many cameras Google lists now."`
 }
+
+var cameraEntity = &Entity{Of: "camera", Doc: "The camera's id."}

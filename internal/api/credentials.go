@@ -35,32 +35,53 @@ func viewCredential(c store.Credential) CredentialView {
 	return v
 }
 
-// credentialFields are the user-editable fields of a credential.
-type credentialFields struct {
-	description, clientID, clientSecret, projectID *string
+// credentialPayload declares credentials create's payload, or the fields
+// update may change.
+func credentialPayload(creating bool) *Object {
+	o := &Object{Title: "Credential fields", Fields: []Field{
+		{Name: "description", Kind: String, Required: creating, MinLength: 1, MaxLength: 255},
+		{Name: "oauth_client_id", Kind: String, Required: creating, MinLength: 1, MaxLength: 512,
+			Doc: "The OAuth web client's id; changing it forgets Google's tokens."},
+		{Name: "oauth_client_secret", Kind: String, Required: creating, MinLength: 1, MaxLength: 512, Format: "password",
+			Doc: "The OAuth client's secret: it goes in and is never returned."},
+		{Name: "dac_project_id", Kind: String, Required: creating, MinLength: 1, MaxLength: 128,
+			Doc: "The Device Access project's id; changing it forgets Google's tokens."},
+	}}
+	if !creating {
+		o.AtLeastOne = []string{"description", "oauth_client_id", "oauth_client_secret", "dac_project_id"}
+	}
+	return o
 }
 
-func readCredentialFields(p *payload, creating bool) credentialFields {
-	var f credentialFields
-	take := func(dst **string, field string, maxLen int) {
-		if s, ok := p.String(field, creating, 1, maxLen); ok {
-			*dst = &s
-		}
-	}
-	take(&f.description, "description", 255)
-	take(&f.clientID, "oauth_client_id", 512)
-	take(&f.clientSecret, "oauth_client_secret", 512)
-	take(&f.projectID, "dac_project_id", 128)
-	return f
+// consentPayload declares the two steps of Google's consent that
+// credentials update serves.
+var consentPayload = &Object{
+	Title:      "Google consent",
+	Doc:        "{redirect_uri} returns the URL to open; {code, redirect_uri} trades the code Google sent back for tokens.",
+	SelectedBy: []string{"code", "redirect_uri"},
+	Fields: []Field{
+		{Name: "redirect_uri", Kind: String, Required: true, MinLength: 1, MaxLength: 2048, Format: "uri", Check: httpURL,
+			Message: "must be an absolute http(s) URL registered with the OAuth client",
+			Doc:     "Where Google sends the browser back: this daemon's /oauth/callback, registered on the OAuth client."},
+		{Name: "code", Kind: String, MinLength: 1, MaxLength: 4096, Doc: "The code Google sent back, when the redirect did not land on the daemon."},
+	},
 }
+
+func httpURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}
+
+var credentialEntity = &Entity{Of: "credential", Doc: "The credential's id."}
 
 func credentialsModule(d Deps) Module {
 	return Module{
-		List: Admin(func(ctx context.Context, c *Call) (any, error) {
-			lp, perr := readListParams(c.Payload, []string{"id", "description"})
-			if perr != nil {
-				return nil, perr
-			}
+		List: Admin(Spec{
+			Summary: "List Google credentials",
+			Payload: ListPayload("Keeps credentials whose description, client id or project id contains this, without regard to case.", "id", "description"),
+			Result:  ListOf[CredentialView]("A page of credentials."),
+		}, func(ctx context.Context, c *Call) (any, error) {
+			lp := readListParams(c.Args)
 			creds, err := d.Store.ListCredentials()
 			if err != nil {
 				return nil, err
@@ -77,47 +98,58 @@ func credentialsModule(d Deps) Module {
 				},
 				func(c store.Credential) any { return viewCredential(c) }), nil
 		}),
-		Create: Admin(func(ctx context.Context, c *Call) (any, error) {
-			p := readPayload(c.Payload)
-			f := readCredentialFields(p, true)
-			if err := p.Err(); err != nil {
-				return nil, err
-			}
-			cred, err := d.Store.CreateCredential(store.Credential{Description: *f.description,
-				OAuthClientID: *f.clientID, OAuthClientSecret: *f.clientSecret, DACProjectID: *f.projectID})
+		Create: Admin(Spec{
+			Summary: "Create a Google credential",
+			Doc:     "Then update it with a redirect_uri to get Google's consent.",
+			Payload: credentialPayload(true),
+			Result:  ResultOf[CredentialView]("The credential, not yet authenticated."),
+		}, func(ctx context.Context, c *Call) (any, error) {
+			str := func(name string) string { s, _ := c.Args.String(name); return s }
+			cred, err := d.Store.CreateCredential(store.Credential{Description: str("description"),
+				OAuthClientID: str("oauth_client_id"), OAuthClientSecret: str("oauth_client_secret"), DACProjectID: str("dac_project_id")})
 			if err != nil {
 				return nil, err
 			}
 			d.Log.Info("credential created", "credential_id", cred.ID, "by", c.User.Username)
 			return viewCredential(cred), nil
 		}),
-		Read: Admin(func(ctx context.Context, c *Call) (any, error) {
-			id, err := entityID(c, "credential")
-			if err != nil {
-				return nil, err
-			}
-			cred, err := d.Store.GetCredential(id)
+		Read: Admin(Spec{
+			Summary: "Read a Google credential",
+			Entity:  credentialEntity,
+			Result:  ResultOf[CredentialView]("The credential."),
+		}, func(ctx context.Context, c *Call) (any, error) {
+			cred, err := d.Store.GetCredential(c.ID)
 			if err != nil {
 				return nil, err
 			}
 			return viewCredential(cred), nil
 		}),
-		Update: Admin(func(ctx context.Context, c *Call) (any, error) {
-			id, err := entityID(c, "credential")
-			if err != nil {
-				return nil, err
+		Update: Admin(Spec{
+			Summary: "Update a Google credential, or run Google's consent",
+			Doc: "With redirect_uri (and code) this serves Google's consent: {redirect_uri} returns the authorization URL to open " +
+				"(a string), {code, redirect_uri} exchanges the code Google sent back and returns the credential, now authenticated. " +
+				"Otherwise it changes the credential's fields; changing the client id or the project id forgets Google's tokens.",
+			Entity:  credentialEntity,
+			Payload: &Object{Variants: []*Object{consentPayload, credentialPayload(false)}},
+			Result: Result{Doc: "The authorization URL ({redirect_uri}), or the credential.", OneOf: []Result{
+				ResultOf[string]("Google's authorization URL, to open in a browser."),
+				ResultOf[CredentialView]("The credential."),
+			}},
+		}, func(ctx context.Context, c *Call) (any, error) {
+			id := c.ID
+			if c.Args.Set("redirect_uri") {
+				return googleFlow(ctx, d, id, c.Args)
 			}
-			p := readPayload(c.Payload)
-			if p.has("code") || p.has("redirect_uri") {
-				return googleFlow(ctx, d, id, p)
+			f := credentialFields{}
+			take := func(dst **string, name string) {
+				if s, ok := c.Args.String(name); ok {
+					*dst = &s
+				}
 			}
-			f := readCredentialFields(p, false)
-			if err := p.Err(); err != nil {
-				return nil, err
-			}
-			if p.Empty() {
-				return nil, Invalid(FieldError{Path: "payload", Message: "must set at least one of description, oauth_client_id, oauth_client_secret, dac_project_id"})
-			}
+			take(&f.description, "description")
+			take(&f.clientID, "oauth_client_id")
+			take(&f.clientSecret, "oauth_client_secret")
+			take(&f.projectID, "dac_project_id")
 			cred, err := d.Store.UpdateCredential(id, func(cr *store.Credential) error {
 				if f.description != nil {
 					cr.Description = *f.description
@@ -149,11 +181,13 @@ func credentialsModule(d Deps) Module {
 			d.Log.Info("credential updated", "credential_id", id, "by", c.User.Username)
 			return viewCredential(cred), nil
 		}),
-		Delete: Admin(func(ctx context.Context, c *Call) (any, error) {
-			id, err := entityID(c, "credential")
-			if err != nil {
-				return nil, err
-			}
+		Delete: Admin(Spec{
+			Summary: "Delete a Google credential",
+			Doc:     "Its cameras are deleted with it.",
+			Entity:  credentialEntity,
+			Result:  ResultOf[CredentialView]("The credential as it was."),
+		}, func(ctx context.Context, c *Call) (any, error) {
+			id := c.ID
 			cred, err := d.Store.GetCredential(id)
 			if err != nil {
 				return nil, err
@@ -182,20 +216,17 @@ func credentialsModule(d Deps) Module {
 	}
 }
 
+// credentialFields are the user-editable fields of a credential.
+type credentialFields struct {
+	description, clientID, clientSecret, projectID *string
+}
+
 // googleFlow serves the two steps of Google's consent: {redirect_uri} gives
 // the URL to open (a bare string, as NestMTX returns it); {code,
 // redirect_uri} trades the code Google sent back for tokens.
-func googleFlow(ctx context.Context, d Deps, id uint64, p *payload) (any, error) {
-	redirect, _ := p.String("redirect_uri", true, 1, 2048)
-	code, hasCode := p.String("code", false, 1, 4096)
-	if redirect != "" {
-		if u, err := url.Parse(redirect); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			p.fail("redirect_uri", "must be an absolute http(s) URL registered with the OAuth client")
-		}
-	}
-	if err := p.Err(); err != nil {
-		return nil, err
-	}
+func googleFlow(ctx context.Context, d Deps, id uint64, a *Args) (any, error) {
+	redirect, _ := a.String("redirect_uri")
+	code, hasCode := a.String("code")
 	if d.Google == nil {
 		return nil, NewError(CodeNotFound, "Google authorization is not available in this daemon")
 	}

@@ -14,10 +14,15 @@ import (
 )
 
 // Call is what a handler sees: the request and, on routes that need it, the
-// authenticated user.
+// authenticated user, with the entity's id and the payload's values as
+// the route's Spec accepted them.
 type Call struct {
 	Request
 	User *store.User
+	// ID is the entity's numeric id on routes whose Spec says it is one.
+	ID uint64
+	// Args are the payload's values on routes whose Spec has a payload.
+	Args *Args
 }
 
 // HandlerFunc serves one command of one module. It returns a result to marshal
@@ -28,21 +33,46 @@ type HandlerFunc func(ctx context.Context, c *Call) (any, error)
 type route struct {
 	public bool
 	admin  bool
-	fn     HandlerFunc
+	spec   Spec
+	// fn checks the request against spec, then runs the handler.
+	fn HandlerFunc
 }
 
 // Module maps commands to routes.
 type Module map[string]route
 
 // Authed is a route for logged-in users.
-func Authed(fn HandlerFunc) route { return route{fn: fn} }
+func Authed(spec Spec, fn HandlerFunc) route { return newRoute(false, false, spec, fn) }
 
 // Admin is a route for logged-in admins only: users, credentials, and
 // changes to cameras.
-func Admin(fn HandlerFunc) route { return route{admin: true, fn: fn} }
+func Admin(spec Spec, fn HandlerFunc) route { return newRoute(false, true, spec, fn) }
 
 // Public is a route that needs no token (auth, health, version).
-func Public(fn HandlerFunc) route { return route{public: true, fn: fn} }
+func Public(spec Spec, fn HandlerFunc) route { return newRoute(true, false, spec, fn) }
+
+// newRoute wraps fn in the checks its Spec declares: the handler runs only
+// on an entity and a payload that meet them.
+func newRoute(public, admin bool, spec Spec, fn HandlerFunc) route {
+	checked := func(ctx context.Context, c *Call) (any, error) {
+		if spec.Entity != nil {
+			id, err := spec.Entity.check(c.Entity)
+			if err != nil {
+				return nil, err
+			}
+			c.ID = id
+		}
+		if spec.Payload != nil {
+			args, err := spec.Payload.check(c.Payload)
+			if err != nil {
+				return nil, err
+			}
+			c.Args = args
+		}
+		return fn(ctx, c)
+	}
+	return route{public: public, admin: admin, spec: spec, fn: checked}
+}
 
 // Dispatcher routes requests to modules.
 type Dispatcher struct {
@@ -85,7 +115,8 @@ func (d *Dispatcher) handle(ctx context.Context, req Request) (any, *Error) {
 	call := &Call{Request: req}
 	if !rt.public {
 		if req.Token == "" {
-			return nil, NewError(CodeUnauthorized, "a bearer token is required: log in with auth create, then send it as \"token\" or as the user property authorization: Bearer <token>")
+			return nil, NewError(CodeUnauthorized, "a bearer token is required: log in with auth create (over HTTP: POST /api/auth), then send it as \"token\", "+
+				"as the MQTT user property authorization: Bearer <token>, or as the HTTP header Authorization: Bearer <token>")
 		}
 		user, _, err := d.tokens.LookupToken(req.Token)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"time"
 )
 
 // Error codes of the contract (docs/mqtt-api.md §2). Each has one HTTP-like status.
@@ -16,6 +17,11 @@ const (
 	CodePayloadTooLarge = "PAYLOAD_TOO_LARGE"
 	CodeTooManyRequests = "TOO_MANY_REQUESTS"
 	CodeInternal        = "INTERNAL_SERVER_ERROR"
+
+	// Codes only the HTTP binding answers: MQTT has no methods or
+	// content types.
+	CodeMethodNotAllowed     = "METHOD_NOT_ALLOWED"
+	CodeUnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE"
 )
 
 var statusOf = map[string]int{
@@ -27,7 +33,19 @@ var statusOf = map[string]int{
 	CodePayloadTooLarge: http.StatusRequestEntityTooLarge,
 	CodeTooManyRequests: http.StatusTooManyRequests,
 	CodeInternal:        http.StatusInternalServerError,
+
+	CodeMethodNotAllowed:     http.StatusMethodNotAllowed,
+	CodeUnsupportedMediaType: http.StatusUnsupportedMediaType,
 }
+
+// Codes lists every error code with its status, in the contract's order.
+func Codes() []string {
+	return []string{CodeBadRequest, CodeUnauthorized, CodeForbidden, CodeNotFound, CodeMethodNotAllowed,
+		CodeConflict, CodePayloadTooLarge, CodeUnsupportedMediaType, CodeTooManyRequests, CodeInternal}
+}
+
+// StatusOf is the status that belongs to code.
+func StatusOf(code string) int { return statusOf[code] }
 
 // FieldError names one failing field, by its path in the request
 // (`payload.mtx_path`, `command`).
@@ -52,6 +70,9 @@ type Error struct {
 	Message string       `json:"message"`
 	Details []FieldError `json:"details,omitempty"`
 	Context *Context     `json:"context,omitempty"`
+	// RetryAfter, when known, is how long a TOO_MANY_REQUESTS should wait
+	// (HTTP's Retry-After); not part of the JSON.
+	RetryAfter time.Duration `json:"-"`
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }

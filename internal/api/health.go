@@ -17,8 +17,8 @@ const (
 // Check is one component's health: Healthy true, false (unhealthy) or nil
 // (degraded), with details for the operator.
 type Check struct {
-	Healthy *bool          `json:"healthy"`
-	Meta    map[string]any `json:"meta,omitempty"`
+	Healthy *bool          `json:"healthy" doc:"true healthy, false unhealthy, null degraded."`
+	Meta    map[string]any `json:"meta,omitempty" doc:"Details for the operator."`
 }
 
 // CheckFunc reports one component's health.
@@ -41,8 +41,8 @@ func (h *Health) Register(name string, fn CheckFunc) {
 
 // Report is health list's answer.
 type Report struct {
-	Healthy string           `json:"healthy"`
-	Details map[string]Check `json:"details"`
+	Healthy string           `json:"healthy" enum:"healthy,degraded,unhealthy"`
+	Details map[string]Check `json:"details" doc:"Each component's check, by name."`
 }
 
 // Run evaluates every check: unhealthy if any is false, degraded if any is
@@ -80,7 +80,13 @@ func Degrading(meta map[string]any) Check { return Check{Meta: meta} }
 
 func healthModule(d Deps) Module {
 	return Module{
-		List: Public(func(ctx context.Context, c *Call) (any, error) {
+		List: Public(Spec{
+			Summary: "The daemon's health",
+			Doc: "unhealthy when the store cannot be read, the MQTT client is not subscribed or no user can log in; " +
+				"degraded while there is no credential or one needs Google's consent. GET /healthz returns the same report " +
+				"with status 503 when unhealthy.",
+			Result: ResultOf[Report]("The verdict and each component's check."),
+		}, func(ctx context.Context, c *Call) (any, error) {
 			return d.Health.Run(ctx), nil
 		}),
 	}
@@ -103,6 +109,9 @@ func NewVersionInfo(release, commit string) VersionInfo {
 
 func versionModule(d Deps) Module {
 	return Module{
-		List: Public(func(ctx context.Context, c *Call) (any, error) { return d.Version, nil }),
+		List: Public(Spec{
+			Summary: "The daemon's version",
+			Result:  ResultOf[VersionInfo]("What the running binary knows of itself."),
+		}, func(ctx context.Context, c *Call) (any, error) { return d.Version, nil }),
 	}
 }

@@ -1,18 +1,17 @@
 package api
 
 import (
-	"encoding/json"
 	"sort"
 	"strings"
 )
 
 // ListResult is the envelope of every list (docs/mqtt-api.md §2).
 type ListResult struct {
-	Search       *string `json:"search"`
-	SortBy       *string `json:"sortBy,omitempty"`
-	Page         int     `json:"page"`
-	ItemsPerPage int     `json:"itemsPerPage"`
-	Total        int     `json:"total"`
+	Search       *string `json:"search" doc:"The search asked for, null for none."`
+	SortBy       *string `json:"sortBy,omitempty" doc:"The order asked for, when one was."`
+	Page         int     `json:"page" min:"1"`
+	ItemsPerPage int     `json:"itemsPerPage" min:"1"`
+	Total        int     `json:"total" min:"0" doc:"How many items match, on every page."`
 	Items        any     `json:"items"`
 }
 
@@ -29,34 +28,20 @@ type listParams struct {
 	itemsPerPage int
 }
 
-// readListParams parses search, page, itemsPerPage and sortBy; sortBy names
-// one of sortable, with a leading "-" for descending order.
-func readListParams(raw json.RawMessage, sortable []string) (listParams, *Error) {
-	p := readPayload(raw)
+// readListParams reads the values ListPayload declared.
+func readListParams(a *Args) listParams {
 	lp := listParams{page: 1, itemsPerPage: defaultItemsPerPage}
-	lp.search, _, _ = p.NullableString("search", 256)
-	if n, ok := p.Int("page", false, 1, 1<<30); ok {
-		lp.page = n
+	lp.search, _ = a.String("search")
+	if n, ok := a.Int("page"); ok {
+		lp.page = int(n)
 	}
-	if n, ok := p.Int("itemsPerPage", false, 1, maxItemsPerPage); ok {
-		lp.itemsPerPage = n
+	if n, ok := a.Int("itemsPerPage"); ok {
+		lp.itemsPerPage = int(n)
 	}
-	if s, set, ok := p.NullableString("sortBy", 64); set && ok && s != "" {
-		field := strings.TrimPrefix(s, "-")
-		known := false
-		for _, f := range sortable {
-			known = known || f == field
-		}
-		if !known {
-			p.fail("sortBy", "must be one of "+strings.Join(sortable, ", ")+" (prefix - for descending)")
-		} else {
-			lp.sortBy, lp.desc = field, strings.HasPrefix(s, "-")
-		}
+	if s, _ := a.String("sortBy"); s != "" {
+		lp.sortBy, lp.desc = strings.TrimPrefix(s, "-"), strings.HasPrefix(s, "-")
 	}
-	if err := p.Err(); err != nil {
-		return lp, err
-	}
-	return lp, nil
+	return lp
 }
 
 // paginate filters, sorts and pages items. key returns the sort key of an

@@ -78,14 +78,5 @@ func New(d Deps) *Dispatcher {
 	return disp
 }
 
-// entityID parses the numeric id of read/update/delete.
-func entityID(c *Call, what string) (uint64, error) {
-	id, err := strconv.ParseUint(c.Entity, 10, 64)
-	if err != nil || id == 0 {
-		return 0, Invalid(FieldError{Path: "entity", Message: "must be the numeric id of a " + what})
-	}
-	return id, nil
-}
-
 // idKey makes numeric ids sort as numbers in paginate's string ordering.
 func idKey(id uint64) string { return strconv.FormatUint(id+1e15, 10) }

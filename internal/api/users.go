@@ -21,43 +21,52 @@ type userFields struct {
 	oldPassword *string
 }
 
-func readUserFields(p *payload, creating bool) (u userFields) {
-	if name, ok := p.String("username", creating, 3, 64); ok {
-		if !usernamePattern.MatchString(name) {
-			p.fail("username", "may contain only letters, digits and . _ @ + -")
-		} else {
-			u.Username = &name
+// userPayload declares users create's payload, or update's.
+func userPayload(creating bool) *Object {
+	o := &Object{Fields: []Field{
+		{Name: "username", Kind: String, Required: creating, MinLength: 3, MaxLength: 64, Pattern: usernamePattern,
+			Message: "may contain only letters, digits and . _ @ + -", Doc: "Unique without regard to case."},
+		{Name: "password", Kind: String, Required: creating, MinLength: minPasswordLen, MaxLength: maxPasswordLen, Format: "password"},
+		{Name: "can_login", Kind: Boolean, Doc: "Whether the account may log in (default true)."},
+		{Name: "role", Kind: String, MinLength: 1, MaxLength: 16, Enum: []string{string(store.RoleAdmin), string(store.RoleViewer)},
+			Message: "must be admin or viewer", Doc: "viewer unless admin is asked for."},
+	}}
+	if !creating {
+		o.Fields = append(o.Fields, Field{Name: "old_password", Kind: String, MinLength: 1, MaxLength: maxPasswordLen, Format: "password",
+			Doc: "The current password: required to change your own."})
+		o.AtLeastOne = []string{"username", "password", "can_login", "role"}
+	}
+	return o
+}
+
+func readUserFields(a *Args) (u userFields) {
+	str := func(name string) *string {
+		if s, ok := a.String(name); ok {
+			return &s
 		}
+		return nil
 	}
-	if pw, ok := p.String("password", creating, minPasswordLen, maxPasswordLen); ok {
-		u.Password = &pw
-	}
-	if b, ok := p.Bool("can_login", false); ok {
+	u.Username, u.Password, u.oldPassword = str("username"), str("password"), str("old_password")
+	if b, ok := a.Bool("can_login"); ok {
 		u.CanLogin = &b
 	}
-	if r, ok := p.String("role", false, 1, 16); ok {
-		role := store.Role(r)
-		if !role.Valid() {
-			p.fail("role", "must be admin or viewer")
-		} else {
-			u.Role = &role
-		}
-	}
-	if !creating {
-		if old, ok := p.String("old_password", false, 1, maxPasswordLen); ok {
-			u.oldPassword = &old
-		}
+	if r := str("role"); r != nil {
+		role := store.Role(*r)
+		u.Role = &role
 	}
 	return u
 }
 
+var userEntity = &Entity{Of: "user", Doc: "The user's id."}
+
 func usersModule(d Deps) Module {
 	return Module{
-		List: Admin(func(ctx context.Context, c *Call) (any, error) {
-			lp, perr := readListParams(c.Payload, []string{"id", "username", "role"})
-			if perr != nil {
-				return nil, perr
-			}
+		List: Admin(Spec{
+			Summary: "List users",
+			Payload: ListPayload("Keeps users whose username contains this, without regard to case.", "id", "username", "role"),
+			Result:  ListOf[UserView]("A page of users."),
+		}, func(ctx context.Context, c *Call) (any, error) {
+			lp := readListParams(c.Args)
 			users, err := d.Store.ListUsers()
 			if err != nil {
 				return nil, err
@@ -75,12 +84,13 @@ func usersModule(d Deps) Module {
 				},
 				func(u store.User) any { return viewUser(u) }), nil
 		}),
-		Create: Admin(func(ctx context.Context, c *Call) (any, error) {
-			p := readPayload(c.Payload)
-			u := readUserFields(p, true)
-			if err := p.Err(); err != nil {
-				return nil, err
-			}
+		Create: Admin(Spec{
+			Summary: "Create a user",
+			Payload: userPayload(true),
+			Result:  ResultOf[UserView]("The user."),
+			Errors:  []string{CodeConflict},
+		}, func(ctx context.Context, c *Call) (any, error) {
+			u := readUserFields(c.Args)
 			canLogin := u.CanLogin == nil || *u.CanLogin
 			// Least privilege unless the admin says otherwise.
 			role := store.RoleViewer
@@ -95,11 +105,13 @@ func usersModule(d Deps) Module {
 			return viewUser(user), nil
 		}),
 		// Anyone may read their own account; only admins read others.
-		Read: Authed(func(ctx context.Context, c *Call) (any, error) {
-			id, err := entityID(c, "user")
-			if err != nil {
-				return nil, err
-			}
+		Read: Authed(Spec{
+			Summary: "Read a user",
+			Doc:     "A viewer may read only its own account.",
+			Entity:  userEntity,
+			Result:  ResultOf[UserView]("The user."),
+		}, func(ctx context.Context, c *Call) (any, error) {
+			id := c.ID
 			if id != c.User.ID && c.User.Role != store.RoleAdmin {
 				return nil, NewError(CodeForbidden, "a viewer may read only its own account")
 			}
@@ -109,19 +121,18 @@ func usersModule(d Deps) Module {
 			}
 			return viewUser(user), nil
 		}),
-		Update: Authed(func(ctx context.Context, c *Call) (any, error) {
-			id, err := entityID(c, "user")
-			if err != nil {
-				return nil, err
-			}
-			p := readPayload(c.Payload)
-			u := readUserFields(p, false)
-			if err := p.Err(); err != nil {
-				return nil, err
-			}
-			if u.Username == nil && u.Password == nil && u.CanLogin == nil && u.Role == nil {
-				return nil, Invalid(FieldError{Path: "payload", Message: "must set at least one of username, password, can_login, role"})
-			}
+		Update: Authed(Spec{
+			Summary: "Update a user",
+			Doc: "A viewer may change only its own password. Changing your own password needs old_password. " +
+				"Nobody can disable their own login, and the last admin who can log in cannot be disabled or demoted. " +
+				"A new password, or a disabled login, ends the account's other tokens and its RTSP and MQTT connections.",
+			Entity:  userEntity,
+			Payload: userPayload(false),
+			Result:  ResultOf[UserView]("The user as written."),
+			Errors:  []string{CodeConflict},
+		}, func(ctx context.Context, c *Call) (any, error) {
+			id := c.ID
+			u := readUserFields(c.Args)
 			self := id == c.User.ID
 			if !self && c.User.Role != store.RoleAdmin {
 				return nil, NewError(CodeForbidden, "a viewer may change only its own password")
@@ -160,11 +171,13 @@ func usersModule(d Deps) Module {
 			}
 			return viewUser(user), nil
 		}),
-		Delete: Admin(func(ctx context.Context, c *Call) (any, error) {
-			id, err := entityID(c, "user")
-			if err != nil {
-				return nil, err
-			}
+		Delete: Admin(Spec{
+			Summary: "Delete a user",
+			Doc:     "Nobody can delete themselves, nor the last admin who can log in.",
+			Entity:  userEntity,
+			Result:  ResultOf[UserView]("The user as it was."),
+		}, func(ctx context.Context, c *Call) (any, error) {
+			id := c.ID
 			if id == c.User.ID {
 				return nil, NewError(CodeForbidden, "you cannot delete yourself")
 			}

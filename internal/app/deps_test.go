@@ -15,7 +15,7 @@ var libraries = []string{"nest", "source", "relay", "framebatch", "netguard", "e
 
 // applicationPackages are the daemon's own wiring and policy.
 var applicationPackages = []string{"app", "api", "mqtt", "supervisor", "credentials", "store", "config",
-	"login", "rtspserver", "nestsim", "testkit", "socketio", "hooks"}
+	"login", "rtspserver", "nestsim", "testkit", "socketio", "httpapi", "hooks"}
 
 const modulePrefix = "github.com/nestmtx/nestmtx/internal/"
 
@@ -33,7 +33,7 @@ func deps(t *testing.T, pkg string) []string {
 // application package.
 func TestDependencyGraph(t *testing.T) {
 	t.Parallel()
-	for _, pkg := range []string{"api", "mqtt", "credentials", "store", "socketio"} {
+	for _, pkg := range []string{"api", "mqtt", "credentials", "store", "socketio", "httpapi"} {
 		for _, d := range deps(t, pkg) {
 			if strings.Contains(d, "gortsplib") || d == modulePrefix+"relay" || d == modulePrefix+"supervisor" ||
 				d == modulePrefix+"rtspserver" {
