@@ -26,6 +26,7 @@ type cameraView struct {
 	CodecsVideo  []string  `json:"codecs_video"`
 	CodecsAudio  []string  `json:"codecs_audio"`
 	Missing      bool      `json:"missing" doc:"Google no longer lists the camera; it is not served."`
+	State        any       `json:"state" doc:"The camera's live state, as its retained MQTT state (status, readers, audio, stats …); null when it has none."`
 	CreatedAt    time.Time `json:"created_at"`
 	UpdatedAt    time.Time `json:"updated_at"`
 }

@@ -42,7 +42,7 @@ func camerasModule(d Deps) Module {
 					}
 					return idKey(c.ID)
 				},
-				func(c store.Camera) any { return viewCamera(c) }), nil
+				func(c store.Camera) any { return liveView(d, c) }), nil
 		}),
 		// create {"sync": true} asks Google for the devices now (NestMTX's
 		// sync button); {"sync": true, "credential_id": N} syncs one credential.
@@ -82,7 +82,7 @@ func camerasModule(d Deps) Module {
 			if err != nil {
 				return nil, err
 			}
-			return viewCamera(cam), nil
+			return liveView(d, cam), nil
 		}),
 		Update: Admin(Spec{
 			Summary: "Update a camera",
@@ -171,3 +171,12 @@ type SyncResult struct {
 }
 
 var cameraEntity = &Entity{Of: "camera", Doc: "The camera's id."}
+
+// liveView is a camera's view with its live state.
+func liveView(d Deps, c store.Camera) cameraView {
+	v := viewCamera(c)
+	if d.LiveCamera != nil {
+		v.State = d.LiveCamera(c.ID)
+	}
+	return v
+}

@@ -28,6 +28,10 @@ type Deps struct {
 	// Cameras is told about every change a request makes to a camera, so
 	// that live streams follow at once. Nil means nobody listens.
 	Cameras CameraListener
+	// LiveCamera is a camera's live state (the retained state's document,
+	// docs/mqtt-api.md §4: status, readers, figures), nil when it has none;
+	// cameras read and list show it. Nil means no live states.
+	LiveCamera func(id uint64) any
 	// Google runs the credentials' consent flows and camera sync; nil
 	// disables those commands.
 	Google GoogleAccounts

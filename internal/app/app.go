@@ -136,8 +136,14 @@ func (a *App) Start() error {
 		Health:          a.health,
 		Version:         a.version,
 		Cameras:         a.cameras,
-		Google:          a.creds,
-		Log:             a.log.With("component", "api"),
+		LiveCamera: func(id uint64) any {
+			if s, ok := a.cameras.Snapshot(id); ok {
+				return s.State
+			}
+			return nil
+		},
+		Google: a.creds,
+		Log:    a.log.With("component", "api"),
 	})
 	var err error
 	a.mqtt, err = mqtt.Start(mqtt.Options{

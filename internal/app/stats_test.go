@@ -1,6 +1,8 @@
 package app
 
 import (
+	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -36,6 +38,22 @@ func TestCameraStats(t *testing.T) {
 		t.Fatalf("bitrate %.0f kbit/s", st.BitrateKbps)
 	}
 	t.Logf("stats after the first extension: %+v, bitrate %.0f kbit/s", st.Stats, st.BitrateKbps)
+	// cameras read shows the same live state.
+	var view struct {
+		State *struct {
+			Status string `json:"status"`
+			Stats  struct {
+				BytesReceived uint64 `json:"bytes_received"`
+				Extensions    uint64 `json:"extensions"`
+			} `json:"stats"`
+		} `json:"state"`
+	}
+	if err := json.Unmarshal(e.call("read", "cameras", "entity", fmt.Sprint(id)), &view); err != nil {
+		t.Fatal(err)
+	}
+	if view.State == nil || view.State.Status != "ready" || view.State.Stats.BytesReceived == 0 || view.State.Stats.Extensions < 1 {
+		t.Fatalf("cameras read's state: %+v", view.State)
+	}
 
 	if !e.app.cameras.Restart(id) {
 		t.Fatal("no camera to restart")
