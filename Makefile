@@ -29,12 +29,15 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./internal/... | grep -v /internal/app)
 	$(GO) test -run '^$$' -bench 'BenchmarkColdStart|BenchmarkLateJoiner' -benchtime 20x ./internal/app/
 	scripts/bench-api.sh -concurrency 16 -duration 10s
+	scripts/bench-http.sh -duration 10s
+	scripts/bench-socketio.sh
 	scripts/bench-relay.sh --runs 3
 	scripts/bench-relay.sh --runs 1 --camera "Living Room" --readers 10 --audio opus
 	scripts/bench-relay.sh --runs 1 --camera "Living Room" --readers 10 --audio aac
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeRequest -fuzztime 60s ./internal/api/
+	$(GO) test -run '^$$' -fuzz FuzzPayloadCheck -fuzztime 60s ./internal/api/
 
 clean:
 	rm -rf bin
