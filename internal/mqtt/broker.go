@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
@@ -119,6 +120,12 @@ func StartBroker(o BrokerOptions) (*Broker, error) {
 		// says why; this one only guards the file descriptors.
 		MaxConns: o.MaxClients + 64, Log: log})
 	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			// Most often a Mosquitto already on the box (Home Assistant's).
+			return nil, fmt.Errorf("embedded MQTT broker: %s is already in use, most likely by another MQTT broker; "+
+				"either use that broker (NESTMTX_MQTT_URL=mqtt://user:password@127.0.0.1:1883) or move this one "+
+				"(NESTMTX_MQTT_LISTEN=:1884): %w", o.Listen, err)
+		}
 		return nil, fmt.Errorf("embedded MQTT broker: listen on %s: %w", o.Listen, err)
 	}
 	internal, err := net.Listen("tcp", "127.0.0.1:0")

@@ -340,7 +340,7 @@ func (s *Service) clientConfig(u *url.URL, user, pass string) (autopaho.ClientCo
 		},
 		OnConnectError: func(err error) {
 			if s.ctx.Err() == nil {
-				s.log.Warn("cannot connect to the MQTT broker; retrying", "url", redactURL(u), "error", err)
+				s.log.Warn("cannot connect to the MQTT broker; retrying", "url", redactURL(u), "error", describeConnectError(err))
 			}
 		},
 		ClientConfig: paho.ClientConfig{
@@ -583,4 +583,40 @@ func (s *Service) send(ctx context.Context, p *paho.Publish, await bool) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// describeConnectError says in words why a broker refused the connection:
+// paho's "server denied connect (reason: 135)" names a number only.
+func describeConnectError(err error) string {
+	var ce *autopaho.ConnackError
+	if !errors.As(err, &ce) {
+		return err.Error()
+	}
+	why := connackReasons[ce.ReasonCode]
+	if why == "" {
+		why = fmt.Sprintf("the broker refused the connection (CONNACK reason code %d)", ce.ReasonCode)
+	}
+	if ce.Reason != "" {
+		why += " (the broker says: " + ce.Reason + ")"
+	}
+	return why
+}
+
+// connackReasons are MQTT v5's CONNACK refusals (§3.2.2.2) as an operator
+// would act on them.
+var connackReasons = map[byte]string{
+	0x80: "the broker refused the connection for an unspecified reason",
+	0x81: "the broker could not read the CONNECT packet",
+	0x82: "the broker refused the connection: protocol error",
+	0x84: "the broker does not speak MQTT v5, which nestmtx needs",
+	0x85: "the broker refused the client id (NESTMTX_MQTT_CLIENT_ID)",
+	0x86: "wrong MQTT username or password (NESTMTX_MQTT_USERNAME, NESTMTX_MQTT_PASSWORD)",
+	0x87: "the MQTT login is not authorized to connect (check the broker's ACL for NESTMTX_MQTT_USERNAME)",
+	0x88: "the broker is unavailable",
+	0x89: "the broker is busy",
+	0x8A: "the broker has banned this client",
+	0x8C: "the broker does not support the authentication method",
+	0x95: "the CONNECT packet is too large for the broker",
+	0x97: "the broker's quota is exceeded",
+	0x9F: "the broker refused the connection rate: too many connections",
 }

@@ -433,7 +433,7 @@ func (c *Camera) onExtended(m extendedIn) {
 		return
 	}
 	if m.err != nil {
-		c.emit(events.CameraFailedExtension, map[string]any{"name": c.cfg.Name, "error": m.err.Error()})
+		c.emit(events.CameraFailedExtension, map[string]any{"name": c.cfg.Name, "path": c.cfg.Path, "error": m.err.Error()})
 		c.sessionLost = nest.IsSessionLost(m.err)
 		if c.cfg.WebRTC && nest.IsRefused(m.err) && c.phase == ready {
 			// A battery doorbell: the session streams on until it expires,
@@ -453,7 +453,7 @@ func (c *Camera) onExtended(m extendedIn) {
 	next := m.next
 	c.session = &next
 	c.opts.skew.note(c.log, next.clockSkew())
-	c.emitCounted(events.CameraExtended, map[string]any{"name": c.cfg.Name,
+	c.emitCounted(events.CameraExtended, map[string]any{"name": c.cfg.Name, "path": c.cfg.Path,
 		"expires_at": next.expiresAt().UTC().Format(time.RFC3339)})
 	c.armExtend()
 	c.publishState()
