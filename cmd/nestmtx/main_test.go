@@ -267,6 +267,14 @@ func TestBadConfigNamesKey(t *testing.T) {
 	}
 }
 
+// TestServeHelp: serve --help names the command it is about.
+func TestServeHelp(t *testing.T) {
+	out, _ := exec.Command(binary, "serve", "--help").CombinedOutput()
+	if !strings.HasPrefix(string(out), "Usage: nestmtx serve [flags]") || !strings.Contains(string(out), "-mqtt-listen") {
+		t.Fatalf("serve --help:\n%s", out)
+	}
+}
+
 func TestVersionCommand(t *testing.T) {
 	out, err := exec.Command(binary, "version").Output()
 	if err != nil || !strings.HasPrefix(string(out), "nestmtx ") {

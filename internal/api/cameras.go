@@ -93,7 +93,7 @@ func camerasModule(d Deps) Module {
 				{Name: "mtx_path", Kind: String, Nullable: true, MaxLength: 255, Pattern: PathPattern, AllowEmpty: true,
 					Doc: "The RTSP path the camera is served at, unique; null or \"\" for none."},
 				{Name: "is_enabled", Kind: Boolean, Doc: "Serve the camera on demand."},
-				{Name: "is_persistent", Kind: Boolean, Doc: "Keep the camera streaming with no reader."},
+				{Name: "is_persistent", Kind: Boolean, Doc: "Keep the camera streaming with no reader. true without is_enabled also enables the camera."},
 				{Name: "audio", Kind: String, Nullable: true, Enum: config.AudioModes(),
 					Message: "must be one of " + strings.Join(config.AudioModes(), ", ") + ", or null for the default (camera_audio)",
 					Doc:     "opus passes the camera's audio through, aac transcodes WebRTC cameras' Opus, none serves video only; null follows the daemon's camera_audio."},
@@ -115,6 +115,12 @@ func camerasModule(d Deps) Module {
 				}
 				if persistentSet {
 					cam.IsPersistent = persistent
+					// "Always on" means streaming: asked for alone, it
+					// enables the camera too, rather than leaving a
+					// disabled camera flagged persistent and silent.
+					if persistent && !enabledSet {
+						cam.IsEnabled = true
+					}
 				}
 				if audioSet {
 					cam.Audio = audio

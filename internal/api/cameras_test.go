@@ -185,3 +185,20 @@ func TestCameraUpdateAudioInvalid(t *testing.T) {
 		t.Errorf("empty update: %+v", apiErr)
 	}
 }
+
+// TestCameraPersistentEnables: is_persistent true alone enables the camera
+// ("always on" means streaming); with is_enabled false given, it does not.
+func TestCameraPersistentEnables(t *testing.T) {
+	f := newCameraFixture(t)
+	if _, err := f.update(t, `{"mtx_path":"door"}`); err != nil {
+		t.Fatal(err)
+	}
+	v, err := f.update(t, `{"is_persistent":true}`)
+	if err != nil || v["is_enabled"] != true || v["is_persistent"] != true {
+		t.Fatalf("persistent alone: %v %v", v, err)
+	}
+	v, err = f.update(t, `{"is_persistent":true,"is_enabled":false}`)
+	if err != nil || v["is_enabled"] != false || v["is_persistent"] != true {
+		t.Fatalf("persistent with is_enabled false: %v %v", v, err)
+	}
+}

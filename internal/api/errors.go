@@ -95,7 +95,7 @@ func NewError(code, format string, args ...any) *Error {
 func Invalid(details ...FieldError) *Error {
 	e := NewError(CodeBadRequest, "the request is invalid")
 	if len(details) == 1 {
-		e.Message = details[0].Path + " " + details[0].Message
+		e.Message = details[0].Path + ": " + details[0].Message
 	}
 	e.Details = details
 	return e

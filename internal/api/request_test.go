@@ -70,7 +70,7 @@ func TestErrorJSON(t *testing.T) {
 	e := Invalid(FieldError{Path: "payload.mtx_path", Message: "must match x"}).
 		WithContext(Request{Command: "update", Module: "cameras", RequestID: "r1", Entity: "7"})
 	b, _ := json.Marshal(e)
-	want := `{"error":{"code":"BAD_REQUEST","status":400,"message":"payload.mtx_path must match x","details":[{"path":"payload.mtx_path","message":"must match x"}],"context":{"command":"update","module":"cameras","requestId":"r1","entity":"7"}}}`
+	want := `{"error":{"code":"BAD_REQUEST","status":400,"message":"payload.mtx_path: must match x","details":[{"path":"payload.mtx_path","message":"must match x"}],"context":{"command":"update","module":"cameras","requestId":"r1","entity":"7"}}}`
 	if string(b) != want {
 		t.Fatalf("got  %s\nwant %s", b, want)
 	}

@@ -51,7 +51,7 @@ func load(args []string, lookupEnv func(string) (string, bool), usage io.Writer,
 		flagVals[i] = fset.String(s.Flag, s.Default, flagUsage(s))
 	}
 	fset.Usage = func() {
-		fmt.Fprintf(usage, "Usage: nestmtx [flags]\n\n"+
+		fmt.Fprintf(usage, "Usage: nestmtx serve [flags]\n\n"+
 			"Flags override environment variables, which override the YAML file given by\n"+
 			"--config, which overrides the defaults.\n\n")
 		fset.PrintDefaults()

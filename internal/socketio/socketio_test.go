@@ -401,7 +401,7 @@ func TestConnectRefused(t *testing.T) {
 		"none":      {dialOpts{}, "UNAUTHORIZED", "a bearer token is required"},
 		"bad":       {dialOpts{auth: map[string]any{"token": "nope"}}, "UNAUTHORIZED", "unknown or has expired"},
 		"bad query": {dialOpts{query: url.Values{"token": {"nope"}}}, "UNAUTHORIZED", "unknown or has expired"},
-		"level":     {dialOpts{auth: map[string]any{"token": adminTok, "logLevel": "loud"}}, "BAD_REQUEST", "logLevel must be"},
+		"level":     {dialOpts{auth: map[string]any{"token": adminTok, "logLevel": "loud"}}, "BAD_REQUEST", "logLevel: must be"},
 	} {
 		r := f.dial(c.o)
 		if r.connectErr == nil {
