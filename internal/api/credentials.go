@@ -231,7 +231,13 @@ func googleFlow(ctx context.Context, d Deps, id uint64, a *Args) (any, error) {
 		return nil, NewError(CodeNotFound, "Google authorization is not available in this daemon")
 	}
 	if !hasCode {
-		return d.Google.AuthURL(id, redirect)
+		u, err := d.Google.AuthURL(id, redirect)
+		if err == nil {
+			// Also in the log, for a headless box whose operator reads
+			// the journal rather than the reply.
+			d.Log.Info("open this address in a browser to sign in with Google", "credential_id", id, "url", u)
+		}
+		return u, err
 	}
 	cred, err := d.Google.Exchange(ctx, id, code, redirect)
 	if err != nil {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -106,4 +107,17 @@ func (e *Error) WithContext(r Request) *Error {
 	c := *e
 	c.Context = &Context{Command: r.Command, Module: r.Module, RequestID: r.RequestID, Entity: r.Entity}
 	return &c
+}
+
+// MarshalResult encodes a result for any transport. Unlike json.Marshal it
+// leaves &, < and > as they are: a Google sign-in URL copied from a reply
+// must work in a browser, and "\u0026" in it does not.
+func MarshalResult(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }

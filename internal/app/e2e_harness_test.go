@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,9 +100,14 @@ func (e *e2e) consent(credID uint64, event string) {
 	cred := struct{ ID uint64 }{credID}
 	redirect := "http://" + e.app.HTTPAddr() + "/oauth/callback"
 	var authURL string
-	if err := json.Unmarshal(e.call("update", "credentials", "entity", fmt.Sprint(cred.ID),
-		"payload", map[string]any{"redirect_uri": redirect}), &authURL); err != nil {
+	raw := e.call("update", "credentials", "entity", fmt.Sprint(cred.ID), "payload", map[string]any{"redirect_uri": redirect})
+	if err := json.Unmarshal(raw, &authURL); err != nil {
 		e.t.Fatal(err)
+	}
+	// Copied from mosquitto_rr's output into a browser, it must work as
+	// it is: no \u0026 for &.
+	if !strings.Contains(string(raw), "&") || strings.Contains(string(raw), `\u0026`) {
+		e.t.Fatalf("the sign-in address is escaped in the reply: %s", raw)
 	}
 	if err := testkit.ConsentAsBrowser(authURL, redirect); err != nil {
 		e.t.Fatal(err)

@@ -231,7 +231,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, apiErr)
 		return
 	}
-	body, err := json.Marshal(res)
+	body, err := api.MarshalResult(res)
 	if err != nil {
 		h.o.Log.Error("encoding an HTTP API response", "module", x.req.Module, "command", x.req.Command, "error", err)
 		h.fail(x, api.NewError(api.CodeInternal, "the response could not be encoded"))

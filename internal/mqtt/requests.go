@@ -199,7 +199,7 @@ func (s *Service) respond(r replyTo, result any, apiErr *api.Error) {
 		status = "error"
 		body, err = json.Marshal(apiErr)
 	} else {
-		body, err = json.Marshal(result)
+		body, err = api.MarshalResult(result)
 	}
 	if err != nil {
 		s.log.Error("encoding a response", "error", err)

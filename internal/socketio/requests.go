@@ -174,7 +174,7 @@ func encodeAnswer(log *slog.Logger, result any, apiErr *api.Error) []byte {
 	if apiErr != nil {
 		body, err = json.Marshal(apiErr)
 	} else {
-		body, err = json.Marshal(result)
+		body, err = api.MarshalResult(result)
 	}
 	if err != nil {
 		log.Error("Socket.IO: encoding an answer", "error", err)
