@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/nestmtx/nestmtx/internal/credentials"
 	"github.com/nestmtx/nestmtx/internal/nest"
 	"github.com/nestmtx/nestmtx/internal/store"
 )
@@ -65,6 +66,48 @@ var consentPayload = &Object{
 			Doc:     "Where Google sends the browser back: this daemon's /oauth/callback, registered on the OAuth client."},
 		{Name: "code", Kind: String, MinLength: 1, MaxLength: 4096, Doc: "The code Google sent back, when the redirect did not land on the daemon."},
 	},
+}
+
+// pastedPayload is the headless way to finish Google's consent: the whole
+// address the browser ended on (http://localhost:2000/oauth/callback?code=…
+// &state=…, which a browser on another machine cannot load), pasted back.
+var pastedPayload = &Object{
+	Title:      "Google consent, the address pasted back",
+	Doc:        "{redirect_url} finishes the consent with the address the browser ended on after Google's consent page.",
+	SelectedBy: []string{"redirect_url"},
+	Fields: []Field{
+		{Name: "redirect_url", Kind: String, Required: true, MinLength: 1, MaxLength: 8192, Format: "uri", Check: httpURL,
+			Message: "must be the whole address the browser ended on, http://…/oauth/callback?code=…&state=…",
+			Doc:     "The address the browser was sent back to, with its code and state."},
+	},
+}
+
+// pastedConsent finishes a consent from the pasted redirect address.
+func pastedConsent(ctx context.Context, d Deps, id uint64, a *Args) (any, error) {
+	raw, _ := a.String("redirect_url")
+	if d.Google == nil {
+		return nil, NewError(CodeNotFound, "Google authorization is not available in this daemon")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, Invalid(FieldError{Path: "payload.redirect_url", Message: "is not a URL"})
+	}
+	q := u.Query()
+	if e := q.Get("error"); e != "" {
+		return nil, NewError(CodeBadRequest, "Google answered %q instead of a code: the consent was cancelled or refused; start it again", e)
+	}
+	code, state := q.Get("code"), q.Get("state")
+	if code == "" || state == "" {
+		return nil, Invalid(FieldError{Path: "payload.redirect_url", Message: "has no code and state: paste the whole address the browser ended on"})
+	}
+	cred, err := d.Google.ExchangeFor(ctx, id, state, code)
+	if err != nil {
+		if errors.Is(err, credentials.ErrBadState) {
+			return nil, NewError(CodeBadRequest, "%s (the address must come from this credential's latest authorization URL)", err.Error())
+		}
+		return nil, googleError(err)
+	}
+	return viewCredential(cred), nil
 }
 
 func httpURL(s string) bool {
@@ -127,10 +170,11 @@ func credentialsModule(d Deps) Module {
 		Update: Admin(Spec{
 			Summary: "Update a Google credential, or run Google's consent",
 			Doc: "With redirect_uri (and code) this serves Google's consent: {redirect_uri} returns the authorization URL to open " +
-				"(a string), {code, redirect_uri} exchanges the code Google sent back and returns the credential, now authenticated. " +
+				"(a string), {code, redirect_uri} exchanges the code Google sent back and returns the credential, now authenticated; " +
+				"{redirect_url} does the same with the whole address the browser ended on, pasted back (headless boxes). " +
 				"Otherwise it changes the credential's fields; changing the client id or the project id forgets Google's tokens.",
 			Entity:  credentialEntity,
-			Payload: &Object{Variants: []*Object{consentPayload, credentialPayload(false)}},
+			Payload: &Object{Variants: []*Object{consentPayload, pastedPayload, credentialPayload(false)}},
 			Result: Result{Doc: "The authorization URL ({redirect_uri}), or the credential.", OneOf: []Result{
 				ResultOf[string]("Google's authorization URL, to open in a browser."),
 				ResultOf[CredentialView]("The credential."),
@@ -139,6 +183,9 @@ func credentialsModule(d Deps) Module {
 			id := c.ID
 			if c.Args.Set("redirect_uri") {
 				return googleFlow(ctx, d, id, c.Args)
+			}
+			if c.Args.Set("redirect_url") {
+				return pastedConsent(ctx, d, id, c.Args)
 			}
 			f := credentialFields{}
 			take := func(dst **string, name string) {

@@ -49,6 +49,9 @@ type CameraListener interface {
 type GoogleAccounts interface {
 	AuthURL(credentialID uint64, redirectURI string) (string, error)
 	Exchange(ctx context.Context, credentialID uint64, code, redirectURI string) (store.Credential, error)
+	// ExchangeFor finishes a consent from the address Google redirected
+	// the browser to: its state must belong to credentialID.
+	ExchangeFor(ctx context.Context, credentialID uint64, state, code string) (store.Credential, error)
 	Sync(ctx context.Context, credentialID uint64) (int, error)
 	SyncAll(ctx context.Context) (int, error)
 	CredentialUpdated(credentialID uint64)

@@ -327,6 +327,22 @@ func (s *Service) ExchangeState(ctx context.Context, state, code string) (store.
 	return s.Exchange(ctx, st.credentialID, code, st.redirectURI)
 }
 
+// ExchangeFor is ExchangeState for the credential the caller names: the
+// state must have been issued for it (an address pasted for another
+// credential is refused, and its state stays usable for that one).
+func (s *Service) ExchangeFor(ctx context.Context, credentialID uint64, state, code string) (store.Credential, error) {
+	s.mu.Lock()
+	st, ok := s.states[state]
+	if ok && st.credentialID == credentialID {
+		delete(s.states, state)
+	}
+	s.mu.Unlock()
+	if !ok || st.credentialID != credentialID || time.Now().After(st.expires) {
+		return store.Credential{}, ErrBadState
+	}
+	return s.Exchange(ctx, st.credentialID, code, st.redirectURI)
+}
+
 // Exchange trades an authorization code for tokens, saves them, starts the
 // credential's refresh loop and syncs its cameras.
 func (s *Service) Exchange(ctx context.Context, credentialID uint64, code, redirectURI string) (store.Credential, error) {

@@ -38,3 +38,21 @@ func ConsentAsBrowser(authURL, redirect string) error {
 	}
 	return nil
 }
+
+// ConsentUntilRedirect runs Google's consent page as a browser would and
+// returns the address Google sends the browser back to, without loading
+// it: what a user on a headless box copies from the address bar when the
+// redirect (http://localhost:…) cannot load.
+func ConsentUntilRedirect(authURL string) (string, error) {
+	noFollow := &http.Client{Timeout: 15 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get(authURL)
+	if err != nil {
+		return "", fmt.Errorf("consent page: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound {
+		return "", fmt.Errorf("consent page answered %d", resp.StatusCode)
+	}
+	return resp.Header.Get("Location"), nil
+}
