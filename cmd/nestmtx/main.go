@@ -45,6 +45,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return simulate(args[1:], stdout, stderr)
 	case "admin":
 		return admin(args[1:], os.LookupEnv, os.Stdin, stdout, stderr)
+	case "login":
+		return login(args[1:], os.LookupEnv, os.Stdin, stdout, stderr)
 	case "version", "--version", "-v":
 		v := api.NewVersionInfo(release, commit)
 		fmt.Fprintf(stdout, "nestmtx %s (commit %s, %s, %s)\n", v.Release, v.Commit, v.Go, v.Platform)
@@ -68,6 +70,9 @@ Commands:
             to use, and print the settings it needs (nestmtx simulate --help)
   admin     offline maintenance on the data directory, with the daemon stopped:
             admin reset-password USER gives USER a new password (nestmtx admin --help)
+  login     sign a Google credential in from a headless box: talks to the running
+            daemon, prints Google's sign-in address, and takes back the address
+            the browser ends on (nestmtx login --help)
   version   print the version
 `)
 }
