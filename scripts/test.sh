@@ -10,6 +10,8 @@ command -v mosquitto >/dev/null    || need+=(mosquitto)
 command -v mosquitto_rr >/dev/null || need+=(mosquitto-clients)
 command -v ffmpeg >/dev/null       || need+=(ffmpeg)
 command -v npm >/dev/null          || need+=(npm)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v make >/dev/null         || need+=(make)
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
@@ -27,12 +29,15 @@ fi
 if command -v npm >/dev/null; then
   npm install --prefix internal/app/testdata/socketio --no-save --no-audit --no-fund --no-package-lock \
     --loglevel=error socket.io-client@4.8.4 >/dev/null
+  # The Dockerfile's linter (no container engine runs here).
+  npm install --prefix deploy/testdata/dockerfile-utils --no-save --no-audit --no-fund --no-package-lock \
+    --loglevel=error dockerfile-utils@0.16.3 >/dev/null
 else
   echo "missing: npm (apt-get install npm); the Socket.IO tests fail in CI and skip elsewhere" >&2
 fi
 
 go mod download
-unformatted=$(gofmt -l cmd internal)
+unformatted=$(gofmt -l cmd internal deploy)
 if [ -n "$unformatted" ]; then
   echo "gofmt would change:" >&2; echo "$unformatted" >&2; exit 1
 fi

@@ -47,6 +47,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return admin(args[1:], os.LookupEnv, os.Stdin, stdout, stderr)
 	case "login":
 		return login(args[1:], os.LookupEnv, os.Stdin, stdout, stderr)
+	case "healthcheck":
+		return healthcheck(args[1:], os.LookupEnv, stdout, stderr)
 	case "version", "--version", "-v":
 		v := api.NewVersionInfo(release, commit)
 		fmt.Fprintf(stdout, "nestmtx %s (commit %s, %s, %s)\n", v.Release, v.Commit, v.Go, v.Platform)
@@ -73,6 +75,9 @@ Commands:
   login     sign a Google credential in from a headless box: talks to the running
             daemon, prints Google's sign-in address, and takes back the address
             the browser ends on (nestmtx login --help)
+  healthcheck
+            exit 0 if the daemon answers GET /healthz with 200, 1 otherwise
+            (a container's HEALTHCHECK; nestmtx healthcheck --help)
   version   print the version
 `)
 }
