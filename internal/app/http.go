@@ -27,6 +27,7 @@ func (a *App) startHTTP() error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", a.serveHealth)
 	mux.HandleFunc("GET /oauth/callback", a.serveOAuthCallback)
+	a.mountOAuthStart(mux)
 	mux.Handle("GET /metrics", a.metricsHandler(true))
 	a.mountAPI(mux)
 	a.mountSocketIO(mux)
