@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nestmtx/nestmtx/internal/nestsim"
 	"github.com/nestmtx/nestmtx/internal/testkit"
@@ -66,5 +67,20 @@ func TestConsentByPastedAddress(t *testing.T) {
 		"payload", map[string]any{"redirect_url": "http://localhost:2000/oauth/callback"}))
 	if code, _, msg := r.Error(); code != "BAD_REQUEST" || !strings.Contains(msg, "whole address") {
 		t.Fatalf("an address without a code: %s %s", code, msg)
+	}
+}
+
+// TestFirstSignInIsAuthenticatedOnly: the first consent of a credential
+// emits authenticated, and no reauthenticated comes right after it (the
+// first token is not refreshed at once).
+func TestFirstSignInIsAuthenticatedOnly(t *testing.T) {
+	t.Parallel()
+	e := startE2E(t, nestsim.Options{}, nil)
+	e.authorize() // waits for authenticated
+	e.sync(map[string]string{})
+	for len(e.events) > 0 {
+		if ev := e.nextEvent(time.Second); ev.Domain == "credentials" && ev.Event == "reauthenticated" {
+			t.Fatalf("reauthenticated right after the first sign-in: %v", ev.Details)
+		}
 	}
 }
