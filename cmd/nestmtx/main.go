@@ -11,13 +11,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 	"time"
 
 	"github.com/nestmtx/nestmtx/internal/api"
 	"github.com/nestmtx/nestmtx/internal/app"
 	"github.com/nestmtx/nestmtx/internal/config"
+	"github.com/nestmtx/nestmtx/internal/memlimit"
 )
 
 // Set at build time with -ldflags "-X main.release=... -X main.commit=...".
@@ -25,9 +25,6 @@ var (
 	release = "dev"
 	commit  = "unknown"
 )
-
-// defaultMemoryLimit is the soft heap limit when GOMEMLIMIT is unset.
-const defaultMemoryLimit = 40 << 20
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -94,10 +91,11 @@ func serve(args []string, stderr io.Writer) int {
 	log := newLogger(cfg, stderr)
 	slog.SetDefault(log)
 	if os.Getenv("GOMEMLIMIT") == "" {
-		// A soft limit: the GC returns memory to the NAS sooner instead of
-		// letting the heap double after a burst (a login, a GOP replay to
-		// many joiners). It never stops the daemon; GOMEMLIMIT overrides it.
-		debug.SetMemoryLimit(defaultMemoryLimit)
+		// A soft limit that follows the live heap (internal/memlimit): the
+		// GC returns memory to the NAS sooner instead of letting the heap
+		// double after a burst, but never runs without pause because the
+		// limit sits below what the daemon needs. GOMEMLIMIT overrides it.
+		go memlimit.Default.Run(context.Background())
 	}
 
 	a, err := app.New(cfg, log, api.NewVersionInfo(release, commit))

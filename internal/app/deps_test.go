@@ -11,7 +11,7 @@ import (
 // each other but no application package, so that each can be used and
 // tested alone.
 var libraries = []string{"nest", "source", "relay", "framebatch", "netguard", "events", "secret", "password",
-	"backoff", "redact", "tlsfiles", "transcode", "logstream"}
+	"backoff", "redact", "tlsfiles", "transcode", "logstream", "memlimit"}
 
 // applicationPackages are the daemon's own wiring and policy.
 var applicationPackages = []string{"app", "api", "mqtt", "supervisor", "credentials", "store", "config",
