@@ -11,7 +11,6 @@ command -v mosquitto_rr >/dev/null || need+=(mosquitto-clients)
 command -v ffmpeg >/dev/null       || need+=(ffmpeg)
 command -v npm >/dev/null          || need+=(npm)
 command -v systemd-analyze >/dev/null || need+=(systemd)
-command -v make >/dev/null         || need+=(make)
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
