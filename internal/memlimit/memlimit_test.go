@@ -85,7 +85,14 @@ func TestNoCollectorSpiral(t *testing.T) {
 	p.Every = 100 * time.Millisecond
 	go func() { defer close(done); p.Run(ctx) }()
 	runtime.GC()
-	time.Sleep(200 * time.Millisecond) // two reads of the live heap
+	// The policy has read the 100 MiB live heap once the limit is the one
+	// for it (an earlier read may have seen part of it).
+	for deadline := time.Now().Add(5 * time.Second); debug.SetMemoryLimit(-1) < p.Limit(100<<20); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the limit is still %d MiB with 100 MiB live", debug.SetMemoryLimit(-1)>>20)
+		}
+		runtime.Gosched()
+	}
 	adaptive, adaptiveCycles := gcShare(churn)
 	cancel()
 	<-done

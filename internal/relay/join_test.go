@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -119,5 +120,45 @@ func TestKeyframeJoin(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("nothing arrived")
+	}
+}
+
+// TestPacedJoinVideoOnly: a reader that set up only the video of a stream
+// with audio, on channels of its own, gets from a paced join its video on
+// those channels and nothing on any other: the cached GOP's audio is left
+// out as the live audio is.
+func TestPacedJoinVideoOnly(t *testing.T) {
+	aus, sps, pps := clipAUs(t)
+	r, url := startRelay(t, relay.Params{SPS: sps, PPS: pps, OpusChannels: 2})
+	seg := r.BeginSegment()
+	for i, au := range aus[:25] {
+		if err := seg.WriteVideo(uint32(i)*3600, au); err != nil {
+			t.Fatal(err)
+		}
+		if err := seg.WriteAudio(uint32(i)*1920, []byte{0xfc, 1, 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rr := dialRaw(t, strings.TrimSuffix(strings.TrimPrefix(url, "rtsp://"), "/cam"))
+	rr.request("DESCRIBE", url)
+	if st := rr.request("SETUP", url+"/trackID=0", "Transport: RTP/AVP/TCP;unicast;interleaved=4-5"); !strings.Contains(st, "200") {
+		t.Fatal(st)
+	}
+	if st := rr.request("PLAY", url); !strings.Contains(st, "200") {
+		t.Fatal(st)
+	}
+	rr.readFor(time.Second) // the paced GOP: 0.96 s of media at twice its rate
+	video := 0
+	for _, p := range rr.packets {
+		switch p.channel {
+		case 4:
+			video++
+		case 5: // the video's sender report
+		default:
+			t.Fatalf("a packet on channel %d of a reader that set up channels 4-5", p.channel)
+		}
+	}
+	if video == 0 {
+		t.Fatal("no video arrived")
 	}
 }

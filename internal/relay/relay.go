@@ -146,7 +146,7 @@ type Relay struct {
 	// unit between its replay and its first live packet; direct readers
 	// and the upstream do not wait.
 	servedJoining int
-	servedHeld    []heldUnit
+	servedHeld    []unit
 	nextSerial    uint64
 	closed        bool
 	stats         Stats
@@ -532,11 +532,10 @@ func (r *Relay) remember(u unit) {
 // next video unit so that a reader gets both in one write.
 func (r *Relay) publish(u unit) {
 	if r.viaServer > 0 {
-		ntp := r.tracks[u.track].tl.ntp()
 		if r.servedJoining > 0 {
-			r.servedHeld = append(r.servedHeld, heldUnit{u: u, ntp: ntp})
+			r.servedHeld = append(r.servedHeld, u)
 		} else {
-			r.writeServed(u, ntp)
+			r.writeServed(u)
 		}
 	}
 	if len(r.readers) == 0 {

@@ -3,7 +3,6 @@ package relay
 import (
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -105,7 +104,16 @@ func (pb *directPlayback) Started() {
 				// GOP its decoder cannot use.
 				d.waitKey = d.channels[0] >= 0 // an audio-only reader has no picture to wait for
 			case r.join == JoinPaced:
-				d.pace = newPacer(slices.Clone(r.gop), r.tracks[0].tl.ntp())
+				// The sender reports first (due at once), then the GOP,
+				// each only for the tracks the reader set up.
+				var units []unit
+				for _, u := range append(join, r.gop...) {
+					if d.channels[u.track] >= 0 {
+						units = append(units, u)
+					}
+				}
+				d.pace = newPacer(units, r.tracks[0].tl.ntp())
+				join = nil
 			default:
 				join = append(join, r.gop...)
 			}
@@ -187,13 +195,6 @@ func (r *Relay) playServed(ss *gortsplib.ServerSession, replay bool) Playback {
 	return pb
 }
 
-// heldUnit is a live unit held back from gortsplib's stream while a reader
-// joins, with the NTP time it was due to be sent with.
-type heldUnit struct {
-	u   unit
-	ntp time.Time
-}
-
 type servedPlayback struct {
 	r        *Relay
 	hold     *time.Timer
@@ -212,9 +213,9 @@ func (pb *servedPlayback) release() {
 		if r.servedJoining > 0 {
 			return
 		}
-		for _, h := range r.servedHeld {
+		for _, u := range r.servedHeld {
 			if !r.closed {
-				r.writeServed(h.u, h.ntp)
+				r.writeServed(u)
 			}
 		}
 		clear(r.servedHeld)
@@ -240,14 +241,14 @@ func (pb *servedPlayback) Stop() {
 
 // writeServed hands a unit's packets to gortsplib, which copies and sends
 // them to its readers with its own RTCP sender reports.
-func (r *Relay) writeServed(u unit, ntp time.Time) {
+func (r *Relay) writeServed(u unit) {
 	t := r.tracks[u.track]
 	var pkt rtp.Packet
 	for b := u.data; len(b) > 0; {
 		var p []byte
 		_, p, b = splitFrame(b)
 		if pkt.Unmarshal(p) == nil {
-			r.served.WritePacketRTPWithNTP(t.media, &pkt, ntp) //nolint:errcheck // per-reader errors go to OnStreamWriteError
+			r.served.WritePacketRTPWithNTP(t.media, &pkt, u.at) //nolint:errcheck // per-reader errors go to OnStreamWriteError
 		}
 	}
 }
