@@ -149,7 +149,7 @@ func (a *App) Start() error {
 	a.mqtt, err = mqtt.Start(mqtt.Options{
 		BrokerURL: a.cfg.MQTTURL, Listen: a.cfg.MQTTListen,
 		Username: a.cfg.MQTTUsername, Password: a.cfg.MQTTPassword,
-		BaseTopic: a.cfg.MQTTBaseTopic, ClientID: a.cfg.MQTTClientID, KeepAlive: a.cfg.MQTTKeepAlive,
+		BaseTopic: a.cfg.MQTTBaseTopic, DiscoveryPrefix: a.cfg.HADiscoveryPrefix, ClientID: a.cfg.MQTTClientID, KeepAlive: a.cfg.MQTTKeepAlive,
 		CAFile: a.cfg.MQTTCAFile, CertFile: a.cfg.MQTTCertFile, KeyFile: a.cfg.MQTTKeyFile,
 		MaxRequestBytes: a.cfg.MQTTMaxRequestBytes,
 		SessionExpiry:   a.cfg.MQTTSessionExpiry, RequestMaxAge: a.cfg.MQTTRequestMaxAge, EventBuffer: a.cfg.MQTTEventBuffer,

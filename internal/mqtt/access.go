@@ -33,6 +33,9 @@ type topicRules struct {
 	base     string
 	prefix   string // base + "/"
 	requests string
+	// discovery is Home Assistant's discovery prefix + "/" ("" for none):
+	// the daemon's own configs there are the daemon's to write.
+	discovery string
 }
 
 func newTopicRules(base string) topicRules {
@@ -64,7 +67,29 @@ func (r topicRules) canPublish(kind clientKind, topic string) bool {
 	if _, ours := r.under(topic); ours {
 		return topic == r.requests
 	}
-	return true
+	return !r.isOwnDiscovery(topic)
+}
+
+// isOwnDiscovery says whether topic is one of the daemon's Home Assistant
+// discovery configs (a level under the prefix starts with "nestmtx", as
+// its device keys do). Home Assistant trusts a config's command_topic, so
+// a client that could rewrite one could make Home Assistant's own (admin)
+// login publish commands for it. Other devices' configs under the prefix
+// stay open to their publishers.
+func (r topicRules) isOwnDiscovery(topic string) bool {
+	if r.discovery == "" {
+		return false
+	}
+	rest, ok := strings.CutPrefix(topic, r.discovery)
+	if !ok {
+		return false
+	}
+	for level := range strings.SplitSeq(rest, "/") {
+		if strings.HasPrefix(level, "nestmtx") {
+			return true
+		}
+	}
+	return false
 }
 
 // canPublishAs is canPublish for a client logged in as account: admins may

@@ -58,6 +58,9 @@ type Users interface {
 type BrokerOptions struct {
 	Listen    string // host:port for clients
 	BaseTopic string
+	// DiscoveryPrefix is Home Assistant's discovery prefix, whose
+	// nestmtx configs only the daemon may write; "" for none.
+	DiscoveryPrefix string
 	// DaemonClientID is the daemon's own client id, which nobody else may
 	// take (taking a client id disconnects its holder).
 	DaemonClientID string
@@ -158,7 +161,11 @@ func StartBroker(o BrokerOptions) (*Broker, error) {
 		// minute, since clients can trigger them at will.
 		Logger: slog.New(newBrokerLogHandler(log.Handler())),
 	})
-	hook := &accessHook{srv: srv, o: o, rules: newTopicRules(o.BaseTopic), log: log.With("component", "mqtt-broker"),
+	rules := newTopicRules(o.BaseTopic)
+	if o.DiscoveryPrefix != "" {
+		rules.discovery = o.DiscoveryPrefix + "/"
+	}
+	hook := &accessHook{srv: srv, o: o, rules: rules, log: log.With("component", "mqtt-broker"),
 		internalUser: b.internalUser, internalPass: b.internalPass}
 	hook.adminCheck = hook.isAdmin
 	if err := srv.AddHook(hook, nil); err != nil {

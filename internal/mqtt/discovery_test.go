@@ -146,6 +146,7 @@ func TestDiscoveryConfigShape(t *testing.T) {
 
 func TestCommandTopicRules(t *testing.T) {
 	r := newTopicRules("nestmtx")
+	r.discovery = "homeassistant/"
 	admin := func(a string) bool { return a == "root" }
 	for _, c := range []struct {
 		kind    clientKind
@@ -169,6 +170,12 @@ func TestCommandTopicRules(t *testing.T) {
 		{kindAccount, "root", "nestmtx/requests", true, false},
 		{kindAccount, "eve", "homeassistant/device/x/config", true, true},
 		{kindAccount, "eve", "homeassistant/status", true, true},
+		// The daemon's own configs: Home Assistant trusts their command
+		// topics, so nobody but the daemon may rewrite them.
+		{kindAccount, "eve", "homeassistant/device/nestmtx_1_9f86d081884c7d65/config", false, true},
+		{kindAccount, "root", "homeassistant/device/nestmtx_1_9f86d081884c7d65/config", false, true},
+		{kindAccount, "eve", "homeassistant/switch/nestmtx_1_x/enabled/config", false, true},
+		{kindDaemon, "", "homeassistant/device/nestmtx_1_9f86d081884c7d65/config", true, true},
 	} {
 		if got := r.canPublishAs(c.kind, c.account, c.topic, admin); got != c.publish {
 			t.Errorf("%q (kind %d) publish %s = %v, want %v", c.account, c.kind, c.topic, got, c.publish)

@@ -33,10 +33,13 @@ type Options struct {
 	Listen             string
 	Username, Password string
 	BaseTopic          string
-	ClientID           string
-	KeepAlive          time.Duration
-	CAFile             string
-	CertFile, KeyFile  string
+	// DiscoveryPrefix is Home Assistant's discovery prefix, for the
+	// embedded broker's topic rules ("" for none).
+	DiscoveryPrefix   string
+	ClientID          string
+	KeepAlive         time.Duration
+	CAFile            string
+	CertFile, KeyFile string
 	// MaxRequestBytes is the API's request size limit.
 	MaxRequestBytes int
 	// Workers bounds the requests handled at once.
@@ -206,7 +209,7 @@ func Start(opts Options, h Handler, bus *events.Bus) (*Service, error) {
 		if m := uint32(opts.MaxRequestBytes) * 4; m > maxPacket {
 			maxPacket = m
 		}
-		b, err := StartBroker(BrokerOptions{Listen: opts.Listen, BaseTopic: opts.BaseTopic, DaemonClientID: opts.ClientID,
+		b, err := StartBroker(BrokerOptions{Listen: opts.Listen, BaseTopic: opts.BaseTopic, DiscoveryPrefix: opts.DiscoveryPrefix, DaemonClientID: opts.ClientID,
 			Accounts: opts.Accounts, Users: opts.Users, Username: opts.Username, Password: opts.Password,
 			Anonymous: opts.Anonymous, MaxPacketBytes: maxPacket, MaxClients: opts.MaxClients,
 			MaxSessionExpiry: opts.MaxSessionExpiry, MaxQueued: opts.MaxQueued, Log: opts.Log})
