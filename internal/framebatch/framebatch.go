@@ -10,6 +10,11 @@
 // gortsplib has no batch API, but it lets the server supply its listener,
 // so the shared connection lives here, under it.
 //
+// A batch may also be tried without waiting (TryWriteBuffers), so that the
+// relay can write to every reader from one goroutine and leave only the
+// slow ones to their own: what the socket does not take is kept and sent
+// before anything else.
+//
 // One lock orders every write, so bytes never interleave mid-frame, and
 // AfterResponse lets the media writer start only once the PLAY response is
 // on the wire. Close does not take the lock: a write blocked on a stalled
@@ -17,7 +22,9 @@
 package framebatch
 
 import (
+	"errors"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +58,9 @@ type Conn struct {
 	// failed socket would.
 	err error
 	vec vectorWriter // WriteBuffers' writev, without allocating
+	// owed is the rest of a batch TryWriteBuffers could not finish; every
+	// write sends it first, so a frame is never cut by another.
+	owed net.Buffers
 	// respGate, when set, is closed once the next RTSP message (anything
 	// not an interleaved frame) has been written: see AfterResponse.
 	respGate chan struct{}
@@ -85,6 +95,9 @@ func (c *Conn) Write(b []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
+	if err := c.flushLocked(); err != nil {
+		return 0, err
+	}
 	c.syscalls.Add(1)
 	n, err := c.Conn.Write(b)
 	if err != nil {
@@ -106,12 +119,94 @@ func (c *Conn) WriteBuffers(bufs net.Buffers) error {
 	if c.err != nil {
 		return c.err
 	}
+	if err := c.flushLocked(); err != nil {
+		return err
+	}
 	c.syscalls.Add(1)
 	if err := c.vec.write(c.Conn, bufs); err != nil {
 		c.fail(err)
 		return err
 	}
 	return nil
+}
+
+// TryResult is what TryWriteBuffers did with a batch.
+type TryResult int
+
+const (
+	// TryBusy: nothing was written or kept. Another write holds the
+	// connection, its write deadline has passed, or it has no socket to
+	// try on; write the batch with WriteBuffers instead.
+	TryBusy TryResult = iota
+	// TryWritten: the whole batch is on the socket.
+	TryWritten
+	// TryOwed: the socket's buffer is full. The connection keeps what it
+	// did not take and sends it before anything else; call Flush, which
+	// waits, so that the reader is not left with part of a frame.
+	TryOwed
+)
+
+// TryWriteBuffers writes whole interleaved frames with one writev(2) that
+// never waits, neither for the socket nor for a write under way, so that
+// one goroutine can feed many readers and a stalled one cannot hold up
+// the others. The elements of bufs may be modified; on TryOwed the
+// connection keeps references to them until Flush.
+func (c *Conn) TryWriteBuffers(bufs net.Buffers) (TryResult, error) {
+	if !c.mu.TryLock() {
+		return TryBusy, nil
+	}
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return TryBusy, c.err
+	}
+	if len(c.owed) > 0 {
+		// A Flush is pending already: queue behind it.
+		c.owed = append(c.owed, bufs...)
+		return TryOwed, nil
+	}
+	c.writes.Add(1)
+	c.syscalls.Add(1)
+	n, ok, err := c.vec.try(c.Conn, bufs)
+	switch {
+	case !ok || errors.Is(err, os.ErrDeadlineExceeded):
+		// A deadline set by an earlier write has passed: nothing was
+		// sent, and the connection is fine. A waiting write sets its own.
+		return TryBusy, nil
+	case err != nil:
+		c.fail(err)
+		return TryBusy, err
+	}
+	rest := consume(bufs, n)
+	if len(rest) == 0 {
+		return TryWritten, nil
+	}
+	c.owed = append(c.owed[:0], rest...)
+	return TryOwed, nil
+}
+
+// Flush sends what TryWriteBuffers kept, waiting for the socket as
+// WriteBuffers does.
+func (c *Conn) Flush() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	return c.flushLocked()
+}
+
+func (c *Conn) flushLocked() error {
+	if len(c.owed) == 0 {
+		return nil
+	}
+	c.syscalls.Add(1)
+	err := c.vec.write(c.Conn, c.owed)
+	clear(c.owed) // do not keep the relay's memory reachable
+	c.owed = c.owed[:0]
+	if err != nil {
+		c.fail(err)
+	}
+	return err
 }
 
 // AfterResponse returns a channel closed once the next RTSP message written
@@ -143,6 +238,8 @@ func (c *Conn) fail(err error) {
 	if c.err == nil {
 		c.err = err
 	}
+	clear(c.owed)
+	c.owed = nil
 	c.openGate()
 }
 
@@ -158,4 +255,18 @@ func (c *Conn) Close() error {
 	c.fail(net.ErrClosed)
 	c.mu.Unlock()
 	return err
+}
+
+// consume drops the first n bytes of bufs.
+func consume(bufs net.Buffers, n int) net.Buffers {
+	for len(bufs) > 0 {
+		l := len(bufs[0])
+		if l > n {
+			bufs[0] = bufs[0][n:]
+			return bufs
+		}
+		n -= l
+		bufs = bufs[1:]
+	}
+	return bufs
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -266,5 +267,119 @@ func TestDeadlineReachesWriteBuffers(t *testing.T) {
 	}
 	if el := time.Since(start); el > 3*time.Second {
 		t.Fatalf("the deadline fired after %s", el)
+	}
+}
+
+// TestTryWriteBuffers: a batch the socket takes is written at once; one it
+// cannot take whole is kept and sent, in order, before the next write of
+// any kind, so a reader never sees a frame cut by an RTSP response.
+func TestTryWriteBuffers(t *testing.T) {
+	c, peer := pair(t)
+	small := net.Buffers{frame(0, false, 1, 1000), frame(0, true, 2, 500)}
+	want := append(append([]byte{}, small[0]...), small[1]...)
+	if res, err := c.TryWriteBuffers(small); res != TryWritten || err != nil {
+		t.Fatalf("TryWriteBuffers on an empty socket = %v, %v; want TryWritten", res, err)
+	}
+	if got := readN(t, peer, len(want)); !bytes.Equal(got, want) {
+		t.Fatal("the peer got other bytes")
+	}
+
+	// The peer stops reading: batches go in until the socket is full.
+	want = want[:0]
+	seq := uint16(3)
+	var res TryResult
+	for i := 0; i < 10000 && res != TryOwed; i++ {
+		b := net.Buffers{frame(0, false, seq, 1400), frame(0, true, seq+1, 1400)}
+		seq += 2
+		for _, f := range b {
+			want = append(want, f...)
+		}
+		var err error
+		if res, err = c.TryWriteBuffers(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if res != TryOwed {
+		t.Fatal("the socket never filled")
+	}
+	// Another writer (gortsplib's response) waits for the owed bytes.
+	resp := []byte("RTSP/1.0 200 OK\r\nCSeq: 9\r\n\r\n")
+	want = append(want, resp...)
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := c.Write(resp)
+		wrote <- err
+	}()
+	got := readN(t, peer, len(want))
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("the owed frames and the response reached the peer out of order or changed")
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatalf("Flush with nothing owed: %v", err)
+	}
+}
+
+// TestTryWriteBuffersNeverWaits: a try while another write is blocked on
+// a stalled peer, or after the write deadline passed, returns TryBusy at
+// once with the connection intact.
+func TestTryWriteBuffersNeverWaits(t *testing.T) {
+	c, peer := pair(t)
+	big := make(net.Buffers, 64)
+	for i := range big {
+		big[i] = frame(0, true, uint16(i), 60000)
+	}
+	blocked := make(chan error, 1)
+	go func() { blocked <- c.WriteBuffers(big) }()
+	// Wait until the blocked write holds the connection.
+	testDeadline := time.Now().Add(5 * time.Second)
+	for c.mu.TryLock() {
+		c.mu.Unlock()
+		if time.Now().After(testDeadline) {
+			t.Fatal("the big write never took the connection")
+		}
+		runtime.Gosched()
+	}
+	start := time.Now()
+	if res, err := c.TryWriteBuffers(net.Buffers{frame(0, true, 1, 100)}); res != TryBusy || err != nil {
+		t.Fatalf("try during a blocked write = %v, %v; want TryBusy, nil", res, err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("the try waited %s", d)
+	}
+	go io.Copy(io.Discard, peer)
+	if err := <-blocked; err != nil {
+		t.Fatal(err)
+	}
+
+	c.SetWriteDeadline(time.Now().Add(-time.Second))
+	if res, err := c.TryWriteBuffers(net.Buffers{frame(0, true, 2, 100)}); res != TryBusy || err != nil {
+		t.Fatalf("try past the deadline = %v, %v; want TryBusy, nil", res, err)
+	}
+	c.SetWriteDeadline(time.Time{})
+	if res, err := c.TryWriteBuffers(net.Buffers{frame(0, true, 3, 100)}); res != TryWritten || err != nil {
+		t.Fatalf("try after the deadline was lifted = %v, %v; want TryWritten", res, err)
+	}
+	c.Close()
+	if _, err := c.TryWriteBuffers(net.Buffers{frame(0, true, 4, 100)}); err == nil {
+		t.Fatal("a try on a closed connection reported no error")
+	}
+}
+
+func TestTryWriteBuffersDoesNotAllocate(t *testing.T) {
+	c := discardConn(t)
+	bufs := net.Buffers{frame(0, false, 1, 1400), frame(0, true, 2, 800), frame(2, true, 1, 300)}
+	scratch := make(net.Buffers, len(bufs))
+	allocs := testing.AllocsPerRun(200, func() {
+		copy(scratch, bufs)
+		if res, err := c.TryWriteBuffers(scratch); err != nil || res == TryBusy {
+			t.Fatal(res, err)
+		}
+		c.Flush()
+	})
+	if allocs != 0 {
+		t.Fatalf("TryWriteBuffers allocates %.1f times per call", allocs)
 	}
 }

@@ -17,23 +17,86 @@ type vectorWriter struct {
 	iov   []syscall.Iovec
 	// The result of the last writev, set by do; do is built once so that
 	// passing it to RawConn.Write does not allocate a closure per call.
-	n     int
-	errno syscall.Errno
-	do    func(fd uintptr) bool
+	n      int
+	errno  syscall.Errno
+	do     func(fd uintptr) bool
+	doOnce func(fd uintptr) bool
 }
 
 // maxIovecs stays under IOV_MAX (1024 on Linux).
 const maxIovecs = 512
 
-func (v *vectorWriter) write(c net.Conn, bufs net.Buffers) error {
+// init finds the socket's RawConn once; it reports whether there is one.
+func (v *vectorWriter) init(c net.Conn) bool {
 	if v.raw == nil && !v.noRaw {
 		if sc, ok := c.(syscall.Conn); ok {
 			v.raw, _ = sc.SyscallConn()
 		}
 		v.noRaw = v.raw == nil
 		v.do = v.writev
+		v.doOnce = v.writevOnce
 	}
-	if v.noRaw {
+	return !v.noRaw
+}
+
+// fill points the iovecs at the first maxIovecs non-empty buffers.
+func (v *vectorWriter) fill(bufs net.Buffers) {
+	v.iov = v.iov[:0]
+	for _, b := range bufs {
+		if len(v.iov) == maxIovecs {
+			break
+		}
+		if len(b) > 0 {
+			iov := syscall.Iovec{Base: &b[0]}
+			iov.SetLen(len(b))
+			v.iov = append(v.iov, iov)
+		}
+	}
+}
+
+// try issues one writev that never waits: it returns how many bytes the
+// socket took, 0 when its buffer is full. ok is false when the connection
+// has no raw socket to try on.
+func (v *vectorWriter) try(c net.Conn, bufs net.Buffers) (n int, ok bool, err error) {
+	if !v.init(c) {
+		return 0, false, nil
+	}
+	v.fill(bufs)
+	defer func() {
+		clear(v.iov)
+		v.iov = v.iov[:0]
+	}()
+	if len(v.iov) == 0 {
+		return 0, true, nil
+	}
+	if err := v.raw.Write(v.doOnce); err != nil {
+		return 0, true, err
+	}
+	switch v.errno {
+	case 0:
+		return v.n, true, nil
+	case syscall.EAGAIN:
+		return 0, true, nil
+	}
+	return 0, true, &net.OpError{Op: "writev", Net: "tcp", Err: v.errno}
+}
+
+// writevOnce is writev for try: a full socket is an answer (EAGAIN), not
+// a reason to wait.
+func (v *vectorWriter) writevOnce(fd uintptr) bool {
+	r, _, e := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&v.iov[0])), uintptr(len(v.iov)))
+	if e == syscall.EINTR {
+		return v.writevOnce(fd)
+	}
+	v.n, v.errno = int(r), e
+	if e != 0 {
+		v.n = 0
+	}
+	return true
+}
+
+func (v *vectorWriter) write(c net.Conn, bufs net.Buffers) error {
+	if !v.init(c) {
 		b := bufs // escapes, so it is only declared on this path
 		_, err := b.WriteTo(c)
 		return err
@@ -43,17 +106,7 @@ func (v *vectorWriter) write(c net.Conn, bufs net.Buffers) error {
 		v.iov = v.iov[:0]
 	}()
 	for len(bufs) > 0 {
-		v.iov = v.iov[:0]
-		for _, b := range bufs {
-			if len(v.iov) == maxIovecs {
-				break
-			}
-			if len(b) > 0 {
-				iov := syscall.Iovec{Base: &b[0]}
-				iov.SetLen(len(b))
-				v.iov = append(v.iov, iov)
-			}
-		}
+		v.fill(bufs)
 		if len(v.iov) == 0 {
 			return nil
 		}
@@ -80,18 +133,4 @@ func (v *vectorWriter) writev(fd uintptr) bool {
 	}
 	v.n, v.errno = int(r), e
 	return true
-}
-
-// consume drops the first n bytes of bufs.
-func consume(bufs net.Buffers, n int) net.Buffers {
-	for len(bufs) > 0 {
-		l := len(bufs[0])
-		if l > n {
-			bufs[0] = bufs[0][n:]
-			return bufs
-		}
-		n -= l
-		bufs = bufs[1:]
-	}
-	return bufs
 }

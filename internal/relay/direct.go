@@ -2,6 +2,7 @@ package relay
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -11,18 +12,34 @@ import (
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4"
+
+	"github.com/nestmtx/nestmtx/internal/framebatch"
 )
 
 // The direct path: a reader over TCP gets the relay's units as they are,
-// by its own writer goroutine, in one writev(2) per wake-up. Compared with
-// gortsplib's writer (a closure, a copy and a write call per packet per
-// reader), it costs one wake-up and one system call per reader per video
-// frame, and no copy at all for readers on the default channels.
+// with no copy for readers on the default channels, one writev(2) per
+// access unit (audio rides with the next video unit).
+//
+// Who writes: the goroutine that publishes a unit writes it to every
+// reader that is keeping up, itself, with a writev that never waits
+// (framebatch's TryWriteBuffers). A reader that is not keeping up (its
+// socket is full, it is starting, or another write holds its connection)
+// gets the units queued for its own writer goroutine, which waits on the
+// socket, and is written to inline again once that goroutine has caught
+// up. Measured with scripts/bench-relay.sh at 50 readers, a wake-up of
+// 50 goroutines per frame cost a third of the relay's CPU (the scheduler,
+// futexes and the runtime's sysmon kept busy by them); one goroutine
+// writing 50 sockets costs the system calls alone.
 
 const (
-	// maxQueuedBytes is how far a reader may fall behind before it is
-	// dropped: a whole cached GOP (the late-join replay) plus a margin.
-	maxQueuedBytes = gopMaxBytes + 4<<20
+	// maxQueuedBytes is how much a reader that is not keeping up may have
+	// queued (besides the cached GOP it joined with, which the relay
+	// holds anyway) before it is dropped: about 8 s at 4 Mbit/s.
+	maxQueuedBytes = 4 << 20
+	// maxBehind is how long a unit may wait in a reader's queue before the
+	// reader is dropped. A paced join catches up within paceCatchUp, so a
+	// reader this far behind is stuck, and its queue only pins memory.
+	maxBehind = 6 * time.Second
 	// writeTimeout drops a reader whose socket accepts nothing for this
 	// long, as gortsplib's WriteTimeout does.
 	writeTimeout = 10 * time.Second
@@ -33,6 +50,11 @@ const (
 type MediaConn interface {
 	// WriteBuffers writes whole interleaved frames.
 	WriteBuffers(net.Buffers) error
+	// TryWriteBuffers writes them without waiting, keeping what the
+	// socket does not take for Flush.
+	TryWriteBuffers(net.Buffers) (framebatch.TryResult, error)
+	// Flush sends what TryWriteBuffers kept.
+	Flush() error
 	// AfterResponse is closed once the response being prepared is written.
 	AfterResponse() <-chan struct{}
 	SetWriteDeadline(time.Time) error
@@ -58,7 +80,14 @@ type directReader struct {
 	mu     sync.Mutex
 	queue  []unit
 	queued int
+	// oldest is when the first unit now queued was queued: maxBehind.
+	oldest time.Time
 	dead   bool
+	// idle says the writer goroutine has nothing queued, owes nothing and
+	// waits, past its gate and its paced start: the publisher may write
+	// to the socket itself. owed says the connection holds the rest of a
+	// batch the publisher could not finish, for the writer to flush.
+	idle, owed bool
 	// waitKey drops media until the next IDR: the reader joined with
 	// nothing to start from.
 	waitKey bool
@@ -77,28 +106,102 @@ type directReader struct {
 	lastDL  time.Time // when the write deadline was last moved
 }
 
-// push queues units for the reader; it reports false once the reader is
-// gone, so the relay forgets it.
-func (d *directReader) push(units []unit) bool {
+// accept reports whether u goes to the reader: live from its join on,
+// on a track it set up, and from an IDR on when it waits for one. It is
+// called under d.mu, in unit order.
+func (d *directReader) accept(u unit) bool {
+	if u.serial < d.from || d.channels[u.track] < 0 {
+		return false
+	}
+	if d.waitKey && !u.control {
+		if !u.key {
+			return false
+		}
+		d.waitKey = false
+	}
+	return true
+}
+
+// fanOut is the publisher's scratch, reused from unit to unit; its totals
+// go to the relay's counters once per batch.
+type fanOut struct {
+	pick           []unit
+	vec            net.Buffers
+	now            time.Time // read once per batch, when a queue needs it
+	bytes, packets uint64
+}
+
+// clock is the batch's time, read at most once.
+func (f *fanOut) clock() time.Time {
+	if f.now.IsZero() {
+		f.now = time.Now()
+	}
+	return f.now
+}
+
+// offer hands the reader a batch of new units: written at once when it
+// keeps up, else queued for its writer. It reports false once the reader
+// is gone, so the relay forgets it.
+func (d *directReader) offer(units []unit, f *fanOut) bool {
 	d.mu.Lock()
 	if d.dead {
 		d.mu.Unlock()
 		return false
 	}
-	added := false
+	f.pick = f.pick[:0]
 	for _, u := range units {
-		if u.serial < d.from || d.channels[u.track] < 0 {
-			continue
+		if d.accept(u) {
+			f.pick = append(f.pick, u)
 		}
-		if d.waitKey && !u.control {
-			if !u.key {
-				continue
-			}
-			d.waitKey = false
+	}
+	if len(f.pick) == 0 {
+		d.mu.Unlock()
+		return true
+	}
+	if d.idle {
+		f.vec = f.vec[:0]
+		size, packets := 0, uint64(0)
+		for _, u := range f.pick {
+			f.vec = append(f.vec, u.data)
+			size += len(u.data)
+			packets += uint64(u.packets)
 		}
+		res, err := d.conn.TryWriteBuffers(f.vec)
+		clear(f.vec)
+		if err != nil {
+			d.mu.Unlock()
+			d.fail(err)
+			return false
+		}
+		switch res {
+		case framebatch.TryWritten:
+			d.mu.Unlock()
+			f.bytes += uint64(size)
+			f.packets += packets
+			return true
+		case framebatch.TryOwed:
+			// The connection sends the rest before anything else; the
+			// writer flushes it, waiting on the socket.
+			f.bytes += uint64(size)
+			f.packets += packets
+			d.idle, d.owed = false, true
+			d.mu.Unlock()
+			d.signal()
+			return true
+		}
+		// TryBusy: the writer takes it, as for a reader behind.
+	}
+	d.idle = false
+	if d.oldest.IsZero() {
+		d.oldest = f.clock()
+	} else if f.clock().Sub(d.oldest) > maxBehind {
+		d.mu.Unlock()
+		d.fail(fmt.Errorf("reader too slow: more than %s behind live", maxBehind))
+		return false
+	}
+	for _, u := range f.pick {
 		d.queue = append(d.queue, u)
 		d.queued += len(u.data)
-		added = true
 	}
 	if d.queued > maxQueuedBytes {
 		d.mu.Unlock()
@@ -106,13 +209,15 @@ func (d *directReader) push(units []unit) bool {
 		return false
 	}
 	d.mu.Unlock()
-	if added {
-		select {
-		case d.wake <- struct{}{}:
-		default:
-		}
-	}
+	d.signal()
 	return true
+}
+
+func (d *directReader) signal() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
 }
 
 // run writes the queue to the socket until the reader stops.
@@ -130,17 +235,31 @@ func (d *directReader) run() {
 	}
 	var batch []unit
 	for {
-		select {
-		case <-d.wake:
-		case <-d.done:
-			return
-		}
 		d.mu.Lock()
 		batch, d.queue = d.queue, batch[:0]
 		d.queued = 0
-		d.mu.Unlock()
-		if len(batch) == 0 {
+		d.oldest = time.Time{}
+		owed := d.owed
+		d.owed = false
+		if len(batch) == 0 && !owed {
+			// Caught up: the publisher writes from here on, except to a
+			// reader whose frames need their channels rewritten.
+			d.idle = !d.remap
+			d.mu.Unlock()
+			select {
+			case <-d.wake:
+			case <-d.done:
+				return
+			}
 			continue
+		}
+		d.mu.Unlock()
+		if owed {
+			d.moveDeadline(false)
+			if err := d.conn.Flush(); err != nil {
+				d.fail(err)
+				return
+			}
 		}
 		if err := d.write(batch); err != nil {
 			d.fail(err)
@@ -148,6 +267,16 @@ func (d *directReader) run() {
 		}
 		// Let the arena chunks go as soon as nobody needs them.
 		clear(batch)
+	}
+}
+
+// moveDeadline gives the socket a fresh write deadline once a second, or
+// before each piece of a large batch (more), not per write: a timer update
+// per write is measurable at 50 readers.
+func (d *directReader) moveDeadline(more bool) {
+	if now := time.Now(); now.Sub(d.lastDL) >= time.Second || more {
+		d.lastDL = now
+		d.conn.SetWriteDeadline(now.Add(writeTimeout)) //nolint:errcheck // applied at the write
 	}
 }
 
@@ -181,12 +310,7 @@ func (d *directReader) write(batch []unit) error {
 			d.bufs = append(d.bufs, d.scratch)
 		}
 		batch = batch[n:]
-		// The deadline moves once a second or per large write, not per
-		// write: a timer update per write is measurable at 50 readers.
-		if now := time.Now(); now.Sub(d.lastDL) >= time.Second || len(batch) > 0 {
-			d.lastDL = now
-			d.conn.SetWriteDeadline(now.Add(writeTimeout)) //nolint:errcheck // applied at the write
-		}
+		d.moveDeadline(len(batch) > 0)
 		err := d.conn.WriteBuffers(d.bufs)
 		clear(d.bufs)
 		if err != nil {

@@ -82,10 +82,18 @@ const (
 	// gopMaxBytes bounds the memory of the GOP cache; a longer GOP is not
 	// cached and late joiners wait for the next IDR.
 	gopMaxBytes = 8 << 20
-	// WriteQueueSize must hold a whole cached GOP plus live packets for a
-	// late joiner served by gortsplib; the server must be configured with
-	// at least this.
-	WriteQueueSize = 8192
+	// WriteQueueSize is the server's per-session write queue, in packets.
+	// gortsplib allocates it for every reader that plays, the direct
+	// path's too (which never use it), so it is kept small: 8192 slots
+	// cost 128 KB a reader and, scanned by every collection, made up half
+	// the live heap at 50 readers. Readers fed by gortsplib (UDP) get the
+	// cached GOP only when it fits with room for live packets (see
+	// servedReplayMax); the server must be configured with this.
+	WriteQueueSize = 512
+	// servedReplayMax is the most packets of cached GOP replayed to a
+	// reader fed by gortsplib: the rest of its queue takes the live
+	// packets (an IDR is about a hundred) that arrive while it drains.
+	servedReplayMax = WriteQueueSize - 192
 	// replayHoldLimit releases the replay gate if the server never confirms
 	// that the reader was activated (a connection dying mid-PLAY).
 	replayHoldLimit = 2 * time.Second
@@ -137,6 +145,7 @@ type Relay struct {
 	gopValid   bool
 	heldAudio  []unit // audio units waiting to go out with the next video unit
 	batch      []unit // scratch: the units being published
+	fan        fanOut // scratch: writing them to the direct readers
 	readers    map[*directReader]struct{}
 	viaServer  int // readers fed by gortsplib
 	// servedJoining counts gortsplib's readers between their GOP replay
@@ -558,12 +567,20 @@ func (r *Relay) publish(u unit) {
 			r.batch = append(r.batch, r.senderReport(t))
 		}
 	}
+	f := &r.fan
+	f.now = time.Time{}
 	for d := range r.readers {
-		if !d.push(r.batch) {
+		if !d.offer(r.batch, f) {
 			delete(r.readers, d)
 		}
 	}
+	clear(f.pick)
 	clear(r.batch)
+	if f.bytes > 0 {
+		r.sent.bytes.Add(f.bytes)
+		r.sent.packets.Add(f.packets)
+		f.bytes, f.packets = 0, 0
+	}
 }
 
 // senderReport is a unit with t's RTCP sender report, for direct readers

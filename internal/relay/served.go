@@ -119,10 +119,11 @@ func (pb *directPlayback) Started() {
 			}
 		}
 		d.mu.Lock()
+		// The join's units are not counted against maxQueuedBytes: they
+		// are the cached GOP's, which the relay holds anyway.
 		for _, u := range join {
 			if d.channels[u.track] >= 0 {
 				d.queue = append(d.queue, u)
-				d.queued += len(u.data)
 			}
 		}
 		d.mu.Unlock()
@@ -167,7 +168,7 @@ func (r *Relay) playServed(ss *gortsplib.ServerSession, replay bool) Playback {
 		pb.released.Do(func() {}) // not joining: nothing to release
 		return pb
 	}
-	if r.gopValid {
+	if r.gopValid && r.servedGOPFits(setup) {
 		var pkt rtp.Packet
 	replay:
 		for _, u := range r.gop {
@@ -193,6 +194,20 @@ func (r *Relay) playServed(ss *gortsplib.ServerSession, replay bool) Playback {
 	// If the server never confirms the PLAY, the others wait no longer.
 	pb.hold = time.AfterFunc(replayHoldLimit, pb.release)
 	return pb
+}
+
+// servedGOPFits tells whether the cached GOP's packets for the medias a
+// reader set up fit its gortsplib write queue with room to spare. A longer
+// GOP is not replayed: the reader starts with the live packets and its
+// decoder with the next IDR, as with a relay that caches nothing.
+func (r *Relay) servedGOPFits(setup map[*description.Media]bool) bool {
+	n := 0
+	for _, u := range r.gop {
+		if setup[r.tracks[u.track].media] {
+			n += int(u.packets)
+		}
+	}
+	return n <= servedReplayMax
 }
 
 type servedPlayback struct {

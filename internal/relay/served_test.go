@@ -1,0 +1,131 @@
+package relay_test
+
+import (
+	"bytes"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/bluenviron/gortsplib/v4/pkg/description"
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/pion/rtp"
+
+	"github.com/nestmtx/nestmtx/internal/relay"
+	"github.com/nestmtx/nestmtx/internal/rtspserver"
+	"github.com/nestmtx/nestmtx/internal/testkit"
+)
+
+// TestServedReaderSkipsAGOPTooLongForItsQueue: gortsplib's per-reader
+// write queue is small (every reader pays for it), so a UDP reader that
+// joins while the cached GOP is longer than the queue holds is not given
+// the GOP, which would overflow it and lose packets at random. It starts
+// with the live packets instead, and gets every packet of the next IDR.
+func TestServedReaderSkipsAGOPTooLongForItsQueue(t *testing.T) {
+	_, sps, pps := clipAUs(t)
+	path := &rtspserver.FixedPath{}
+	srv, err := rtspserver.Start(rtspserver.Options{Address: "127.0.0.1:0", UDPRTPAddress: testkit.FreeUDPPair(t),
+		StartTimeout: 5 * time.Second, Resolver: rtspserver.Paths{"cam": path}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	r, err := relay.New(srv.Gortsplib(), relay.Params{SPS: sps, PPS: pps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path.Relay = r
+	t.Cleanup(r.Close)
+
+	// A GOP of about 650 packets: a 100 kB IDR and twenty 40 kB pictures.
+	idr := append([]byte{0x65}, bytes.Repeat([]byte{0x55}, 100_000)...)
+	pframe := append([]byte{0x41}, bytes.Repeat([]byte{0x33}, 40_000)...)
+	seg := r.BeginSegment()
+	ts := uint32(0)
+	write := func(au []byte) {
+		t.Helper()
+		if err := seg.WriteVideo(ts, [][]byte{au}); err != nil {
+			t.Fatal(err)
+		}
+		ts += 3000
+	}
+	write(idr)
+	for range 20 {
+		write(pframe)
+	}
+	before := r.Stats().RTPPackets
+
+	udp := gortsplib.TransportUDP
+	c := &gortsplib.Client{Transport: &udp}
+	u, _ := base.ParseURL("rtsp://" + srv.Addr() + "/cam")
+	if err := c.Start(u.Scheme, u.Host); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	desc, _, err := c.Describe(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetupAll(desc.BaseURL, desc.Medias); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var seqs []uint16
+	var lost uint64
+	idrSeen := make(chan struct{})
+	var once sync.Once
+	c.OnPacketsLost = func(n uint64) { mu.Lock(); lost += n; mu.Unlock() }
+	c.OnPacketRTPAny(func(_ *description.Media, _ format.Format, p *rtp.Packet) {
+		mu.Lock()
+		seqs = append(seqs, p.SequenceNumber)
+		mu.Unlock()
+		if startsIDR(p.Payload) {
+			once.Do(func() { close(idrSeen) })
+		}
+	})
+	if _, err := c.Play(nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// The live stream goes on: pictures, then the next GOP's IDR.
+	deadline := time.After(10 * time.Second)
+	for i := 0; ; i++ {
+		if i%10 == 9 {
+			write(idr)
+		} else {
+			write(pframe)
+		}
+		select {
+		case <-idrSeen:
+		case <-deadline:
+			t.Fatal("the UDP reader never got an IDR")
+		case <-time.After(20 * time.Millisecond): // the camera's pace
+			continue
+		}
+		break
+	}
+	// Three more pictures, so that the IDR's last packets are followed.
+	for range 3 {
+		write(pframe)
+	}
+	after := r.Stats().RTPPackets
+	testkit.Eventually(t, 5*time.Second, "the UDP reader to get the live packets", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return uint64(len(seqs)) >= after-before-30 // the first live picture may race the PLAY
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if uint64(len(seqs)) > after-before {
+		t.Fatalf("the reader got %d packets, more than the %d written after the GOP: the GOP was replayed", len(seqs), after-before)
+	}
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] != seqs[i-1]+1 {
+			t.Fatalf("packet %d: sequence %d after %d: packets were lost", i, seqs[i], seqs[i-1])
+		}
+	}
+	if lost != 0 {
+		t.Fatalf("the reader reports %d packets lost", lost)
+	}
+}
