@@ -160,6 +160,12 @@ func StartBroker(o BrokerOptions) (*Broker, error) {
 		// an operator needs to act on, and at most one of each warning a
 		// minute, since clients can trigger them at will.
 		Logger: slog.New(newBrokerLogHandler(log.Handler())),
+		// No account may read $SYS (see the topic rules), so mochi's
+		// refresh of it, every second by default, would only cost a
+		// stop-the-world runtime.ReadMemStats each time, measurable on a
+		// relay busy with readers. Once an hour keeps its uptime roughly
+		// current for a future reader.
+		SysTopicResendInterval: 3600,
 	})
 	rules := newTopicRules(o.BaseTopic)
 	if o.DiscoveryPrefix != "" {
