@@ -36,14 +36,16 @@ const (
 	// queued (besides the cached GOP it joined with, which the relay
 	// holds anyway) before it is dropped: about 8 s at 4 Mbit/s.
 	maxQueuedBytes = 4 << 20
-	// maxBehind is how long a unit may wait in a reader's queue before the
-	// reader is dropped. A paced join catches up within paceCatchUp, so a
-	// reader this far behind is stuck, and its queue only pins memory.
-	maxBehind = 6 * time.Second
 	// writeTimeout drops a reader whose socket accepts nothing for this
 	// long, as gortsplib's WriteTimeout does.
 	writeTimeout = 10 * time.Second
 )
+
+// maxBehind is how long a unit may wait in a reader's queue before the
+// reader is dropped. A paced join catches up within paceCatchUp, so a
+// reader this far behind is stuck, and its queue only pins memory. A
+// variable for tests.
+var maxBehind = 6 * time.Second
 
 // MediaConn is a reader's connection as the direct path needs it:
 // framebatch.Conn, which serialises these writes with gortsplib's.
@@ -83,11 +85,14 @@ type directReader struct {
 	// oldest is when the first unit now queued was queued: maxBehind.
 	oldest time.Time
 	dead   bool
-	// idle says the writer goroutine has nothing queued, owes nothing and
-	// waits, past its gate and its paced start: the publisher may write
-	// to the socket itself. owed says the connection holds the rest of a
-	// batch the publisher could not finish, for the writer to flush.
-	idle, owed bool
+	// idle says the reader has nothing queued and is owed nothing, past
+	// its gate and its paced start: the publisher may write to the socket
+	// itself. owed says the connection holds the rest of a batch the
+	// publisher could not finish, for the writer to flush. running says a
+	// writer goroutine is at work: one runs only while the reader starts
+	// or is behind, and writers counts them, for Stop.
+	idle, owed, running bool
+	writers             sync.WaitGroup
 	// waitKey drops media until the next IDR: the reader joined with
 	// nothing to start from.
 	waitKey bool
@@ -180,13 +185,13 @@ func (d *directReader) offer(units []unit, f *fanOut) bool {
 			f.packets += packets
 			return true
 		case framebatch.TryOwed:
-			// The connection sends the rest before anything else; the
+			// The connection sends the rest before anything else; a
 			// writer flushes it, waiting on the socket.
 			f.bytes += uint64(size)
 			f.packets += packets
 			d.idle, d.owed = false, true
+			d.startWriter()
 			d.mu.Unlock()
-			d.signal()
 			return true
 		}
 		// TryBusy: the writer takes it, as for a reader behind.
@@ -208,19 +213,32 @@ func (d *directReader) offer(units []unit, f *fanOut) bool {
 		d.fail(errors.New("reader too slow: its queue exceeded the limit"))
 		return false
 	}
+	if !d.running {
+		d.startWriter()
+		d.mu.Unlock()
+		return true
+	}
 	d.mu.Unlock()
-	d.signal()
-	return true
-}
-
-func (d *directReader) signal() {
 	select {
 	case d.wake <- struct{}{}:
 	default:
 	}
+	return true
 }
 
-// run writes the queue to the socket until the reader stops.
+// startWriter starts a goroutine to write what is queued or owed; it is
+// called under d.mu, on a reader that is not dead and has none running.
+func (d *directReader) startWriter() {
+	d.running = true
+	d.writers.Add(1)
+	go func() {
+		defer d.writers.Done()
+		d.drain()
+	}()
+}
+
+// run is the reader's first writer: it waits for the PLAY response to be
+// on the wire, writes the paced start, then what was queued meanwhile.
 func (d *directReader) run() {
 	select {
 	case <-d.gate:
@@ -233,6 +251,14 @@ func (d *directReader) run() {
 	if d.pace != nil && !d.runPaced() {
 		return
 	}
+	d.drain()
+}
+
+// drain writes the queue (and flushes what the connection is owed) until
+// nothing is left, then leaves the reader to the publisher and returns.
+// A reader whose frames need their channels rewritten keeps its writer,
+// which waits for more.
+func (d *directReader) drain() {
 	var batch []unit
 	for {
 		d.mu.Lock()
@@ -242,9 +268,12 @@ func (d *directReader) run() {
 		owed := d.owed
 		d.owed = false
 		if len(batch) == 0 && !owed {
-			// Caught up: the publisher writes from here on, except to a
-			// reader whose frames need their channels rewritten.
-			d.idle = !d.remap
+			if !d.remap {
+				// Caught up: the publisher writes from here on.
+				d.idle, d.running = !d.dead, false
+				d.mu.Unlock()
+				return
+			}
 			d.mu.Unlock()
 			select {
 			case <-d.wake:

@@ -74,7 +74,6 @@ type directPlayback struct {
 	d      *directReader
 	replay bool
 	once   sync.Once
-	exited chan struct{} // closed when the writer has returned; nil if it never ran
 }
 
 // Started joins the reader: sender reports, the cached GOP and from then
@@ -126,14 +125,14 @@ func (pb *directPlayback) Started() {
 				d.queue = append(d.queue, u)
 			}
 		}
+		d.running = true
+		d.writers.Add(1)
 		d.mu.Unlock()
-		d.wake <- struct{}{}
 		d.from = r.nextSerial // units held for the next batch are in the GOP already
 		r.readers[d] = struct{}{}
 		r.mu.Unlock()
-		pb.exited = make(chan struct{})
 		go func() {
-			defer close(pb.exited)
+			defer d.writers.Done()
 			d.run()
 		}()
 	})
@@ -146,9 +145,7 @@ func (pb *directPlayback) Started() {
 func (pb *directPlayback) Stop() {
 	pb.once.Do(func() {}) // a Stop before Started never starts; after, Started has finished
 	pb.d.stop()
-	if pb.exited != nil {
-		<-pb.exited
-	}
+	pb.d.writers.Wait()
 }
 
 // playServed is the gortsplib path: the GOP is queued to the session now,
