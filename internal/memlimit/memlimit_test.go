@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync"
 	"testing"
 	"time"
 )
@@ -12,19 +13,65 @@ import (
 func TestLimitFollowsTheLiveHeap(t *testing.T) {
 	p := Default
 	for _, c := range []struct {
-		live uint64
-		want int64
+		live, overhead uint64
+		want           int64
 	}{
-		{0, 40 << 20},
-		{20 << 20, 40 << 20},        // 20 + 16 under the floor
-		{100 << 20, 150 << 20},      // half again
-		{1 << 30, 1<<30 + 1<<29},    // half again
-		{30 << 20, 30<<20 + 16<<20}, // the least headroom
+		{0, 0, 40 << 20},
+		{20 << 20, 0, 40 << 20},                        // 20 + 16 under the floor
+		{100 << 20, 0, 150 << 20},                      // half again
+		{1 << 30, 0, 1<<30 + 1<<29},                    // half again
+		{30 << 20, 0, 30<<20 + 16<<20},                 // the least headroom
+		{20 << 20, 10 << 20, 46 << 20},                 // stacks and metadata on top
+		{100 << 20, 30 << 20, 130<<20 + 50<<20},        // the headroom is the live heap's half
+		{1 << 62, 0, 1<<63 - 1},                        // no overflow
+		{0, 1 << 62, 1<<63 - 1},                        // no overflow
+		{2 << 20, 4 << 20, 40 << 20},                   // the floor
+		{60 << 20, 12 << 20, 60<<20 + 12<<20 + 30<<20}, // half of 60
 	} {
-		if got := p.Limit(c.live); got != c.want {
-			t.Errorf("Limit(%d MiB) = %d MiB, want %d MiB", c.live>>20, got>>20, c.want>>20)
+		if got := p.Limit(c.live, c.overhead); got != c.want {
+			t.Errorf("Limit(%d MiB, %d MiB) = %d MiB, want %d MiB", c.live>>20, c.overhead>>20, got>>20, c.want>>20)
 		}
 	}
+}
+
+// TestOverheadIsWhatTheLimitCounts: the overhead read from runtime/metrics
+// is the memory the soft limit counts besides heap objects and free heap
+// pages; goroutine stacks show in it.
+func TestOverheadIsWhatTheLimitCounts(t *testing.T) {
+	s := []metrics.Sample{{Name: metricLive}, {Name: metricTotal}, {Name: metricReleased},
+		{Name: metricObjects}, {Name: metricFree}}
+	metrics.Read(s)
+	_, before, ok := read(s)
+	if !ok {
+		t.Fatal("the runtime lacks a metric the policy reads")
+	}
+	stop := make(chan struct{})
+	var started sync.WaitGroup
+	for range 1000 {
+		started.Add(1)
+		go func() { deepStack(64, &started, stop) }()
+	}
+	started.Wait()
+	metrics.Read(s)
+	_, after, _ := read(s)
+	close(stop)
+	// 1000 goroutines with at least 16 KiB of stack each.
+	if after < before+15<<20 {
+		t.Fatalf("the overhead grew from %d to %d KiB with 16 MiB of goroutine stacks", before>>10, after>>10)
+	}
+}
+
+// deepStack grows its goroutine's stack (frames of 256 bytes) before it
+// waits.
+func deepStack(depth int, started *sync.WaitGroup, stop chan struct{}) byte {
+	var pad [256]byte
+	if depth == 0 {
+		started.Done()
+		<-stop
+		return pad[0]
+	}
+	pad[depth%len(pad)] = byte(depth)
+	return deepStack(depth-1, started, stop) + pad[depth%len(pad)]
 }
 
 // gcShare runs work and returns the share of this process's CPU time the
@@ -87,7 +134,7 @@ func TestNoCollectorSpiral(t *testing.T) {
 	runtime.GC()
 	// The policy has read the 100 MiB live heap once the limit is the one
 	// for it (an earlier read may have seen part of it).
-	for deadline := time.Now().Add(5 * time.Second); debug.SetMemoryLimit(-1) < p.Limit(100<<20); {
+	for deadline := time.Now().Add(5 * time.Second); debug.SetMemoryLimit(-1) < p.Limit(100<<20, 0); {
 		if time.Now().After(deadline) {
 			t.Fatalf("the limit is still %d MiB with 100 MiB live", debug.SetMemoryLimit(-1)>>20)
 		}
