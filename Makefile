@@ -22,16 +22,19 @@ test:
 	scripts/test.sh
 
 # The latency benchmarks cover RTSP and WebRTC cameras (BenchmarkColdStart,
-# BenchmarkColdStartWebRTC, BenchmarkLateJoinerFirstIDR[WebRTC]); the relay
-# load runs are 50 readers of the RTSP camera, then 10 of the WebRTC one
-# with its Opus passed through and made AAC by an ffmpeg child.
+# BenchmarkColdStartWebRTC, BenchmarkLateJoinerFirstIDR[WebRTC]). The relay
+# load runs, the daemon and the simulator in processes of their own: the
+# scaling table (one RTSP camera read by 10, 50, 100, 200 and 300 readers,
+# then 8 cameras × 25 readers; CPU per delivered MB, RSS, GC share, join
+# times, with the targets met or missed), then 10 readers of the WebRTC
+# camera with its Opus passed through and made AAC by an ffmpeg child.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./internal/... | grep -v /internal/app)
 	$(GO) test -run '^$$' -bench 'BenchmarkColdStart|BenchmarkLateJoiner' -benchtime 20x ./internal/app/
 	scripts/bench-api.sh -concurrency 16 -duration 10s
 	scripts/bench-http.sh -duration 10s
 	scripts/bench-socketio.sh
-	scripts/bench-relay.sh --runs 3
+	scripts/bench-scale.sh
 	scripts/bench-relay.sh --runs 1 --camera "Living Room" --readers 10 --audio opus
 	scripts/bench-relay.sh --runs 1 --camera "Living Room" --readers 10 --audio aac
 

@@ -5,37 +5,51 @@
 # nestmtx and nestmtx-relaybench, starts `nestmtx simulate --clip-dir` and
 # `nestmtx serve` as separate processes (so the simulator's CPU is not the
 # daemon's), and runs nestmtx-relaybench, which authorizes a credential
-# over the MQTT API, serves the first RTSP camera (or --camera's), connects
-# the readers and measures the daemon's CPU time (and its ffmpeg
-# children's), peak RSS and the packets per second the readers receive.
+# over the MQTT API, serves the first RTSP camera (or --camera's, or the
+# first --cameras N), starts each camera with one reader, has the other
+# readers join together and measures the daemon's CPU time (and its ffmpeg
+# children's) per delivered MB, its RSS, the GC's share of its CPU (from
+# its /metrics, opened with a token made for the run), the joiners' time to
+# their first packet and IDR, and the packets per second the readers
+# receive. scripts/bench-scale.sh runs it for several reader counts.
 #
 # Usage: scripts/bench-relay.sh [--runs N] [nestmtx-relaybench flags...]
 #   --runs N   repeat the whole measurement N times, each with fresh
 #              processes, and print the medians (default 1)
-# Among the flags passed on: --readers N (50), --camera NAME (the camera to
-# serve; "Living Room" is the simulator's WebRTC camera, which plays the
-# clip's video with a built-in Opus tone), --audio opus|aac|none|default
-# (the camera's audio; aac has the daemon transcode a WebRTC camera's Opus
-# with an ffmpeg child, whose CPU is reported apart and in the total), e.g.
+# Among the flags passed on: --readers N (50 per camera), --cameras N (1;
+# the simulator then serves max(N, 2) RTSP cameras), --duration, --warmup,
+# --baseline, --camera NAME (the camera to serve; "Living Room" is the
+# simulator's WebRTC camera, which plays the clip's video with a built-in
+# Opus tone), --audio opus|aac|none|default (the camera's audio; aac has
+# the daemon transcode a WebRTC camera's Opus with an ffmpeg child, whose
+# CPU is reported apart and in the total), e.g.
 #   scripts/bench-relay.sh --runs 1 --camera "Living Room" --readers 10 --audio aac
 # Environment: CLIP_SECONDS (14), VIDEO_BITRATE (4M), FRESH_CLIP=1 makes
 # the clip again rather than reusing bin/bench-relay's, KEEP=1 keeps the
 # work directory (with the daemon's log), DAEMON_ENV adds variables to the
-# daemon's environment only (e.g. DAEMON_ENV='GODEBUG=gctrace=1 GOGC=50').
-# A daemon CPU profile (--pprof, skipped when the daemon exposes none) would
-# be written to bin/bench-relay/.
+# daemon's environment only (e.g. DAEMON_ENV='GODEBUG=gctrace=1 GOGC=50'),
+# PPROF_NAME names the daemon CPU profiles (--pprof, skipped when the daemon
+# exposes none), written to bin/bench-relay/<PPROF_NAME>-<run>.pprof
+# (default daemon-cpu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 runs=1
+cameras=1
 args=()
 while [ $# -gt 0 ]; do
   case $1 in
     --runs) runs=$2; shift 2 ;;
     --runs=*) runs=${1#--runs=}; shift ;;
+    # Passed on, and read here too: the simulator must serve that many.
+    --cameras) cameras=$2; args+=("$1" "$2"); shift 2 ;;
+    --cameras=*) cameras=${1#--cameras=}; args+=("$1"); shift ;;
     *) args+=("$1"); shift ;;
   esac
 done
+# Two RTSP cameras is the simulator's default set; more are added to it.
+sim_cameras=()
+[ "$cameras" -le 2 ] || sim_cameras=(--rtsp-cameras "$cameras")
 cmdline="scripts/bench-relay.sh --runs $runs"
 [ ${#args[@]} -eq 0 ] || cmdline+=$(printf ' %q' "${args[@]}")
 
@@ -84,7 +98,9 @@ else
 fi
 
 echo "bench-relay: building" >&2
-go build -trimpath -o "$work/nestmtx" ./cmd/nestmtx
+# The daemon is built as a release is (scripts/release.sh): static, no
+# libc mapped in, no symbol tables.
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$work/nestmtx" ./cmd/nestmtx
 go build -trimpath -o "$work/nestmtx-relaybench" ./cmd/nestmtx-relaybench
 
 freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -102,7 +118,7 @@ for run in $(seq "$runs"); do
   echo "bench-relay: run $run of $runs" >&2
   sim_http=$(freeport); sim_rtsps=$(freeport)
   "$work/nestmtx" simulate --clip-dir "$clip" --http "127.0.0.1:$sim_http" --rtsps "127.0.0.1:$sim_rtsps" \
-    --ca-file "$work/sim-ca.pem" --stream-ttl 10m >"$work/sim.out" 2>"$work/sim.log" &
+    --ca-file "$work/sim-ca.pem" --stream-ttl 10m "${sim_cameras[@]}" >"$work/sim.out" 2>"$work/sim.log" &
   sim=$!
   pids+=("$sim")
   for _ in $(seq 200); do grep -qs '^# payload: ' "$work/sim.out" && break; sleep 0.1; done
@@ -111,10 +127,14 @@ for run in $(seq "$runs"); do
   grep '^NESTMTX_' "$work/sim.out" >"$work/sim.env"
 
   mqtt=$(freeport); http=$(freeport); rtsp=$(freeport)
+  # A token for this run's /metrics (the GC's share of the daemon's CPU);
+  # the tool reads it from its environment, so it is in no command line.
+  metrics_token=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
   rm -rf "$work/data"
   (
     set -a
     . "$work/sim.env"
+    NESTMTX_METRICS_TOKEN=$metrics_token \
     NESTMTX_DATA_DIR=$work/data NESTMTX_ADMIN_PASSWORD=bench-password \
     NESTMTX_MQTT_LISTEN=127.0.0.1:$mqtt NESTMTX_HTTP_ADDRESS=127.0.0.1:$http \
     NESTMTX_RTSP_ADDRESS=127.0.0.1:$rtsp NESTMTX_LOG_LEVEL=warn NESTMTX_HTTP_PPROF=true
@@ -127,10 +147,11 @@ for run in $(seq "$runs"); do
   waitport "$mqtt"
 
   out="$work/result-$run.txt"
-  if ! "$work/nestmtx-relaybench" --pid "$daemon" --sim-pid "$sim" --clip-dir "$clip" \
-      --broker "127.0.0.1:$mqtt" --password bench-password --http "127.0.0.1:$http" --rtsp "127.0.0.1:$rtsp" \
-      --credential "$payload" --command "$cmdline" \
-      --pprof "http://127.0.0.1:$http/debug/pprof/profile" --pprof-out "bin/bench-relay/daemon-cpu-$run.pprof" \
+  if ! NESTMTX_ADMIN_PASSWORD=bench-password NESTMTX_METRICS_TOKEN=$metrics_token \
+      "$work/nestmtx-relaybench" --pid "$daemon" --sim-pid "$sim" --clip-dir "$clip" \
+      --broker "127.0.0.1:$mqtt" --http "127.0.0.1:$http" --rtsp "127.0.0.1:$rtsp" \
+      --credential "$payload" --command "$cmdline" --metrics "http://127.0.0.1:$http/metrics" \
+      --pprof "http://127.0.0.1:$http/debug/pprof/profile" --pprof-out "bin/bench-relay/${PPROF_NAME:-daemon-cpu}-$run.pprof" \
       "${args[@]}" | tee "$out"; then
     echo "bench-relay: run $run failed; daemon log:" >&2
     tail -n 30 "$work/daemon.log" >&2

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -36,12 +37,19 @@ func simulate(args []string, stdout, stderr io.Writer) int {
 	clipDir := fs.String("clip-dir", "", "directory holding the clip every simulated camera plays instead of the built-in one: "+
 		nestsim.ClipH264File+" (H.264 Annex-B elementary stream of at most 8 MiB with SPS/PPS in band, starting with an IDR, no B-frames) and "+
 		nestsim.ClipAACFile+" (AAC-LC in ADTS), as described in testdata/README.md")
+	rtspCameras := fs.Int("rtsp-cameras", defaultRTSPCameras(), "RTSP cameras to serve in all: fewer drops the last default ones, more adds cameras named \"Camera 3\", \"Camera 4\" … "+
+		"(ids "+extraCameraID(3)+" …), all playing the same clip; the thermostat and the WebRTC camera stay")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: nestmtx simulate [flags]
 
 Runs a simulated Google (OAuth consent and token endpoints, the Smart Device
 Management API and RTSPS cameras) until SIGINT or SIGTERM, and prints the
 settings a nestmtx daemon needs to use it.
+
+It shares the RTSP doorbell "Front Door", the RTSP camera "Backyard", a
+thermostat and a WebRTC camera in the "Living Room"; --rtsp-cameras N serves
+N RTSP cameras instead (e.g. 8 for a load test: "Camera 3" to "Camera 8"
+join the two).
 
 Flags:
 `)
@@ -77,6 +85,10 @@ Flags:
 	if err != nil {
 		return fail("--ca-file: %v", err)
 	}
+	cameras, err := simulatedCameras(*rtspCameras)
+	if err != nil {
+		return fail("--rtsp-cameras: %v", err)
+	}
 	var clip *nestsim.Clip // nil plays the built-in clip
 	if *clipDir != "" {
 		clip, err = nestsim.LoadClipFiles(filepath.Join(*clipDir, nestsim.ClipH264File), filepath.Join(*clipDir, nestsim.ClipAACFile))
@@ -102,6 +114,7 @@ Flags:
 		StreamTTL:      *streamTTL,
 		EnforceQuota:   *enforceQuota,
 		ClockOffset:    *clockOffset,
+		Cameras:        cameras,
 		Clip:           clip,
 		Log:            log.With("component", "nestsim"),
 	})
@@ -118,13 +131,61 @@ Flags:
 	printSimulateBanner(stdout, sim, caPath)
 	log.Info("simulator running", "http", sim.HTTPAddress(), "rtsps", sim.RTSPSAddress(),
 		"ca_file", caPath, "stream_ttl", streamTTL.String(), "access_token_ttl", accessTTL.String(),
-		"faults", faults.String(), "enforce_quota", *enforceQuota, "clock_offset", clockOffset.String())
+		"faults", faults.String(), "enforce_quota", *enforceQuota, "clock_offset", clockOffset.String(), "rtsp_cameras", *rtspCameras)
 
 	s := <-sig
 	log.Info("shutting down", "signal", s.String())
 	sim.Close()
 	log.Info("stopped")
 	return 0
+}
+
+// maxRTSPCameras bounds --rtsp-cameras: every camera is a player goroutine
+// (parked while nobody streams it) and a device in every list answer.
+const maxRTSPCameras = 256
+
+// defaultRTSPCameras is how many RTSP cameras nestsim.DefaultCameras has.
+func defaultRTSPCameras() int {
+	n := 0
+	for _, d := range nestsim.DefaultCameras() {
+		if slices.Contains(d.Protocols, nestsim.ProtocolRTSP) {
+			n++
+		}
+	}
+	return n
+}
+
+// extraCameraID is the id of the added RTSP camera "Camera <n>": stable, so
+// that a daemon restarted against a new simulator finds the same cameras.
+func extraCameraID(n int) string { return fmt.Sprintf("AVPHwEuSimCamera%03d", n) }
+
+// simulatedCameras is the device list for --rtsp-cameras n: nil (the
+// simulator's defaults) when n is their count; else the defaults with the
+// RTSP cameras beyond the nth left out, or with "Camera 3", "Camera 4" …
+// (numbered on from the defaults) appended after them.
+func simulatedCameras(n int) ([]nestsim.Device, error) {
+	if n < 0 || n > maxRTSPCameras {
+		return nil, fmt.Errorf("must be between 0 and %d, got %d", maxRTSPCameras, n)
+	}
+	def := defaultRTSPCameras()
+	if n == def {
+		return nil, nil
+	}
+	var out []nestsim.Device
+	rtsp := 0
+	for _, d := range nestsim.DefaultCameras() {
+		if slices.Contains(d.Protocols, nestsim.ProtocolRTSP) {
+			if rtsp++; rtsp > n {
+				continue
+			}
+		}
+		out = append(out, d)
+	}
+	for i := def + 1; i <= n; i++ {
+		out = append(out, nestsim.Device{ID: extraCameraID(i), CustomName: fmt.Sprintf("Camera %d", i),
+			Room: fmt.Sprintf("Room %d", i), Type: nestsim.TypeCamera, Protocols: []string{nestsim.ProtocolRTSP}})
+	}
+	return out, nil
 }
 
 // printSimulateBanner prints the daemon's environment as lines that can be

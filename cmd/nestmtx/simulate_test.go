@@ -381,6 +381,8 @@ func TestSimulateBadFlags(t *testing.T) {
 		{[]string{"--stream-ttl=0s"}, "--stream-ttl"},
 		{[]string{"--access-token-ttl=-1m"}, "--access-token-ttl"},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
+		{[]string{"--rtsp-cameras=-1"}, "--rtsp-cameras"},
+		{[]string{"--rtsp-cameras=100000"}, "--rtsp-cameras"},
 		{[]string{"extra"}, `"extra"`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -405,11 +407,141 @@ func TestSimulateBadFlags(t *testing.T) {
 	}
 
 	out, err := exec.Command(binary, "simulate", "--help").CombinedOutput()
-	if err != nil || !bytes.Contains(out, []byte("-ca-file")) || !bytes.Contains(out, []byte("-enforce-quota")) {
+	if err != nil || !bytes.Contains(out, []byte("-ca-file")) || !bytes.Contains(out, []byte("-enforce-quota")) ||
+		!bytes.Contains(out, []byte("-rtsp-cameras")) {
 		t.Fatalf("simulate --help: %v\n%s", err, out)
 	}
 	out, err = exec.Command(binary, "help").Output()
 	if err != nil || !bytes.Contains(out, []byte("simulate")) {
 		t.Fatalf("help does not list simulate: %v\n%s", err, out)
 	}
+}
+
+// TestSimulateRTSPCameras: --rtsp-cameras 4 adds "Camera 3" and "Camera 4"
+// to the two default RTSP cameras, with the stable ids a restarted simulator
+// gives them again; a daemon lists all four next to the WebRTC camera and
+// serves an added one, which plays the clip like the others.
+func TestSimulateRTSPCameras(t *testing.T) {
+	ffprobe := testkit.RequireTool(t, "ffprobe", "ffmpeg")
+	dir := t.TempDir()
+	sim := startProc(t, "simulate", nil, "simulate", "--http="+testkit.FreeAddr(t), "--rtsps="+testkit.FreeAddr(t),
+		"--ca-file="+filepath.Join(dir, "ca.pem"), "--rtsp-cameras=4")
+	banner := readBanner(t, sim)
+
+	d := startServe(t, t.TempDir(), nil, append(banner.envList(), "NESTMTX_ADMIN_PASSWORD=simulate-pass")...)
+	call := authorizeSimulated(t, d, banner)
+	type camera struct {
+		ID        uint64   `json:"id"`
+		Name      string   `json:"name"`
+		UID       string   `json:"uid"`
+		Room      string   `json:"room"`
+		Protocols []string `json:"protocols"`
+	}
+	var cams []camera
+	testkit.Eventually(t, 30*time.Second, "four RTSP cameras in cameras list", func() bool {
+		var list struct{ Items []camera }
+		call(map[string]any{"command": "list", "module": "cameras", "payload": map[string]any{"itemsPerPage": 500}}, &list)
+		cams = list.Items
+		return len(cams) >= 5
+	})
+	var rtsp, webrtc []string
+	var added camera
+	for _, c := range cams {
+		switch {
+		case slices.Contains(c.Protocols, "RTSP"):
+			rtsp = append(rtsp, c.Name)
+		case slices.Contains(c.Protocols, "WEB_RTC"):
+			webrtc = append(webrtc, c.Name)
+		}
+		if c.Name == "Camera 4" {
+			added = c
+		}
+	}
+	slices.Sort(rtsp)
+	if want := []string{"Backyard", "Camera 3", "Camera 4", "Front Door"}; !slices.Equal(rtsp, want) || len(webrtc) != 1 || len(cams) != 5 {
+		t.Fatalf("RTSP cameras %q (want %q), WebRTC %q, %d cameras in all", rtsp, want, webrtc, len(cams))
+	}
+	if !strings.HasSuffix(added.UID, "/AVPHwEuSimCamera004") || added.Room != "Room 4" {
+		t.Fatalf("Camera 4 has uid %q in room %q, want the stable device id AVPHwEuSimCamera004 in Room 4", added.UID, added.Room)
+	}
+
+	call(map[string]any{"command": "update", "module": "cameras", "entity": fmt.Sprint(added.ID),
+		"payload": map[string]any{"mtx_path": "camera-4", "is_enabled": true}}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, ffprobe, "-v", "error", "-rtsp_transport", "tcp",
+		"-show_entries", "stream=codec_name", "-of", "csv=p=0", d.rtspURL("camera-4")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffprobe: %v\n%s", err, out)
+	}
+	if codecs := strings.Fields(string(out)); !slices.Contains(codecs, "h264") || !slices.Contains(codecs, "aac") {
+		t.Fatalf("ffprobe found streams %q on Camera 4, want h264 and aac", out)
+	}
+}
+
+// TestSimulatedCameras: the device list each --rtsp-cameras count gives.
+func TestSimulatedCameras(t *testing.T) {
+	if got, err := simulatedCameras(defaultRTSPCameras()); got != nil || err != nil {
+		t.Fatalf("the default count changed the devices: %v %v", got, err)
+	}
+	names := func(n int) []string {
+		t.Helper()
+		devs, err := simulatedCameras(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, d := range devs {
+			if slices.Contains(d.Protocols, nestsim.ProtocolRTSP) {
+				out = append(out, d.ID+" "+d.CustomName)
+			}
+		}
+		// The thermostat and the WebRTC camera stay whatever the count.
+		if len(devs)-len(out) != 2 {
+			t.Fatalf("--rtsp-cameras %d: %d devices besides the RTSP cameras, want 2", n, len(devs)-len(out))
+		}
+		return out
+	}
+	if got := names(0); len(got) != 0 {
+		t.Fatalf("--rtsp-cameras 0 serves %q", got)
+	}
+	if got, want := names(1), []string{nestsim.FrontDoorID + " Front Door"}; !slices.Equal(got, want) {
+		t.Fatalf("--rtsp-cameras 1 serves %q, want %q", got, want)
+	}
+	got := names(8)
+	if len(got) != 8 || got[1] != nestsim.BackyardID+" Backyard" || got[2] != "AVPHwEuSimCamera003 Camera 3" || got[7] != "AVPHwEuSimCamera008 Camera 8" {
+		t.Fatalf("--rtsp-cameras 8 serves %q", got)
+	}
+	if again := names(8); !slices.Equal(again, got) {
+		t.Fatalf("the added cameras' ids are not stable: %q then %q", got, again)
+	}
+}
+
+// authorizeSimulated goes through the daemon's consent flow with the
+// simulator's printed client, as a person would, and returns an API caller
+// logged in as the admin.
+func authorizeSimulated(t *testing.T, d *served, banner simBanner) func(req map[string]any, v any) {
+	t.Helper()
+	rr := d.waitReady()
+	tok := rr.Login(t, "admin", d.pass)
+	call := func(req map[string]any, v any) {
+		t.Helper()
+		req["token"] = tok
+		rr.Call(t, req).MustOK(t, v)
+	}
+	c := testkit.Dial(t, d.mqtt, "admin", d.pass)
+	authenticated := c.Subscribe("nestmtx/events/credentials/+/authenticated")
+	var cred struct {
+		ID uint64 `json:"id"`
+	}
+	call(map[string]any{"command": "create", "module": "credentials", "payload": banner.payload}, &cred)
+	redirect := "http://" + d.http + "/oauth/callback"
+	var authURL string
+	call(map[string]any{"command": "update", "module": "credentials", "entity": fmt.Sprint(cred.ID),
+		"payload": map[string]any{"redirect_uri": redirect}}, &authURL)
+	if err := testkit.ConsentAsBrowser(authURL, redirect); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Next(t, authenticated, 20*time.Second)
+	return call
 }

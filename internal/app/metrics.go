@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strconv"
 	"time"
 
@@ -28,6 +29,14 @@ type metrics struct {
 	apiRequestTimes *prometheus.HistogramVec
 }
 
+// goCPUClasses adds the runtime's CPU estimates by class to the Go
+// collector's default series (go_cpu_classes_gc_total_cpu_seconds_total,
+// go_cpu_classes_total_cpu_seconds_total, go_cpu_classes_idle_cpu_seconds_total,
+// the user, scavenge and GC-phase classes): the share of the daemon's CPU the
+// garbage collector takes, over a window, is Δgc_total / (Δtotal − Δidle),
+// which process_cpu_seconds_total alone cannot tell.
+var goCPUClasses = collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/cpu/classes/`)}
+
 func newMetrics(a *App) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	m.googleCommands = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nestmtx_google_commands_total",
@@ -40,7 +49,8 @@ func newMetrics(a *App) *metrics {
 		Help: "Time to answer an API request, by transport.", Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}},
 		[]string{"transport"})
 	m.reg.MustRegister(m.googleCommands, m.apiRequests, m.apiRequestTimes,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(goCPUClasses)),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&liveCollector{a: a})
 	return m
 }

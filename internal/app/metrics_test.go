@@ -123,6 +123,22 @@ func TestMetrics(t *testing.T) {
 	if _, ok := value(fams, "process_resident_memory_bytes", nil); !ok {
 		t.Fatal("no process figures")
 	}
+	// The runtime's CPU classes, from which the GC's share of the CPU is
+	// worked out, come on top of the Go collector's default series.
+	for _, name := range []string{"go_cpu_classes_gc_total_cpu_seconds_total", "go_cpu_classes_total_cpu_seconds_total",
+		"go_cpu_classes_idle_cpu_seconds_total", "go_cpu_classes_user_cpu_seconds_total"} {
+		if v, ok := value(fams, name, nil); !ok || v < 0 {
+			t.Fatalf("%s = %v (%v)", name, v, ok)
+		}
+	}
+	if total, _ := value(fams, "go_cpu_classes_total_cpu_seconds_total", nil); total <= 0 {
+		t.Fatalf("go_cpu_classes_total_cpu_seconds_total = %v after streaming", total)
+	}
+	for _, name := range []string{"go_goroutines", "go_memstats_heap_alloc_bytes", "go_gc_duration_seconds", "go_sched_gomaxprocs_threads"} {
+		if fams[name] == nil {
+			t.Fatalf("the Go collector no longer exposes %s", name)
+		}
+	}
 	// The separate listener serves them too; the token, once set, is
 	// asked there as well.
 	if code, _ := scrape(t, "http://"+metricsAddr+"/metrics", "scrape-me"); code != http.StatusOK {
