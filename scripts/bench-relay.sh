@@ -28,6 +28,7 @@
 # the clip again rather than reusing bin/bench-relay's, KEEP=1 keeps the
 # work directory (with the daemon's log), DAEMON_ENV adds variables to the
 # daemon's environment only (e.g. DAEMON_ENV='GODEBUG=gctrace=1 GOGC=50'),
+# DAEMON_BIN runs that daemon binary instead of this tree's (before/after),
 # PPROF_NAME names the daemon CPU profiles (--pprof, skipped when the daemon
 # exposes none), written to bin/bench-relay/<PPROF_NAME>-<run>.pprof
 # (default daemon-cpu).
@@ -101,6 +102,13 @@ echo "bench-relay: building" >&2
 # The daemon is built as a release is (scripts/release.sh): static, no
 # libc mapped in, no symbol tables.
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$work/nestmtx" ./cmd/nestmtx
+# DAEMON_BIN measures another build of the daemon (an older release, say)
+# against this tree's simulator and tool, for a before/after comparison.
+daemon_bin=$work/nestmtx
+if [ -n "${DAEMON_BIN:-}" ]; then
+  daemon_bin=$(realpath "$DAEMON_BIN")
+  echo "bench-relay: measuring the daemon $daemon_bin" >&2
+fi
 go build -trimpath -o "$work/nestmtx-relaybench" ./cmd/nestmtx-relaybench
 
 freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -140,7 +148,7 @@ for run in $(seq "$runs"); do
     NESTMTX_RTSP_ADDRESS=127.0.0.1:$rtsp NESTMTX_LOG_LEVEL=warn NESTMTX_HTTP_PPROF=true
     # shellcheck disable=SC2086 # DAEMON_ENV is a list of NAME=value words
     [ -z "${DAEMON_ENV:-}" ] || export ${DAEMON_ENV}
-    exec "$work/nestmtx" serve --rtsp-udp-address=
+    exec "$daemon_bin" serve --rtsp-udp-address=
   ) 2>"$work/daemon.log" &
   daemon=$!
   pids+=("$daemon")
