@@ -67,6 +67,12 @@ func (m *Manager) Lookup(name string) (rtspserver.Path, bool) {
 func (m *Manager) Apply(cfg Spec, credentialID uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.stopCtx != nil {
+		// Shutting down: a camera sync that finishes now (one started by
+		// a consent just before) must not start a supervisor that
+		// Shutdown, already waiting, would never stop.
+		return
+	}
 	mc, ok := m.byID[cfg.ID]
 	if !ok {
 		g, down := m.google(credentialID)
