@@ -57,9 +57,19 @@ func clipAUs(t testing.TB) (aus [][][]byte, sps, pps []byte) {
 // UDP) as they do in production.
 func startRelay(t *testing.T, p relay.Params) (*relay.Relay, string) {
 	t.Helper()
-	path := &rtspserver.FixedPath{}
-	srv, err := rtspserver.Start(rtspserver.Options{Address: "127.0.0.1:0", StartTimeout: 5 * time.Second,
-		Resolver: rtspserver.Paths{"cam": path}})
+	r, url, _ := startRelayWith(t, p, &rtspserver.FixedPath{}, nil)
+	return r, url
+}
+
+// startRelayWith is startRelay serving path (whose Log the readers' feeds
+// log to), with the server's options adjusted; it also returns the server.
+func startRelayWith(t *testing.T, p relay.Params, path *rtspserver.FixedPath, adjust func(*rtspserver.Options)) (*relay.Relay, string, *rtspserver.Server) {
+	t.Helper()
+	o := rtspserver.Options{Address: "127.0.0.1:0", StartTimeout: 5 * time.Second, Resolver: rtspserver.Paths{"cam": path}}
+	if adjust != nil {
+		adjust(&o)
+	}
+	srv, err := rtspserver.Start(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +80,36 @@ func startRelay(t *testing.T, p relay.Params) (*relay.Relay, string) {
 	}
 	path.Relay = r
 	t.Cleanup(r.Close)
-	return r, "rtsp://" + srv.Addr() + "/cam"
+	return r, "rtsp://" + srv.Addr() + "/cam", srv
+}
+
+// playStuck starts a reader that reads nothing once its first packet has
+// arrived, until the test ends: its socket fills and it falls behind.
+func playStuck(t *testing.T, url string) {
+	t.Helper()
+	stuck, desc := describe(t, url)
+	if err := stuck.SetupAll(desc.BaseURL, desc.Medias); err != nil {
+		t.Fatal(err)
+	}
+	block := make(chan struct{})
+	t.Cleanup(func() { close(block) })
+	stuck.OnPacketRTPAny(func(*description.Media, format.Format, *rtp.Packet) { <-block })
+	if _, err := stuck.Play(nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkGotAll waits until good has every packet of frames frames of r
+// (all alike) and checks their sequence numbers run on without a gap.
+func checkGotAll(t *testing.T, r *relay.Relay, good *received, frames int) {
+	t.Helper()
+	perFrame := int(r.Stats().RTPPackets) / frames
+	pkts := good.waitFor(t, frames*perFrame)
+	for i := 1; i < len(pkts); i++ {
+		if pkts[i].SequenceNumber != pkts[i-1].SequenceNumber+1 {
+			t.Fatalf("the good reader lost packets at %d", i)
+		}
+	}
 }
 
 type received struct {
@@ -326,17 +365,7 @@ func TestSlowReaderIsDroppedAlone(t *testing.T) {
 	_, sps, pps := clipAUs(t)
 	r, url := startRelay(t, relay.Params{SPS: sps, PPS: pps})
 	good := play(t, url)
-
-	stuck, desc := describe(t, url)
-	if err := stuck.SetupAll(desc.BaseURL, desc.Medias); err != nil {
-		t.Fatal(err)
-	}
-	block := make(chan struct{})
-	defer close(block)
-	stuck.OnPacketRTPAny(func(*description.Media, format.Format, *rtp.Packet) { <-block })
-	if _, err := stuck.Play(nil); err != nil {
-		t.Fatal(err)
-	}
+	playStuck(t, url)
 
 	// 100 kB IDR frames at 200 a second: 20 MB/s, which the stuck reader's
 	// socket buffers and backlog limit cannot absorb for long.
@@ -356,11 +385,5 @@ func TestSlowReaderIsDroppedAlone(t *testing.T) {
 	t.Logf("dropped after %d frames (%.1f MB)", frames, float64(frames*len(idr))/1e6)
 	// The good reader got every frame: each is SPS, PPS and the IDR's
 	// FU-A fragments, with continuous sequence numbers.
-	perFrame := int(r.Stats().RTPPackets) / frames
-	pkts := good.waitFor(t, frames*perFrame)
-	for i := 1; i < len(pkts); i++ {
-		if pkts[i].SequenceNumber != pkts[i-1].SequenceNumber+1 {
-			t.Fatalf("the good reader lost packets at %d", i)
-		}
-	}
+	checkGotAll(t, r, good, frames)
 }

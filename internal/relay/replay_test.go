@@ -215,19 +215,8 @@ func TestPlayTwiceAndPause(t *testing.T) {
 // is answered at once and does not hold up the feed.
 func TestServedPlayTwice(t *testing.T) {
 	aus, sps, pps := clipAUs(t)
-	path := &rtspserver.FixedPath{}
-	srv, err := rtspserver.Start(rtspserver.Options{Address: "127.0.0.1:0", UDPRTPAddress: testkit.FreeUDPPair(t),
-		StartTimeout: 5 * time.Second, Resolver: rtspserver.Paths{"cam": path}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	r, err := relay.New(srv.Gortsplib(), relay.Params{SPS: sps, PPS: pps})
-	if err != nil {
-		t.Fatal(err)
-	}
-	path.Relay = r
-	t.Cleanup(r.Close)
+	r, _, srv := startRelayWith(t, relay.Params{SPS: sps, PPS: pps}, &rtspserver.FixedPath{},
+		func(o *rtspserver.Options) { o.UDPRTPAddress = testkit.FreeUDPPair(t) })
 	seg := r.BeginSegment()
 	for i, au := range aus[:30] {
 		seg.WriteVideo(uint32(i)*3600, au)

@@ -24,19 +24,8 @@ import (
 // with the live packets instead, and gets every packet of the next IDR.
 func TestServedReaderSkipsAGOPTooLongForItsQueue(t *testing.T) {
 	_, sps, pps := clipAUs(t)
-	path := &rtspserver.FixedPath{}
-	srv, err := rtspserver.Start(rtspserver.Options{Address: "127.0.0.1:0", UDPRTPAddress: testkit.FreeUDPPair(t),
-		StartTimeout: 5 * time.Second, Resolver: rtspserver.Paths{"cam": path}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	r, err := relay.New(srv.Gortsplib(), relay.Params{SPS: sps, PPS: pps})
-	if err != nil {
-		t.Fatal(err)
-	}
-	path.Relay = r
-	t.Cleanup(r.Close)
+	r, _, srv := startRelayWith(t, relay.Params{SPS: sps, PPS: pps}, &rtspserver.FixedPath{},
+		func(o *rtspserver.Options) { o.UDPRTPAddress = testkit.FreeUDPPair(t) })
 
 	// A GOP of about 650 packets: a 100 kB IDR and twenty 40 kB pictures.
 	idr := append([]byte{0x65}, bytes.Repeat([]byte{0x55}, 100_000)...)
