@@ -57,7 +57,7 @@ type Conn struct {
 	// err is the first write error; every later write returns it, as a
 	// failed socket would.
 	err error
-	vec vectorWriter // WriteBuffers' writev, without allocating
+	vec vectorWriter // the writev of WriteBuffers, TryWriteBuffers and Flush, without allocating
 	// owed is the rest of a batch TryWriteBuffers could not finish; every
 	// write sends it first, so a frame is never cut by another.
 	owed net.Buffers
@@ -71,8 +71,8 @@ type Conn struct {
 
 // Stats count the writes, for tests and benchmarks.
 type Stats struct {
-	Writes   uint64 // Write and WriteBuffers calls
-	Syscalls uint64 // of those, the ones that reached the socket
+	Writes   uint64 // Write, WriteBuffers and TryWriteBuffers calls
+	Syscalls uint64 // the writes tried on the socket, with what was owed flushed apart
 }
 
 // Wrap wraps one connection.

@@ -82,8 +82,10 @@ type directReader struct {
 	mu     sync.Mutex
 	queue  []unit
 	queued int
-	// oldest is when the first unit now queued was queued: maxBehind.
+	// oldest is when the first unit now queued was queued: maxBehind,
+	// which applies once the reader is live, its join written.
 	oldest time.Time
+	live   bool
 	dead   bool
 	// idle says the reader has nothing queued and is owed nothing, past
 	// its gate and its paced start: the publisher may write to the socket
@@ -199,7 +201,7 @@ func (d *directReader) offer(units []unit, f *fanOut) bool {
 	d.idle = false
 	if d.oldest.IsZero() {
 		d.oldest = f.clock()
-	} else if f.clock().Sub(d.oldest) > maxBehind {
+	} else if d.live && f.clock().Sub(d.oldest) > maxBehind {
 		d.mu.Unlock()
 		d.fail(fmt.Errorf("reader too slow: more than %s behind live", maxBehind))
 		return false
@@ -268,8 +270,19 @@ func (d *directReader) drain() {
 		owed := d.owed
 		d.owed = false
 		if len(batch) == 0 && !owed {
+			// The join is written: from here on a reader this far behind
+			// is too slow, not starting.
+			d.live = true
 			if !d.remap {
-				// Caught up: the publisher writes from here on.
+				// Caught up: the publisher writes from here on, with
+				// writes that never wait and need no deadline. One left
+				// to lapse would turn them all away (TryBusy) until a
+				// writer set another. A gortsplib response being written
+				// meanwhile keeps the deadline it set only if it set it
+				// after this; if not, a stalled reader still ends, by
+				// the publisher's queue filling up.
+				d.conn.SetWriteDeadline(time.Time{}) //nolint:errcheck // nothing to report
+				d.lastDL = time.Time{}
 				d.idle, d.running = !d.dead, false
 				d.mu.Unlock()
 				return
@@ -311,7 +324,8 @@ func (d *directReader) moveDeadline(more bool) {
 
 // maxWriteBytes splits a large batch (a late joiner's GOP) into writes
 // that each get a fresh deadline, so that a slow but moving reader is not
-// dropped for needing more than writeTimeout for the whole of it.
+// dropped for needing more than writeTimeout for the whole of it (nor is
+// it for maxBehind: that applies once the join is written).
 const maxWriteBytes = 1 << 20
 
 // write sends a batch, in writes of at most maxWriteBytes, stopping early
@@ -391,7 +405,7 @@ func hungUp(err error) bool {
 		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
 
-// stop ends the writer; the relay forgets the reader at its next push.
+// stop ends the writer; the relay forgets the reader at its next offer.
 func (d *directReader) stop() {
 	d.once.Do(func() {
 		d.mu.Lock()
@@ -469,6 +483,7 @@ func (d *directReader) runPaced() bool {
 			d.mu.Lock()
 			pending, d.queue = d.queue, nil
 			d.queued = 0
+			d.oldest = time.Time{}
 			d.mu.Unlock()
 			if len(pending) == 0 {
 				return true // caught up

@@ -3,7 +3,8 @@
 // whichever upstream session is current. It re-packetises access units
 // (Google's packets can exceed gortsplib's 1472-byte limit), keeps
 // timestamps continuous across upstream swaps, and keeps the last GOP so a
-// late joiner gets a picture at once instead of waiting for the next IDR.
+// late joiner gets a picture at once instead of waiting for the next IDR
+// (a UDP reader, when the GOP fits its write queue).
 //
 // Readers over TCP (nearly all: Frigate, ffmpeg with -rtsp_transport tcp,
 // Home Assistant) are fed directly: each access unit is packetised once
@@ -94,6 +95,9 @@ const (
 	// reader fed by gortsplib: the rest of its queue takes the live
 	// packets (an IDR is about a hundred) that arrive while it drains.
 	servedReplayMax = WriteQueueSize - 192
+	// servedHoldMax is the most packets held back for joiners (see
+	// servedJoining): with a replay, they must fit the queue too.
+	servedHoldMax = 128
 	// replayHoldLimit releases the replay gate if the server never confirms
 	// that the reader was activated (a connection dying mid-PLAY).
 	replayHoldLimit = 2 * time.Second
@@ -154,12 +158,13 @@ type Relay struct {
 	// written when the last joiner is active, so that a joiner misses no
 	// unit between its replay and its first live packet; direct readers
 	// and the upstream do not wait.
-	servedJoining int
-	servedHeld    []unit
-	nextSerial    uint64
-	closed        bool
-	stats         Stats
-	dropped       atomic.Uint64 // direct readers dropped (too slow, write error)
+	servedJoining     int
+	servedHeld        []unit
+	servedHeldPackets int
+	nextSerial        uint64
+	closed            bool
+	stats             Stats
+	dropped           atomic.Uint64 // direct readers dropped (too slow, write error)
 	// sent counts what the direct path wrote to readers (gortsplib's
 	// readers are counted by its stream's own statistics).
 	sent sentCounters
@@ -275,7 +280,8 @@ func New(srv *gortsplib.Server, p Params) (*Relay, error) {
 }
 
 // JoinMode is how a reader that joins a live stream gets its first
-// picture (the direct path's readers; gortsplib's get JoinReplay).
+// picture (the direct path's readers; gortsplib's get JoinReplay when
+// the cached GOP fits their write queue, else start with the live units).
 type JoinMode int
 
 const (
@@ -543,6 +549,15 @@ func (r *Relay) publish(u unit) {
 	if r.viaServer > 0 {
 		if r.servedJoining > 0 {
 			r.servedHeld = append(r.servedHeld, u)
+			r.servedHeldPackets += int(u.packets)
+			if r.servedHeldPackets > servedHoldMax {
+				// The joiners' PLAY responses are late (the hold is
+				// usually microseconds): what is held would no longer
+				// fit the readers' queues with a replay. Send it now; a
+				// joiner not yet active misses it and starts at the next
+				// IDR, which is better than every reader losing packets.
+				r.releaseServedHeld()
+			}
 		} else {
 			r.writeServed(u)
 		}

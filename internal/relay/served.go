@@ -225,14 +225,21 @@ func (pb *servedPlayback) release() {
 		if r.servedJoining > 0 {
 			return
 		}
-		for _, u := range r.servedHeld {
-			if !r.closed {
-				r.writeServed(u)
-			}
-		}
-		clear(r.servedHeld)
-		r.servedHeld = r.servedHeld[:0]
+		r.releaseServedHeld()
 	})
+}
+
+// releaseServedHeld writes the units held for joiners, in order; r.mu is
+// held.
+func (r *Relay) releaseServedHeld() {
+	for _, u := range r.servedHeld {
+		if !r.closed {
+			r.writeServed(u)
+		}
+	}
+	clear(r.servedHeld)
+	r.servedHeld = r.servedHeld[:0]
+	r.servedHeldPackets = 0
 }
 
 func (pb *servedPlayback) Started() {

@@ -118,3 +118,69 @@ func TestServedReaderSkipsAGOPTooLongForItsQueue(t *testing.T) {
 		t.Fatalf("the reader reports %d packets lost", lost)
 	}
 }
+
+// TestServedReaderGetsAGOPThatFits: a UDP reader that joins while the
+// cached GOP fits its write queue gets it first, from its IDR, then the
+// live packets, without a gap.
+func TestServedReaderGetsAGOPThatFits(t *testing.T) {
+	_, sps, pps := clipAUs(t)
+	r, url, _ := startRelayWith(t, relay.Params{SPS: sps, PPS: pps}, &rtspserver.FixedPath{},
+		func(o *rtspserver.Options) { o.UDPRTPAddress = testkit.FreeUDPPair(t) })
+	// A GOP of about 40 packets: a 20 kB IDR and five 5 kB pictures.
+	idr := append([]byte{0x65}, bytes.Repeat([]byte{0x55}, 20_000)...)
+	pframe := append([]byte{0x41}, bytes.Repeat([]byte{0x33}, 5_000)...)
+	seg := r.BeginSegment()
+	for i, au := range [][]byte{idr, pframe, pframe, pframe, pframe, pframe} {
+		if err := seg.WriteVideo(uint32(i)*3000, [][]byte{au}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gop := int(r.Stats().RTPPackets)
+
+	udp := gortsplib.TransportUDP
+	c := &gortsplib.Client{Transport: &udp}
+	u, _ := base.ParseURL(url)
+	if err := c.Start(u.Scheme, u.Host); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	desc, _, err := c.Describe(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetupAll(desc.BaseURL, desc.Medias); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var pkts []*rtp.Packet
+	c.OnPacketRTPAny(func(_ *description.Media, _ format.Format, p *rtp.Packet) {
+		mu.Lock()
+		pkts = append(pkts, p)
+		mu.Unlock()
+	})
+	if _, err := c.Play(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := seg.WriteVideo(6*3000, [][]byte{pframe}); err != nil {
+		t.Fatal(err)
+	}
+	want := int(r.Stats().RTPPackets)
+	testkit.Eventually(t, 5*time.Second, "the GOP and the live picture", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(pkts) >= want
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(pkts) != want {
+		t.Fatalf("got %d packets, want the GOP's %d and the live picture's %d", len(pkts), gop, want-gop)
+	}
+	if !startsIDR(pkts[0].Payload) {
+		t.Fatal("the replay does not start with the IDR")
+	}
+	for i := 1; i < len(pkts); i++ {
+		if pkts[i].SequenceNumber != pkts[i-1].SequenceNumber+1 {
+			t.Fatalf("packet %d: sequence %d after %d", i, pkts[i].SequenceNumber, pkts[i-1].SequenceNumber)
+		}
+	}
+}
