@@ -70,7 +70,8 @@ func (m *Manager) Apply(cfg Spec, credentialID uint64) {
 	if m.stopCtx != nil {
 		// Shutting down: a camera sync that finishes now (one started by
 		// a consent just before) must not start a supervisor that
-		// Shutdown, already waiting, would never stop.
+		// Shutdown, already waiting, would never stop; its m.wg.Add
+		// would also race with that Wait (the race detector saw it).
 		return
 	}
 	mc, ok := m.byID[cfg.ID]
