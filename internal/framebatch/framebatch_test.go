@@ -329,9 +329,12 @@ func TestTryWriteBuffers(t *testing.T) {
 func TestTryWriteBuffersNeverWaits(t *testing.T) {
 	skipWithoutTry(t)
 	c, peer := pair(t)
-	big := make(net.Buffers, 64)
+	// 60 MB: far more than the socket buffers take, so the write blocks
+	// until the peer reads.
+	f := frame(0, true, 1, 60000)
+	big := make(net.Buffers, 1000)
 	for i := range big {
-		big[i] = frame(0, true, uint16(i), 60000)
+		big[i] = f
 	}
 	blocked := make(chan error, 1)
 	go func() { blocked <- c.WriteBuffers(big) }()
