@@ -145,6 +145,7 @@ func (a *App) Start() error {
 		Google: a.creds,
 		Log:    a.log.With("component", "api"),
 	})
+	a.metrics.knowRoutes(a.api.Routes())
 	var err error
 	a.mqtt, err = mqtt.Start(mqtt.Options{
 		BrokerURL: a.cfg.MQTTURL, Listen: a.cfg.MQTTListen,

@@ -27,6 +27,8 @@ type metrics struct {
 	googleCommands  *prometheus.CounterVec
 	apiRequests     *prometheus.CounterVec
 	apiRequestTimes *prometheus.HistogramVec
+	// routes are the API's (module, command) pairs; see knowRoutes.
+	routes map[[2]string]bool
 }
 
 // goCPUClasses adds the runtime's CPU estimates by class to the Go
@@ -77,20 +79,25 @@ func (m *metrics) apiRequest(transport string, req api.Request, err *api.Error, 
 	if err != nil {
 		code = err.Code
 	}
-	// Unknown modules and commands are one label value, so that a client
-	// cannot grow the series without bound.
+	// A module and command that name no route are one label value, so
+	// that a client cannot grow the series without bound.
 	module, command := req.Module, req.Command
-	if !knownModules[module] || !knownCommands[command] {
+	if !m.routes[[2]string{module, command}] {
 		module, command = "unknown", "unknown"
 	}
 	m.apiRequests.WithLabelValues(transport, module, command, code).Inc()
 	m.apiRequestTimes.WithLabelValues(transport).Observe(took.Seconds())
 }
 
-var (
-	knownModules  = map[string]bool{"auth": true, "users": true, "credentials": true, "cameras": true, "health": true, "version": true}
-	knownCommands = map[string]bool{"list": true, "create": true, "read": true, "update": true, "delete": true}
-)
+// knowRoutes sets the routes whose module and command label the API
+// series: the dispatcher's, so that a new route needs no list kept here.
+// It is called before any transport starts.
+func (m *metrics) knowRoutes(routes []api.RouteInfo) {
+	m.routes = make(map[[2]string]bool, len(routes))
+	for _, r := range routes {
+		m.routes[[2]string{r.Module, r.Command}] = true
+	}
+}
 
 // instrumented is an API handler that counts what it answers, for one
 // transport.

@@ -88,6 +88,13 @@ func TestMetrics(t *testing.T) {
 	e.authorize()
 	e.sync(map[string]string{"Front Door": "front-door"})
 	id := e.cams["Front Door"]
+	// Requests that name a module and a command of the contract but no
+	// route (names outside it are refused before they are counted): one
+	// label value however many kinds.
+	for _, r := range []map[string]any{req("create", "version", "token", e.token, "payload", map[string]any{}),
+		req("read", "version", "entity", "1", "token", e.token)} {
+		e.rr.Call(t, r)
+	}
 	onHTTP := "http://" + e.app.HTTPAddr() + "/metrics"
 	if code, _ := scrape(t, onHTTP, ""); code != http.StatusUnauthorized {
 		t.Fatalf("/metrics without a token: %d", code)
@@ -116,6 +123,22 @@ func TestMetrics(t *testing.T) {
 	}
 	if v, ok := value(fams, "nestmtx_api_requests_total", map[string]string{"transport": "mqtt", "module": "auth", "command": "create", "code": "OK"}); !ok || v < 1 {
 		t.Fatalf("MQTT logins counted %v (%v)", v, ok)
+	}
+	var unknown float64
+	for _, f := range fams["nestmtx_api_requests_total"].Metric {
+		labels := map[string]string{}
+		for _, l := range f.Label {
+			labels[l.GetName()] = l.GetValue()
+		}
+		switch {
+		case labels["module"] == "version" && labels["command"] != "list":
+			t.Fatalf("a request naming no route got its own series: %v", labels)
+		case labels["module"] == "unknown" && labels["command"] == "unknown" && labels["transport"] == "mqtt":
+			unknown += f.GetCounter().GetValue()
+		}
+	}
+	if unknown < 2 {
+		t.Fatalf("requests naming no route counted %v times as unknown, want 2", unknown)
 	}
 	if v, _ := value(fams, "nestmtx_mqtt_connected", nil); v != 1 {
 		t.Fatalf("nestmtx_mqtt_connected = %v", v)
