@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"html"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/nestmtx/nestmtx/internal/credentials"
 	"github.com/nestmtx/nestmtx/internal/login"
+	"github.com/nestmtx/nestmtx/internal/netguard"
 	"github.com/nestmtx/nestmtx/internal/store"
 )
 
@@ -85,10 +85,7 @@ func (a *App) formAdmin(w http.ResponseWriter, r *http.Request) (credID uint64, 
 		a.oauthPage(w, http.StatusBadRequest, "The form could not be read", err.Error())
 		return 0, false
 	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
+	host := netguard.ClientIPOf(r.RemoteAddr)
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
 	user, err := a.gate.Check(ctx, r.PostForm.Get("username"), r.PostForm.Get("password"), host)

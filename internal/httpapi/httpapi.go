@@ -21,7 +21,6 @@ import (
 	"io"
 	"log/slog"
 	"mime"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -30,6 +29,7 @@ import (
 	"time"
 
 	"github.com/nestmtx/nestmtx/internal/api"
+	"github.com/nestmtx/nestmtx/internal/netguard"
 )
 
 // Prefix is where the API is served.
@@ -212,7 +212,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x.req.Token = api.BearerFromHeader(r.Header.Get("Authorization"))
-	x.req.Remote = clientIP(r.RemoteAddr)
+	x.req.Remote = netguard.ClientIPOf(r.RemoteAddr)
 	x.req.Client = "http " + r.RemoteAddr
 
 	select {
@@ -361,16 +361,6 @@ func (h *Handler) readBody(x *request) ([]byte, *api.Error) {
 func isJSON(contentType string) bool {
 	mt, _, err := mime.ParseMediaType(contentType)
 	return err == nil && (mt == "application/json" || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")))
-}
-
-// clientIP is the address login throttling counts: the peer's, never a
-// header a client can write.
-func clientIP(remoteAddr string) string {
-	host, _, err := net.SplitHostPort(remoteAddr)
-	if err != nil {
-		return remoteAddr
-	}
-	return host
 }
 
 // cors adds the CORS headers for an allowed origin and reports whether

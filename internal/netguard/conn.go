@@ -183,9 +183,16 @@ func ClientIP(a net.Addr) string {
 	if ta, ok := a.(*net.TCPAddr); ok {
 		return ta.IP.String()
 	}
-	host, _, err := net.SplitHostPort(a.String())
+	return ClientIPOf(a.String())
+}
+
+// ClientIPOf is ClientIP for an address already written "host:port" (an
+// HTTP request's RemoteAddr, a Socket.IO connection's): always the peer's
+// address, never a header a client can write.
+func ClientIPOf(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return a.String()
+		return addr
 	}
 	return host
 }

@@ -3,7 +3,6 @@ package socketio
 import (
 	"encoding/json"
 	"errors"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/nestmtx/nestmtx/internal/api"
 	"github.com/nestmtx/nestmtx/internal/logstream"
+	"github.com/nestmtx/nestmtx/internal/netguard"
 	"github.com/nestmtx/nestmtx/internal/store"
 )
 
@@ -61,7 +61,7 @@ type conn struct {
 // connection (the client gets connect_error).
 func (s *Server) authenticate(sock *socket.Socket, next func(*socket.ExtendedError)) {
 	h := sock.Handshake()
-	remote := clientIP(sock.Conn().RemoteAddress())
+	remote := netguard.ClientIPOf(sock.Conn().RemoteAddress())
 	refuse := func(e *api.Error) {
 		s.log.Info("Socket.IO connection refused", "remote", remote, "code", e.Code, "reason", e.Message)
 		next(socket.NewExtendedError(e.Message, e))
@@ -458,12 +458,4 @@ func parseLevel(v any) (int, bool) {
 		}
 	}
 	return 0, false
-}
-
-// clientIP is the address's host part.
-func clientIP(addr string) string {
-	if host, _, err := net.SplitHostPort(addr); err == nil {
-		return host
-	}
-	return addr
 }
