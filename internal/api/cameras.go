@@ -126,7 +126,7 @@ func camerasModule(d Deps) Module {
 					cam.Audio = audio
 				}
 				// A stream needs a path to be served at.
-				if cam.Path == "" && (cam.IsEnabled || cam.IsPersistent) {
+				if cam.LacksPath() {
 					field := "mtx_path"
 					if !pathSet {
 						field = "is_enabled"
@@ -134,7 +134,7 @@ func camerasModule(d Deps) Module {
 							field = "is_persistent"
 						}
 					}
-					return Invalid(FieldError{Path: "payload." + field, Message: "a camera needs an mtx_path to be enabled or persistent"})
+					return Invalid(FieldError{Path: "payload." + field, Message: store.ErrCameraNeedsPath.Error()})
 				}
 				return nil
 			})

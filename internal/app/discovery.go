@@ -122,8 +122,6 @@ func cameraModel(typ string) string {
 	return "Nest " + strings.ToUpper(t[:1]) + strings.ToLower(t[1:])
 }
 
-var errNeedsPath = errors.New("a camera needs an mtx_path to be enabled or persistent")
-
 // cameraCommand carries out a command from Home Assistant's switches and
 // button. On the embedded broker only admins can publish one; on an
 // external broker its ACL must see to that (docs/home-assistant.md).
@@ -149,8 +147,8 @@ func (a *App) cameraCommand(ctx context.Context, c mqtt.CameraCommand) error {
 		}
 		row, err = a.store.UpdateCamera(c.Camera, func(cam *store.Camera) error {
 			*set(cam) = c.On
-			if cam.Path == "" && (cam.IsEnabled || cam.IsPersistent) {
-				return errNeedsPath
+			if cam.LacksPath() {
+				return store.ErrCameraNeedsPath
 			}
 			return nil
 		})

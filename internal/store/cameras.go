@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"time"
@@ -40,6 +41,15 @@ type Camera struct {
 	CreatedAt time.Time
 	UpdatedAt time.Time
 }
+
+// ErrCameraNeedsPath refuses a camera enabled or persistent without a
+// path: a stream needs a path to be served at. The API and Home
+// Assistant's switches both check it (LacksPath) before they save.
+var ErrCameraNeedsPath = errors.New("a camera needs an mtx_path to be enabled or persistent")
+
+// LacksPath says the camera is enabled or persistent with no path to be
+// served at (ErrCameraNeedsPath).
+func (c Camera) LacksPath() bool { return c.Path == "" && (c.IsEnabled || c.IsPersistent) }
 
 // cameraRecord is the stored form. Its fields match Camera's so the two
 // convert directly, but it has no custom JSON methods, which keeps the file
