@@ -20,7 +20,9 @@ type UserView struct {
 	UpdatedAt time.Time  `json:"updated_at"`
 }
 
-func viewUser(u store.User) UserView {
+// ViewUser is how every transport shows a user (never its password hash
+// or Digest secret).
+func ViewUser(u store.User) UserView {
 	return UserView{ID: u.ID, Username: u.Username, Role: u.Role, CanLogin: u.CanLogin, CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt}
 }
 
@@ -77,7 +79,7 @@ func authModule(d Deps) Module {
 			if err != nil {
 				return nil, err
 			}
-			return LoginResult{Bearer: token, Expiration: exp.UTC(), User: viewUser(user)}, nil
+			return LoginResult{Bearer: token, Expiration: exp.UTC(), User: ViewUser(user)}, nil
 		}),
 		// delete logs out: the token that sent it stops working at once.
 		// The entity is "current" (the token itself never goes into an

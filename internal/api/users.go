@@ -82,7 +82,7 @@ func usersModule(d Deps) Module {
 					}
 					return idKey(u.ID)
 				},
-				func(u store.User) any { return viewUser(u) }), nil
+				func(u store.User) any { return ViewUser(u) }), nil
 		}),
 		Create: Admin(Spec{
 			Summary: "Create a user",
@@ -102,7 +102,7 @@ func usersModule(d Deps) Module {
 				return nil, err
 			}
 			d.Log.Info("user created", "user_id", user.ID, "username", user.Username, "role", user.Role, "by", c.User.Username)
-			return viewUser(user), nil
+			return ViewUser(user), nil
 		}),
 		// Anyone may read their own account; only admins read others.
 		Read: Authed(Spec{
@@ -119,7 +119,7 @@ func usersModule(d Deps) Module {
 			if err != nil {
 				return nil, err
 			}
-			return viewUser(user), nil
+			return ViewUser(user), nil
 		}),
 		Update: Authed(Spec{
 			Summary: "Update a user",
@@ -169,7 +169,7 @@ func usersModule(d Deps) Module {
 			if (u.Password != nil || !user.CanLogin) && d.LoginsEnded != nil {
 				d.LoginsEnded(user.Username, c.Client)
 			}
-			return viewUser(user), nil
+			return ViewUser(user), nil
 		}),
 		Delete: Admin(Spec{
 			Summary: "Delete a user",
@@ -192,7 +192,7 @@ func usersModule(d Deps) Module {
 			if d.LoginsEnded != nil {
 				d.LoginsEnded(user.Username, c.Client)
 			}
-			return viewUser(user), nil
+			return ViewUser(user), nil
 		}),
 	}
 }

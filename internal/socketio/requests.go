@@ -239,8 +239,7 @@ func (c *conn) onAuthenticate(args ...any) {
 		c.token, c.user, c.expires = tok, user, exp
 		c.applyLogsLocked()
 		c.mu.Unlock()
-		return Login{User: api.UserView{ID: user.ID, Username: user.Username, Role: user.Role, CanLogin: user.CanLogin,
-			CreatedAt: user.CreatedAt, UpdatedAt: user.UpdatedAt}, Expiration: exp.UTC()}, nil
+		return Login{User: api.ViewUser(user), Expiration: exp.UTC()}, nil
 	})
 }
 
