@@ -45,37 +45,19 @@ func TestServedReaderSkipsAGOPTooLongForItsQueue(t *testing.T) {
 	}
 	before := r.Stats().RTPPackets
 
-	udp := gortsplib.TransportUDP
-	c := &gortsplib.Client{Transport: &udp}
-	u, _ := base.ParseURL("rtsp://" + srv.Addr() + "/cam")
-	if err := c.Start(u.Scheme, u.Host); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	desc, _, err := c.Describe(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.SetupAll(desc.BaseURL, desc.Medias); err != nil {
-		t.Fatal(err)
-	}
 	var mu sync.Mutex
 	var seqs []uint16
 	var lost uint64
 	idrSeen := make(chan struct{})
 	var once sync.Once
-	c.OnPacketsLost = func(n uint64) { mu.Lock(); lost += n; mu.Unlock() }
-	c.OnPacketRTPAny(func(_ *description.Media, _ format.Format, p *rtp.Packet) {
+	playUDP(t, "rtsp://"+srv.Addr()+"/cam", func(p *rtp.Packet) {
 		mu.Lock()
 		seqs = append(seqs, p.SequenceNumber)
 		mu.Unlock()
 		if startsIDR(p.Payload) {
 			once.Do(func() { close(idrSeen) })
 		}
-	})
-	if _, err := c.Play(nil); err != nil {
-		t.Fatal(err)
-	}
+	}, func(n uint64) { mu.Lock(); lost += n; mu.Unlock() })
 
 	// The live stream goes on: pictures, then the next GOP's IDR.
 	deadline := time.After(10 * time.Second)
@@ -137,30 +119,13 @@ func TestServedReaderGetsAGOPThatFits(t *testing.T) {
 	}
 	gop := int(r.Stats().RTPPackets)
 
-	udp := gortsplib.TransportUDP
-	c := &gortsplib.Client{Transport: &udp}
-	u, _ := base.ParseURL(url)
-	if err := c.Start(u.Scheme, u.Host); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	desc, _, err := c.Describe(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.SetupAll(desc.BaseURL, desc.Medias); err != nil {
-		t.Fatal(err)
-	}
 	var mu sync.Mutex
 	var pkts []*rtp.Packet
-	c.OnPacketRTPAny(func(_ *description.Media, _ format.Format, p *rtp.Packet) {
+	playUDP(t, url, func(p *rtp.Packet) {
 		mu.Lock()
 		pkts = append(pkts, p)
 		mu.Unlock()
-	})
-	if _, err := c.Play(nil); err != nil {
-		t.Fatal(err)
-	}
+	}, nil)
 	if err := seg.WriteVideo(6*3000, [][]byte{pframe}); err != nil {
 		t.Fatal(err)
 	}
@@ -182,5 +147,29 @@ func TestServedReaderGetsAGOPThatFits(t *testing.T) {
 		if pkts[i].SequenceNumber != pkts[i-1].SequenceNumber+1 {
 			t.Fatalf("packet %d: sequence %d after %d", i, pkts[i].SequenceNumber, pkts[i-1].SequenceNumber)
 		}
+	}
+}
+
+// playUDP plays url over UDP (so gortsplib's writer feeds it), handing
+// every RTP packet to onPacket and packet losses to onLost (if not nil).
+func playUDP(t *testing.T, url string, onPacket func(*rtp.Packet), onLost func(uint64)) {
+	t.Helper()
+	udp := gortsplib.TransportUDP
+	c := &gortsplib.Client{Transport: &udp, OnPacketsLost: onLost}
+	u, _ := base.ParseURL(url)
+	if err := c.Start(u.Scheme, u.Host); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	desc, _, err := c.Describe(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetupAll(desc.BaseURL, desc.Medias); err != nil {
+		t.Fatal(err)
+	}
+	c.OnPacketRTPAny(func(_ *description.Media, _ format.Format, p *rtp.Packet) { onPacket(p) })
+	if _, err := c.Play(nil); err != nil {
+		t.Fatal(err)
 	}
 }
