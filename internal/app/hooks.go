@@ -27,11 +27,8 @@ func (a *App) startHooks() {
 		return
 	}
 	o := hooks.Options{
-		Bus: a.bus,
-		Lookup: func(path string) (hooks.Set, []string) {
-			h, groups := a.cfg.HooksFor(path)
-			return hooks.Set(h), groups
-		},
+		Bus:      a.bus,
+		Lookup:   a.cfg.HooksFor,
 		RTSPPort: a.rtspPort,
 		Log:      a.log,
 	}

@@ -93,7 +93,7 @@ func TestHookReadyEnvironment(t *testing.T) {
 	t.Setenv("NESTMTX_ADMIN_PASSWORD", "the-hook-must-not-see-this")
 	dir := t.TempDir()
 	ready := hookScript(t, dir, "ready.sh", `env > "`+dir+`/$MTX_PATH.tmp" && mv "`+dir+`/$MTX_PATH.tmp" "`+dir+`/$MTX_PATH.env"`+"\n")
-	e := startE2E(t, nestsim.Options{}, func(c *config.Config) { c.RunOnReady = ready })
+	e := startE2E(t, nestsim.Options{}, func(c *config.Config) { c.Hooks.RunOnReady = ready })
 	e.authorize()
 	e.sync(map[string]string{"Front Door": "front-door", "Living Room": "living-room"})
 	_, port, _ := net.SplitHostPort(e.app.RTSPAddr())
@@ -125,7 +125,7 @@ exit 0
 `)
 	undemand := hookScript(t, dir, "undemand.sh", `echo "$MTX_PATH" > "`+dir+`/undemand.tmp" && mv "`+dir+`/undemand.tmp" "`+dir+`/undemand"`+"\n")
 	e := startE2EWith(t, nestsim.Options{}, func(c *config.Config) {
-		c.RunOnDemand, c.RunOnDemandRestart, c.RunOnUnDemand = demand, true, undemand
+		c.Hooks.RunOnDemand, c.Hooks.RunOnDemandRestart, c.Hooks.RunOnUnDemand = demand, true, undemand
 	}, tuneHooks(func(o *hooks.Options) { o.RestartPause = 100 * time.Millisecond }))
 	e.authorize()
 	e.sync(map[string]string{"Front Door": "front-door"})
@@ -156,7 +156,7 @@ func TestHookKilledWithCamera(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	ready := hookScript(t, dir, "ready.sh", `echo $$ >> "`+dir+`/$MTX_PATH.pids"`+"\nexec sleep 600\n")
-	e := startE2E(t, nestsim.Options{}, func(c *config.Config) { c.RunOnReady = ready })
+	e := startE2E(t, nestsim.Options{}, func(c *config.Config) { c.Hooks.RunOnReady = ready })
 	e.authorize()
 	e.sync(nil)
 	back, front := fmt.Sprint(e.cams["Backyard"]), fmt.Sprint(e.cams["Front Door"])
@@ -216,7 +216,7 @@ paths:
 		t.Fatal(err)
 	}
 	e := startE2E(t, nestsim.Options{}, func(c *config.Config) {
-		c.RunOnReady, c.RunOnReadyRestart, c.Paths = loaded.RunOnReady, loaded.RunOnReadyRestart, loaded.Paths
+		c.Hooks.RunOnReady, c.Hooks.RunOnReadyRestart, c.Paths = loaded.Hooks.RunOnReady, loaded.Hooks.RunOnReadyRestart, loaded.Paths
 	})
 	e.authorize()
 	e.sync(nil)

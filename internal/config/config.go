@@ -106,17 +106,9 @@ type Config struct {
 	// RTSPUDPAddress enables RTSP over UDP (RTP port; RTCP is the next one).
 	RTSPUDPAddress string
 
-	// The global hooks, MediaMTX's runOn* commands of every camera
-	// (GlobalHooks); Paths overrides them per camera (HooksFor).
-	RunOnDemand        string
-	RunOnDemandRestart bool
-	RunOnUnDemand      string
-	RunOnReady         string
-	RunOnReadyRestart  bool
-	RunOnNotReady      string
-	RunOnRead          string
-	RunOnReadRestart   bool
-	RunOnUnread        string
+	// Hooks are the global hooks, MediaMTX's runOn* commands of every
+	// camera (GlobalHooks); Paths overrides them per camera (HooksFor).
+	Hooks Hooks
 	// Paths is the paths: section, hooks per camera path.
 	Paths Paths
 

@@ -782,7 +782,7 @@ func TestSettingsCoverConfig(t *testing.T) {
 		"run_on_ready_restart": "true", "run_on_not_ready": "d", "run_on_read": "e", "run_on_read_restart": "on",
 		"run_on_unread": "f", "paths": "{front-door: {runOnReady: x}}",
 	}
-	typ := reflect.TypeFor[Config]()
+	leafNames, leafValues := configLeaves(Defaults())
 	owner := make(map[string]string)
 	for _, s := range settings {
 		id := s.name()
@@ -796,11 +796,11 @@ func TestSettingsCoverConfig(t *testing.T) {
 			t.Errorf("%s: sample %q rejected: %v", id, sample, err)
 			continue
 		}
-		before, after := reflect.ValueOf(Defaults()), reflect.ValueOf(c)
+		_, afterValues := configLeaves(c)
 		var changed []string
-		for i := range typ.NumField() {
-			if before.Field(i).Interface() != after.Field(i).Interface() {
-				changed = append(changed, typ.Field(i).Name)
+		for i, name := range leafNames {
+			if leafValues[i] != afterValues[i] {
+				changed = append(changed, name)
 			}
 		}
 		if len(changed) != 1 {
@@ -812,11 +812,29 @@ func TestSettingsCoverConfig(t *testing.T) {
 		}
 		owner[changed[0]] = id
 	}
-	for i := range typ.NumField() {
-		if _, ok := owner[typ.Field(i).Name]; !ok {
-			t.Errorf("Config.%s is not set by any setting", typ.Field(i).Name)
+	for _, name := range leafNames {
+		if _, ok := owner[name]; !ok {
+			t.Errorf("Config.%s is not set by any setting", name)
 		}
 	}
+}
+
+// configLeaves lists c's fields, with the global hooks' own fields in
+// place of Hooks (one setting each), as names and values.
+func configLeaves(c Config) (names []string, values []any) {
+	var walk func(v reflect.Value, prefix string)
+	walk = func(v reflect.Value, prefix string) {
+		for i := range v.NumField() {
+			f, name := v.Field(i), prefix+v.Type().Field(i).Name
+			if f.Type() == reflect.TypeFor[Hooks]() {
+				walk(f, name+".")
+				continue
+			}
+			names, values = append(names, name), append(values, f.Interface())
+		}
+	}
+	walk(reflect.ValueOf(c), "")
+	return names, values
 }
 
 func TestSettings(t *testing.T) {

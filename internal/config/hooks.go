@@ -15,37 +15,17 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/nestmtx/nestmtx/internal/hooks"
 	"github.com/nestmtx/nestmtx/internal/hooks/cmdline"
 )
 
 // Hooks are the commands run on a camera's lifecycle events, by MediaMTX's
-// names (docs/hooks.md).
-type Hooks struct {
-	RunOnDemand        string
-	RunOnDemandRestart bool
-	RunOnUnDemand      string
-	RunOnReady         string
-	RunOnReadyRestart  bool
-	RunOnNotReady      string
-	RunOnRead          string
-	RunOnReadRestart   bool
-	RunOnUnread        string
-}
-
-// Any says whether any command is set.
-func (h Hooks) Any() bool {
-	return h.RunOnDemand != "" || h.RunOnUnDemand != "" || h.RunOnReady != "" || h.RunOnNotReady != "" ||
-		h.RunOnRead != "" || h.RunOnUnread != ""
-}
+// names (docs/hooks.md): the hook runner's own type, so that what the
+// settings hold is what it runs.
+type Hooks = hooks.Set
 
 // GlobalHooks are the hooks of every camera that paths: does not override.
-func (c Config) GlobalHooks() Hooks {
-	return Hooks{
-		RunOnDemand: c.RunOnDemand, RunOnDemandRestart: c.RunOnDemandRestart, RunOnUnDemand: c.RunOnUnDemand,
-		RunOnReady: c.RunOnReady, RunOnReadyRestart: c.RunOnReadyRestart, RunOnNotReady: c.RunOnNotReady,
-		RunOnRead: c.RunOnRead, RunOnReadRestart: c.RunOnReadRestart, RunOnUnread: c.RunOnUnread,
-	}
-}
+func (c Config) GlobalHooks() Hooks { return c.Hooks }
 
 // HooksFor is the hooks of the camera served at path: the global ones, with
 // what the entry of paths: that matches path sets instead (as MediaMTX

@@ -31,7 +31,7 @@ runOnUnread: echo u
 	}
 	// The environment and flags override the file, as for every setting.
 	c = mustLoad(t, []string{"--run-on-ready=from-flag"}, map[string]string{"NESTMTX_CONFIG": path, "NESTMTX_RUN_ON_NOT_READY": "from-env"})
-	if c.RunOnReady != "from-flag" || c.RunOnNotReady != "from-env" || c.RunOnUnread != "echo u" {
+	if c.Hooks.RunOnReady != "from-flag" || c.Hooks.RunOnNotReady != "from-env" || c.Hooks.RunOnUnread != "echo u" {
 		t.Fatalf("precedence: %+v", c.GlobalHooks())
 	}
 }
@@ -40,7 +40,7 @@ runOnUnread: echo u
 // hooks; nothing else may be in it.
 func TestHooksPathDefaults(t *testing.T) {
 	c := mustLoad(t, nil, map[string]string{"NESTMTX_CONFIG": writeYAML(t, "pathDefaults:\n  runOnReady: a\n  run_on_unread: b\n")})
-	if c.RunOnReady != "a" || c.RunOnUnread != "b" {
+	if c.Hooks.RunOnReady != "a" || c.Hooks.RunOnUnread != "b" {
 		t.Fatalf("hooks = %+v", c.GlobalHooks())
 	}
 	for _, tc := range []struct{ yaml, want string }{

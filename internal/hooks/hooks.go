@@ -25,7 +25,7 @@ import (
 )
 
 // Set is the hooks of one camera path: a command line for each, "" for
-// none (config.Hooks converts to it).
+// none (config.Hooks is the same type, as settings).
 type Set struct {
 	RunOnDemand        string
 	RunOnDemandRestart bool
@@ -36,6 +36,12 @@ type Set struct {
 	RunOnRead          string
 	RunOnReadRestart   bool
 	RunOnUnread        string
+}
+
+// Any says whether any command is set.
+func (s Set) Any() bool {
+	return s.RunOnDemand != "" || s.RunOnUnDemand != "" || s.RunOnReady != "" || s.RunOnNotReady != "" ||
+		s.RunOnRead != "" || s.RunOnUnread != ""
 }
 
 // Options configure a Runner.
