@@ -303,6 +303,12 @@ func TestTryWriteBuffers(t *testing.T) {
 	if res != TryOwed {
 		t.Fatal("the socket never filled")
 	}
+	// A try while something is owed queues behind it, never ahead.
+	more := frame(0, true, seq, 700)
+	if res, err := c.TryWriteBuffers(net.Buffers{more}); res != TryOwed || err != nil {
+		t.Fatalf("a try with bytes owed = %v, %v; want TryOwed", res, err)
+	}
+	want = append(want, more...)
 	// Another writer (gortsplib's response) waits for the owed bytes.
 	resp := []byte("RTSP/1.0 200 OK\r\nCSeq: 9\r\n\r\n")
 	want = append(want, resp...)
