@@ -249,39 +249,7 @@ func TestSimulateDrivesDaemon(t *testing.T) {
 	testkit.WaitDial(t, simRTSPS, 5*time.Second)
 
 	d := startServe(t, t.TempDir(), nil, append(banner.envList(), "NESTMTX_ADMIN_PASSWORD=simulate-pass")...)
-	rr := d.waitReady()
-	tok := rr.Login(t, "admin", "simulate-pass")
-	call := func(req map[string]any, v any) {
-		t.Helper()
-		req["token"] = tok
-		rr.Call(t, req).MustOK(t, v)
-	}
-	c := testkit.Dial(t, d.mqtt, "admin", d.pass)
-	authenticated := c.Subscribe("nestmtx/events/credentials/+/authenticated")
-
-	var cred struct {
-		ID              uint64 `json:"id"`
-		IsAuthenticated bool   `json:"is_authenticated"`
-	}
-	call(map[string]any{"command": "create", "module": "credentials", "payload": banner.payload}, &cred)
-	if cred.ID == 0 || cred.IsAuthenticated {
-		t.Fatalf("new credential %+v", cred)
-	}
-	redirect := "http://" + d.http + "/oauth/callback"
-	var authURL string
-	call(map[string]any{"command": "update", "module": "credentials", "entity": fmt.Sprint(cred.ID),
-		"payload": map[string]any{"redirect_uri": redirect}}, &authURL)
-	if !strings.HasPrefix(authURL, banner.env["NESTMTX_GOOGLE_AUTH_URL"]+"?") {
-		t.Fatalf("authorization URL %q is not the simulator's consent page", authURL)
-	}
-
-	if err := testkit.ConsentAsBrowser(authURL, redirect); err != nil {
-		t.Fatal(err)
-	}
-	ev := testkit.Next(t, authenticated, 20*time.Second)
-	if want := fmt.Sprintf("nestmtx/events/credentials/%d/authenticated", cred.ID); ev.Topic != want {
-		t.Fatalf("event on %s, want %s", ev.Topic, want)
-	}
+	call, credID := authorizeSimulated(t, d, banner)
 
 	// The sync after consent runs in the background and has no event of
 	// its own: poll the list until the simulated cameras are there.
@@ -305,7 +273,7 @@ func TestSimulateDrivesDaemon(t *testing.T) {
 		return front && back
 	})
 	front := cams["Front Door"]
-	if front.CredentialID != cred.ID || !slices.Contains(front.Protocols, "RTSP") {
+	if front.CredentialID != credID || !slices.Contains(front.Protocols, "RTSP") {
 		t.Fatalf("Front Door %+v", front)
 	}
 	var updated camera
@@ -429,7 +397,7 @@ func TestSimulateRTSPCameras(t *testing.T) {
 	banner := readBanner(t, sim)
 
 	d := startServe(t, t.TempDir(), nil, append(banner.envList(), "NESTMTX_ADMIN_PASSWORD=simulate-pass")...)
-	call := authorizeSimulated(t, d, banner)
+	call, _ := authorizeSimulated(t, d, banner)
 	type camera struct {
 		ID        uint64   `json:"id"`
 		Name      string   `json:"name"`
@@ -518,13 +486,13 @@ func TestSimulatedCameras(t *testing.T) {
 }
 
 // authorizeSimulated goes through the daemon's consent flow with the
-// simulator's printed client, as a person would, and returns an API caller
-// logged in as the admin.
-func authorizeSimulated(t *testing.T, d *served, banner simBanner) func(req map[string]any, v any) {
+// simulator's printed client, as a person would, checking each step, and
+// returns an API caller logged in as the admin and the credential's id.
+func authorizeSimulated(t *testing.T, d *served, banner simBanner) (call func(req map[string]any, v any), credID uint64) {
 	t.Helper()
 	rr := d.waitReady()
 	tok := rr.Login(t, "admin", d.pass)
-	call := func(req map[string]any, v any) {
+	call = func(req map[string]any, v any) {
 		t.Helper()
 		req["token"] = tok
 		rr.Call(t, req).MustOK(t, v)
@@ -532,16 +500,26 @@ func authorizeSimulated(t *testing.T, d *served, banner simBanner) func(req map[
 	c := testkit.Dial(t, d.mqtt, "admin", d.pass)
 	authenticated := c.Subscribe("nestmtx/events/credentials/+/authenticated")
 	var cred struct {
-		ID uint64 `json:"id"`
+		ID              uint64 `json:"id"`
+		IsAuthenticated bool   `json:"is_authenticated"`
 	}
 	call(map[string]any{"command": "create", "module": "credentials", "payload": banner.payload}, &cred)
+	if cred.ID == 0 || cred.IsAuthenticated {
+		t.Fatalf("new credential %+v", cred)
+	}
 	redirect := "http://" + d.http + "/oauth/callback"
 	var authURL string
 	call(map[string]any{"command": "update", "module": "credentials", "entity": fmt.Sprint(cred.ID),
 		"payload": map[string]any{"redirect_uri": redirect}}, &authURL)
+	if !strings.HasPrefix(authURL, banner.env["NESTMTX_GOOGLE_AUTH_URL"]+"?") {
+		t.Fatalf("authorization URL %q is not the simulator's consent page", authURL)
+	}
 	if err := testkit.ConsentAsBrowser(authURL, redirect); err != nil {
 		t.Fatal(err)
 	}
-	testkit.Next(t, authenticated, 20*time.Second)
-	return call
+	ev := testkit.Next(t, authenticated, 20*time.Second)
+	if want := fmt.Sprintf("nestmtx/events/credentials/%d/authenticated", cred.ID); ev.Topic != want {
+		t.Fatalf("event on %s, want %s", ev.Topic, want)
+	}
+	return call, cred.ID
 }
